@@ -1,0 +1,99 @@
+"""Attribute extraction: platform, brand and product type from titles, categories and details.
+
+Platforms are normalised to the short names used by the Games benchmark ('PS4', 'Xbox 360', '3DS',
+'Switch', ...), so attributes from different sources (a title, 2023 categories, LLM-extracted
+attributes) compare equal.
+"""
+
+import json
+import re
+
+# canonical name -> aliases (matched case-insensitively as whole words; longest alias wins).
+_PLATFORMS = {
+    "PS5": ["ps5", "playstation 5", "playstation5"],
+    "PS4": ["ps4", "playstation 4", "playstation4"],
+    "PS3": ["ps3", "playstation 3", "playstation3"],
+    "PS2": ["ps2", "playstation 2", "playstation2"],
+    "PS1": ["ps1", "psx", "playstation 1", "playstation one", "psone", "ps one"],
+    "PS Vita": ["ps vita", "playstation vita", "psvita", "vita"],
+    "PSP": ["psp", "sony psp", "playstation portable"],
+    "Xbox Series X": ["xbox series x", "xbox series s", "xbox series x/s", "xbox series x|s"],
+    "Xbox One": ["xbox one", "xbox one x", "xbox one s"],
+    "Xbox 360": ["xbox 360", "xbox360", "x360"],
+    "Xbox": ["xbox", "original xbox"],
+    "Switch": ["nintendo switch", "switch", "switch lite", "switch oled"],
+    "Wii U": ["wii u", "nintendo wii u", "wiiu"],
+    "Wii": ["wii", "nintendo wii"],
+    "3DS": ["3ds", "nintendo 3ds", "3ds xl", "new 3ds", "2ds"],
+    "DS": ["nintendo ds", "ds", "nds", "ds lite", "dsi"],
+    "GameCube": ["gamecube", "nintendo gamecube", "game cube", "ngc"],
+    "N64": ["n64", "nintendo 64"],
+    "SNES": ["snes", "super nintendo", "super nes", "super nintendo entertainment system"],
+    "NES": ["nes", "nintendo nes", "nintendo entertainment system"],
+    "GBA": ["gba", "game boy advance", "gameboy advance"],
+    "GBC": ["gbc", "game boy color", "gameboy color"],
+    "Game Boy": ["game boy", "gameboy"],
+    "Dreamcast": ["dreamcast", "sega dreamcast"],
+    "Genesis": ["genesis", "sega genesis", "mega drive"],
+    "Saturn": ["sega saturn"],
+    "PC": ["pc", "windows", "pc game", "pc games", "computer", "pc download"],
+    "Mac": ["mac", "macintosh", "mac os", "macos"],
+    "Linux": ["linux"],
+}
+_ALIAS_TO_PLATFORM = {a: name for name, aliases in _PLATFORMS.items() for a in aliases}
+_ALIAS_RE = re.compile(
+    r"(?<![a-z0-9])(" + "|".join(re.escape(a) for a in sorted(_ALIAS_TO_PLATFORM, key=len,
+                                                              reverse=True)) + r")(?![a-z0-9])")
+# In titles only unambiguous aliases count: a bare "switch", "vita" or "computer" says little.
+_TITLE_UNSAFE = {"vita", "switch", "computer", "genesis", "mac", "windows"}
+
+_PRODUCT_TYPES = {
+    "games": "Game", "game": "Game", "accessories": "Accessory", "accessory": "Accessory",
+    "consoles": "Console", "console": "Console", "downloadable content": "DLC", "dlc": "DLC",
+    "bundles": "Bundle", "bundle": "Bundle", "virtual reality": "Accessory",
+    "gaming mice": "Accessory", "gaming keyboards": "Accessory", "headsets": "Accessory",
+    "controllers": "Accessory",
+}
+
+
+def canonical_platform(text: str) -> str:
+  """Maps a platform mention ('PlayStation 4', 'Nintendo DS|PC') to its canonical name, or ''."""
+  for part in re.split(r"[|,/]", text or ""):
+    name = _ALIAS_TO_PLATFORM.get(part.strip().lower())
+    if name:
+      return name
+  match = _ALIAS_RE.search((text or "").lower())
+  return _ALIAS_TO_PLATFORM[match.group(1)] if match else ""
+
+
+def platform_from_title(title: str) -> str:
+  """The first unambiguous platform named in a title ('... - PlayStation 4' -> 'PS4'), or ''."""
+  for match in _ALIAS_RE.finditer((title or "").lower()):
+    alias = match.group(1)
+    if alias not in _TITLE_UNSAFE:
+      return _ALIAS_TO_PLATFORM[alias]
+  return ""
+
+
+def from_amazon2023(meta: dict) -> dict[str, str]:
+  """Platform, brand and product type from one Amazon 2023 metadata record.
+
+  Sources in order of trust: `details` (Platform, Brand, Manufacturer), the category path
+  ('Video Games > PlayStation 4 > Accessories > Controllers'), `store`, then the title.
+  """
+  details = meta.get("details") or {}
+  if isinstance(details, str):
+    try:
+      details = json.loads(details)
+    except json.JSONDecodeError:
+      details = {}
+  categories = [str(c) for c in (meta.get("categories") or [])]
+  platform = canonical_platform(str(details.get("Platform", "")))
+  for category in categories:
+    platform = platform or canonical_platform(category)
+  platform = platform or platform_from_title(str(meta.get("title") or ""))
+  product_type = ""
+  for category in categories:
+    product_type = product_type or _PRODUCT_TYPES.get(category.strip().lower(), "")
+  brand = str(details.get("Brand") or details.get("Manufacturer") or meta.get("store") or "")
+  return {"platform": platform, "brand": brand.strip(), "product_type": product_type}

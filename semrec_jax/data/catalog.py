@@ -1,0 +1,73 @@
+"""The item catalog: one row of text fields and attributes per item, in input order."""
+
+import dataclasses
+
+TEXT_FIELDS = ("title", "description", "features", "categories", "store", "details")
+ATTRIBUTE_FIELDS = ("platform", "brand", "product_type", "genre", "franchise", "hardware_type",
+                    "multiplayer")
+FIELDS = TEXT_FIELDS + ATTRIBUTE_FIELDS
+# List-valued inputs (features, description paragraphs, categories) are joined with this separator;
+# multi-valued attributes keep '|' between values.
+LIST_SEPARATOR = "\n"
+
+
+@dataclasses.dataclass
+class Catalog:
+  """Item ids and, for every name in FIELDS, a list of strings ('' where unknown)."""
+
+  item_ids: list[str]
+  fields: dict[str, list[str]]
+
+  def __len__(self) -> int:
+    return len(self.item_ids)
+
+  def take(self, rows) -> "Catalog":
+    rows = list(rows)
+    return Catalog([self.item_ids[r] for r in rows],
+                   {name: [column[r] for r in rows] for name, column in self.fields.items()})
+
+  def row(self, r: int) -> dict[str, str]:
+    return {"item_id": self.item_ids[r], **{name: col[r] for name, col in self.fields.items()}}
+
+
+class CatalogBuilder:
+  """Collects catalog rows; repeated ids keep the first row and are counted."""
+
+  def __init__(self):
+    self._rows: dict[str, dict[str, str]] = {}
+    self.duplicates = 0
+
+  def __contains__(self, item_id: str) -> bool:
+    return item_id in self._rows
+
+  def add(self, item_id: str, **fields: str) -> None:
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+      raise KeyError(f"unknown catalog fields {sorted(unknown)}; known: {FIELDS}")
+    if item_id in self._rows:
+      self.duplicates += 1
+      return
+    self._rows[item_id] = {name: clean(fields.get(name, "")) for name in FIELDS}
+
+  def update(self, item_id: str, **fields: str) -> None:
+    """Fills empty fields of an existing row (used for side files such as extra attributes)."""
+    row = self._rows[item_id]
+    for name, value in fields.items():
+      if not row[name]:
+        row[name] = clean(value)
+
+  def build(self) -> Catalog:
+    ids = list(self._rows)
+    return Catalog(ids, {name: [self._rows[i][name] for i in ids] for name in FIELDS})
+
+
+def clean(value) -> str:
+  """Normalises a raw field to one string: lists joined, None to '', whitespace trimmed.
+
+  Text is kept verbatim otherwise: HTML entities and non-ASCII characters are not touched.
+  """
+  if value is None:
+    return ""
+  if isinstance(value, (list, tuple)):
+    return LIST_SEPARATOR.join(s for s in (clean(v) for v in value) if s)
+  return str(value).strip()

@@ -1,0 +1,23 @@
+"""Default config shared by every file in configs/; experiments override fields."""
+
+import os
+
+import ml_collections
+
+# The bundled Games sample (see semrec_jax/data/sample/NOTICE.md).
+SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "data", "sample")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.format = "games_tsv"   # amazon2023 | games_tsv | generic
+  config.data.path = SAMPLE_DIR      # folder holding the raw files
+  config.data.category = ""          # amazon2023 only, e.g. "Video_Games"
+  config.data.interactions = "auto"  # amazon2023 only: auto | reviews | benchmark
+  config.data.kcore = 5              # iterative k-core; 0 disables
+  config.data.max_history = 50       # items of history kept per example
+  config.data.max_bad_fraction = 0.01  # share of bad lines per file that fails the run
+  return config

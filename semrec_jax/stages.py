@@ -1,0 +1,93 @@
+"""The stage framework: each stage owns a folder under the workdir, stamped with a fingerprint.
+
+A stage writes into a scratch folder that replaces its output folder only on success, so a killed
+run never leaves a half-written artifact that looks finished. The fingerprint (`fingerprint.json`)
+holds the config sections the stage reads and the fingerprints of the stages it reads from; a stage
+whose fingerprint matches is skipped, one whose fingerprint differs is an error unless --overwrite.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from typing import Callable
+
+from absl import logging
+
+FINGERPRINT = "fingerprint.json"
+
+
+class StageError(RuntimeError):
+  """A stage cannot run as asked (unknown name, stale artifacts, missing upstream)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  name: str
+  output: str  # folder under the workdir that holds the artifacts
+  run: Callable  # run(config, out_dir) writes the stage's artifacts into out_dir
+  config_keys: tuple[str, ...]  # top-level config sections the artifacts depend on
+  depends_on: tuple[str, ...] = ()
+
+
+def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
+  path = os.path.join(workdir, stage.output, FINGERPRINT)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) -> dict:
+  upstream = {}
+  for dep in stage.depends_on:
+    found = read_fingerprint(workdir, registry[dep])
+    if found is None:
+      raise StageError(f"stage {stage.name!r} needs the output of {dep!r}, which is not in "
+                       f"{workdir}; run with --stages={dep},{stage.name}")
+    upstream[dep] = found["sha256"]
+  sections = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
+              for key in stage.config_keys}
+  body = {"stage": stage.name, "config": sections, "upstream": upstream}
+  digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+  return {**body, "sha256": digest}
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+  return out
+
+
+def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
+        overwrite: bool = False) -> None:
+  """Runs the named stages in pipeline order, skipping those whose artifacts are up to date."""
+  for name in [n for n in registry if n in names]:
+    stage = registry[name]
+    wanted = fingerprint(config, workdir, stage, registry)
+    found = read_fingerprint(workdir, stage)
+    out_dir = os.path.join(workdir, stage.output)
+    if found and not overwrite:
+      if found["sha256"] == wanted["sha256"]:
+        logging.info("stage %s: up to date in %s, skipped", name, out_dir)
+        continue
+      found.pop("sha256", None)
+      changes = "; ".join(_differences(found, {**wanted, "sha256": None})[:10])
+      raise StageError(f"stage {name!r}: {out_dir} was made with a different config ({changes}); "
+                       "pass --overwrite to redo it")
+    scratch = os.path.join(workdir, f".{stage.output}.incomplete")
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch)
+    logging.info("stage %s: running", name)
+    stage.run(config, scratch)
+    with open(os.path.join(scratch, FINGERPRINT), "w") as f:
+      json.dump(wanted, f, indent=2, sort_keys=True, default=str)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.rename(scratch, out_dir)
+    logging.info("stage %s: done, artifacts in %s", name, out_dir)

@@ -1,0 +1,32 @@
+"""Install semrec_jax: `pip install -e .` (add `[test]` for the test suite)."""
+
+import setuptools
+
+setuptools.setup(
+    name="semrec_jax",
+    version="0.1.0",
+    description="Pure-JAX training stack for LLM-recommender hybrids with semantic IDs.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["semrec_jax", "semrec_jax.*"]),
+    package_data={"semrec_jax.data": ["sample/*"]},
+    install_requires=[
+        "absl-py>=2.1",
+        "array_record>=0.5",
+        "etils[epath]>=1.7",
+        "flax>=0.12",
+        "grain>=0.2.10",
+        "importlib_resources>=6",  # tensorflow-datasets needs it for builders inside packages
+        "jax>=0.10.2",
+        "ml-collections>=1.0",
+        "numpy>=1.26",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "sentencepiece>=0.2",
+        "tensorflow-datasets>=4.9.7",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6"],
+        # Only for regenerating the committed fixtures from ../shared/data.
+        "dev": ["pyarrow>=15"],
+    },
+)
