@@ -77,8 +77,8 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
       if found["sha256"] == wanted["sha256"]:
         logging.info("stage %s: up to date in %s, skipped", name, out_dir)
         continue
-      found.pop("sha256", None)
-      changes = "; ".join(_differences(found, {**wanted, "sha256": None})[:10])
+      changes = "; ".join(_differences({k: found.get(k) for k in ("config", "upstream")},
+                                       {k: wanted[k] for k in ("config", "upstream")})[:10])
       raise StageError(f"stage {name!r}: {out_dir} was made with a different config ({changes}); "
                        "pass --overwrite to redo it")
     scratch = os.path.join(workdir, f".{stage.output}.incomplete")

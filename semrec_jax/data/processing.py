@@ -5,8 +5,8 @@ Order of operations (each removal is counted in the DropLog):
      (user, timestamp, position in the input files));
   2. repeated (user, item) pairs keep their first occurrence;
   3. interactions with items missing from the catalog or without a title are removed;
-  4. iterative k-core: users and items with fewer than k interactions are removed until none is left;
-  5. users with fewer than 3 interactions are removed (leave-one-out needs train, valid and test).
+  4. iterative k-core: users with fewer than max(k, 3) interactions (leave-one-out needs a train,
+     a validation and a test item) and items with fewer than k are removed until none is left.
 Items are then numbered in catalog order and users in order of first appearance in the input.
 """
 
@@ -52,9 +52,8 @@ def build_sequences(interactions: Interactions, catalog: Catalog, kcore: int,
   rows = _join_catalog(rows, catalog, drops)
   _require_rows(rows, "the catalog join (no interacted item has a catalog row with a title)")
   rows = _kcore(rows, kcore, drops)
-  _require_rows(rows, f"the {kcore}-core filter")
-  rows = _drop_short_users(rows, drops)
-  _require_rows(rows, f"removing users with fewer than {MIN_SEQUENCE} interactions")
+  _require_rows(rows, f"the {kcore}-core filter (users need >= {max(kcore, MIN_SEQUENCE)} "
+                f"interactions, items >= {kcore})")
   return _renumber(rows, catalog)
 
 
@@ -86,14 +85,13 @@ def _join_catalog(rows: Interactions, catalog: Catalog, drops: DropLog) -> Inter
 
 
 def _kcore(rows: Interactions, k: int, drops: DropLog) -> Interactions:
-  """Removes users and items with fewer than k interactions, repeatedly, to a fixed point."""
-  if k <= 0:
-    return rows
+  """Removes users with < max(k, 3) and items with < k interactions, repeatedly, to a fixed point."""
+  user_min, item_min = max(k, MIN_SEQUENCE), max(k, 0)
   keep = np.ones(len(rows), dtype=bool)
   while True:
     user_counts = np.bincount(rows.user[keep], minlength=len(rows.user_ids))
     item_counts = np.bincount(rows.item[keep], minlength=len(rows.item_ids))
-    weak = keep & ((user_counts[rows.user] < k) | (item_counts[rows.item] < k))
+    weak = keep & ((user_counts[rows.user] < user_min) | (item_counts[rows.item] < item_min))
     if not weak.any():
       break
     keep &= ~weak
@@ -101,14 +99,6 @@ def _kcore(rows: Interactions, k: int, drops: DropLog) -> Interactions:
   drops["kcore_users"] += int(len(np.unique(rows.user)) - len(np.unique(rows.user[keep])))
   drops["kcore_items"] += int(len(np.unique(rows.item)) - len(np.unique(rows.item[keep])))
   return rows.select(keep)
-
-
-def _drop_short_users(rows: Interactions, drops: DropLog) -> Interactions:
-  counts = np.bincount(rows.user, minlength=len(rows.user_ids))
-  short = counts[rows.user] < MIN_SEQUENCE
-  drops["users_with_fewer_than_3_interactions"] += int(((counts > 0) & (counts < MIN_SEQUENCE)).sum())
-  drops["interactions_of_users_with_fewer_than_3"] += int(short.sum())
-  return rows.select(~short)
 
 
 def _renumber(rows: Interactions, catalog: Catalog) -> Sequences:

@@ -1,0 +1,21 @@
+"""Shared test setup: 8 simulated CPU devices (before JAX loads) and data fixtures."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+from semrec_jax import defaults  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(REPO, "tests", "fixtures")
+AMAZON2023 = os.path.join(FIXTURES, "amazon2023")
+SHARED_GAMES = os.path.join(REPO, "..", "shared", "data", "amazon18_games")
+
+
+@pytest.fixture
+def data_config():
+  """A fresh `config.data` section; tests set format and path."""
+  return defaults.base_config().data

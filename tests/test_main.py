@@ -1,0 +1,103 @@
+"""The absl entry point and the stage framework, end to end on the bundled sample."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from semrec_jax import defaults, pipeline, stages
+from semrec_jax.data import tfds_builders
+from tests.conftest import REPO
+
+
+def _main(*args, cwd=REPO):
+  return subprocess.run([sys.executable, "-m", "semrec_jax.main", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def demo_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("demo"))
+  result = _main("--config=configs/demo.py", f"--workdir={workdir}", "--stages=prepare")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_prepare_writes_stats_and_datasets(demo_workdir):
+  with open(os.path.join(demo_workdir, "data", "stats.json")) as f:
+    stats = json.load(f)
+  assert (stats["num_users"], stats["num_items"], stats["num_interactions"]) == (19_080, 2_000,
+                                                                                  155_133)
+  assert stats["min_user_interactions"] >= 5 and stats["min_item_interactions"] >= 5
+  assert stats["sequence_length"]["min"] == 5 and stats["sequence_length"]["max"] == 213
+  assert set(stats["dropped"]) >= {"duplicate_interactions", "kcore_interactions"}
+  data_dir = os.path.join(demo_workdir, "data")
+  items = tfds_builders.items_source(data_dir)
+  assert len(items) == 2_000
+  assert [int(items[i]["index"]) for i in (0, 1999)] == [0, 1999]
+  for split in tfds_builders.SPLITS:
+    assert len(tfds_builders.sequences_source(data_dir, split)) == 19_080
+  test = tfds_builders.sequences_source(data_dir, "test")
+  users = [int(test[i]["user_index"]) for i in range(len(test))]
+  assert users == list(range(19_080))  # exactly one test example per user
+
+
+def test_no_held_out_item_in_training_history(demo_workdir):
+  data_dir = os.path.join(demo_workdir, "data")
+  train, valid, test = (tfds_builders.sequences_source(data_dir, s) for s in tfds_builders.SPLITS)
+  for u in range(0, 19_080, 7):
+    seen = set(train[u]["history"].tolist()) | {int(train[u]["target"])}
+    assert int(valid[u]["target"]) not in seen and int(test[u]["target"]) not in seen
+    assert int(test[u]["target"]) not in set(valid[u]["history"].tolist())
+    np.testing.assert_array_equal(test[u]["history"][-1:], [valid[u]["target"]])
+
+
+def test_up_to_date_stage_is_skipped_and_changed_config_refused(demo_workdir):
+  stamp = os.path.getmtime(os.path.join(demo_workdir, "data", "stats.json"))
+  config = defaults.base_config()
+  stages.run(config, demo_workdir, ["prepare"], pipeline.STAGES)
+  assert os.path.getmtime(os.path.join(demo_workdir, "data", "stats.json")) == stamp
+  config.data.kcore = 6
+  with pytest.raises(stages.StageError, match=r"kcore: 5 -> 6.*--overwrite"):
+    stages.run(config, demo_workdir, ["prepare"], pipeline.STAGES)
+
+
+def test_overwrite_replaces_and_ignores_a_half_written_run(tmp_path):
+  workdir = str(tmp_path)
+  os.makedirs(os.path.join(workdir, ".data.incomplete", "junk"))  # left by a killed run
+  config = defaults.base_config()
+  config.data.kcore = 8
+  stages.run(config, workdir, ["prepare"], pipeline.STAGES)
+  with open(os.path.join(workdir, "data", "stats.json")) as f:
+    assert json.load(f)["min_user_interactions"] >= 8
+  config.data.kcore = 10
+  stages.run(config, workdir, ["prepare"], pipeline.STAGES, overwrite=True)
+  with open(os.path.join(workdir, "data", "stats.json")) as f:
+    stats = json.load(f)
+  assert stats["min_user_interactions"] >= 10 and stats["min_item_interactions"] >= 10
+  assert sorted(os.listdir(workdir)) == ["data"]
+
+
+def test_cli_errors_are_clear(tmp_path):
+  bad_stage = _main("--config=configs/demo.py", f"--workdir={tmp_path}", "--stages=prepare,train")
+  assert bad_stage.returncode != 0
+  assert "unknown stage(s) ['train']; known stages: ['prepare']" in bad_stage.stderr
+  missing = _main("--config=configs/nope.py", f"--workdir={tmp_path}")
+  assert missing.returncode != 0 and "configs/nope.py" in missing.stderr
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  unwritable = _main("--config=configs/demo.py", f"--workdir={blocker}/sub")
+  assert unwritable.returncode != 0 and "is not a writable folder" in unwritable.stderr
+  no_data = _main("--config=configs/games.py", "--config.data.path=/nonexistent",
+                  f"--workdir={tmp_path}/w")
+  assert no_data.returncode == 1
+  assert "error: data folder '/nonexistent' does not exist; expected items.csv" in no_data.stderr
+
+
+def test_helpfull_documents_the_flags():
+  result = _main("--helpfull")
+  for flag in ("--config", "--workdir", "--stages", "--overwrite"):
+    assert flag in result.stdout
