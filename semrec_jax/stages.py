@@ -26,7 +26,7 @@ class StageError(RuntimeError):
 class Stage:
   name: str
   output: str  # folder under the workdir that holds the artifacts
-  run: Callable  # run(config, out_dir) writes the stage's artifacts into out_dir
+  run: Callable  # run(config, workdir, out_dir) writes the stage's artifacts into out_dir
   config_keys: tuple[str, ...]  # top-level config sections the artifacts depend on
   depends_on: tuple[str, ...] = ()
 
@@ -85,7 +85,7 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch)
     logging.info("stage %s: running", name)
-    stage.run(config, scratch)
+    stage.run(config, workdir, scratch)
     with open(os.path.join(scratch, FINGERPRINT), "w") as f:
       json.dump(wanted, f, indent=2, sort_keys=True, default=str)
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -15,6 +15,15 @@ AMAZON2023 = os.path.join(FIXTURES, "amazon2023")
 SHARED_GAMES = os.path.join(REPO, "..", "shared", "data", "amazon18_games")
 
 
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory):
+  """A workdir with the bundled sample prepared and embedded (shared by the whole session)."""
+  from semrec_jax import pipeline, stages  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path_factory.mktemp("demo"))
+  stages.run(defaults.base_config(), workdir, ["prepare", "embed"], pipeline.STAGES)
+  return workdir
+
+
 @pytest.fixture
 def data_config():
   """A fresh `config.data` section; tests set format and path."""

@@ -1,0 +1,1 @@
+"""Item embeddings: a Flax BERT sentence encoder and the `embed` stage."""

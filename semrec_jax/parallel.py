@@ -1,0 +1,84 @@
+"""Meshes, logical-axis rules and sharding helpers shared by every model and step function.
+
+Parameters are created with logical axis names (`param_init`); the config's rules map those names
+to the mesh axes ('data', 'fsdp', 'tensor'); `shard_model` places a model's state accordingly.
+Batches are split over ('data', 'fsdp') along their first axis.
+"""
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from flax.core import spmd
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# Logical name -> mesh axis. Models may use more names; unlisted names are replicated.
+DEFAULT_RULES = (
+    ("batch", BATCH_AXES),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("codebook", None),
+    ("code_dim", None),
+)
+
+
+def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+  """Mesh shape for the config; -1 takes the devices left over."""
+  return ml_collections.ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor})
+
+
+def make_mesh(config: ml_collections.ConfigDict | None = None, devices=None) -> jax.sharding.Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all) with Auto axis types."""
+  config = config or mesh_config()
+  devices = list(jax.devices() if devices is None else devices)
+  shape = [config.data, config.fsdp, config.tensor]
+  if shape.count(-1) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got {shape}")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    if len(devices) % known:
+      raise ValueError(f"{len(devices)} devices do not split into mesh {shape}")
+    shape[shape.index(-1)] = len(devices) // known
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices, "
+                     f"have {len(devices)}")
+  return jax.make_mesh(tuple(shape), MESH_AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def param_init(initializer, *names: str | None):
+  """Wraps an initializer so its parameter carries logical axis names (sharded later, not eagerly)."""
+  return nnx.with_partitioning(initializer, names, eager_sharding=False)
+
+
+def state_shardings(state, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES):
+  """NamedShardings for an nnx.State, from its logical axis names and the rules."""
+  with spmd.logical_axis_rules(tuple(rules)):
+    specs = nnx.get_partition_spec(state)
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+
+
+def shard_model(model: nnx.Module, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> nnx.Module:
+  """Moves a model's state onto the mesh in place, following its logical axis names."""
+  state = nnx.state(model)
+  nnx.update(model, jax.device_put(state, state_shardings(state, mesh, rules)))
+  return model
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 1) -> NamedSharding:
+  """Splits the leading (example) axis over the data-parallel mesh axes."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
+  return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
