@@ -21,8 +21,11 @@ setuptools.setup(
         "numpy>=1.26",
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
+        "safetensors>=0.4",
         "sentencepiece>=0.2",
         "tensorflow-datasets>=4.9.7",
+        "tokenizers>=0.15",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6"],

@@ -32,4 +32,16 @@ def base_config() -> ml_collections.ConfigDict:
   config.embed.batch_size = 32      # fastest on CPU; raise on accelerators
   config.embed.precomputed_npy = ""  # float [n, dim] from any external encoder
   config.embed.precomputed_ids = ""  # text file, the item id of each row
+
+  config.ids = ml_collections.ConfigDict()
+  config.ids.recipe = "default"      # default | seed (semrec_jax/ids/recipes.py)
+  config.ids.levels = 3
+  config.ids.codebook_size = 256
+  config.ids.latent_dim = 32
+  config.ids.hidden_dims = (512, 256, 128)
+  config.ids.batch_size = 8192
+  config.ids.steps = 300            # ~150 epochs of the Games catalog at batch 8192
+  config.ids.eval_every = 50         # validation loss + checkpoint
+  config.ids.val_fraction = 0.05     # items held out for validation loss (all get IDs)
+  config.ids.seed = 0
   return config

@@ -2,6 +2,7 @@
 
 from semrec_jax.data.prepare import prepare
 from semrec_jax.embed.stage import embed
+from semrec_jax.ids.stage import semantic_ids
 from semrec_jax.stages import Stage
 
 STAGES: dict[str, Stage] = {
@@ -10,5 +11,7 @@ STAGES: dict[str, Stage] = {
               run=lambda config, workdir, out_dir: prepare(config, out_dir)),
         Stage("embed", output="embeddings", run=embed, config_keys=("embed",),
               depends_on=("prepare",)),
+        Stage("ids", output="ids", run=semantic_ids, config_keys=("ids",),
+              depends_on=("prepare", "embed")),
     ]
 }

@@ -1,7 +1,8 @@
 """The stage framework: each stage owns a folder under the workdir, stamped with a fingerprint.
 
 A stage writes into a scratch folder that replaces its output folder only on success, so a killed
-run never leaves a half-written artifact that looks finished. The fingerprint (`fingerprint.json`)
+run never leaves a half-written artifact that looks finished; re-running the same command reuses
+that scratch folder, so training stages resume from the checkpoints they left in it. The fingerprint (`fingerprint.json`)
 holds the config sections the stage reads and the fingerprints of the stages it reads from; a stage
 whose fingerprint matches is skipped, one whose fingerprint differs is an error unless --overwrite.
 """
@@ -65,6 +66,23 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def _scratch(workdir: str, stage: Stage, wanted: dict) -> str:
+  """The stage's working folder: kept when an interrupted run with the same fingerprint left it
+  (a training stage resumes from the checkpoints inside), emptied otherwise."""
+  scratch = os.path.join(workdir, f".{stage.output}.incomplete")
+  marker = os.path.join(scratch, ".wanted_fingerprint")
+  if os.path.exists(marker):
+    with open(marker) as f:
+      if f.read() == wanted["sha256"]:
+        logging.info("stage %s: resuming in %s", stage.name, scratch)
+        return scratch
+  shutil.rmtree(scratch, ignore_errors=True)
+  os.makedirs(scratch)
+  with open(marker, "w") as f:
+    f.write(wanted["sha256"])
+  return scratch
+
+
 def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
         overwrite: bool = False) -> None:
   """Runs the named stages in pipeline order, skipping those whose artifacts are up to date."""
@@ -81,13 +99,12 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
                                        {k: wanted[k] for k in ("config", "upstream")})[:10])
       raise StageError(f"stage {name!r}: {out_dir} was made with a different config ({changes}); "
                        "pass --overwrite to redo it")
-    scratch = os.path.join(workdir, f".{stage.output}.incomplete")
-    shutil.rmtree(scratch, ignore_errors=True)
-    os.makedirs(scratch)
+    scratch = _scratch(workdir, stage, wanted)
     logging.info("stage %s: running", name)
     stage.run(config, workdir, scratch)
     with open(os.path.join(scratch, FINGERPRINT), "w") as f:
       json.dump(wanted, f, indent=2, sort_keys=True, default=str)
+    os.remove(os.path.join(scratch, ".wanted_fingerprint"))
     shutil.rmtree(out_dir, ignore_errors=True)
     os.rename(scratch, out_dir)
     logging.info("stage %s: done, artifacts in %s", name, out_dir)

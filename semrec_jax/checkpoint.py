@@ -1,0 +1,46 @@
+"""Orbax checkpoint helpers: one manager per run folder, NNX state saved as plain nested dicts.
+
+Saving converts an nnx.State to a pure dict of arrays; restoring builds the target from an
+abstract state (shapes, dtypes and shardings of the *current* mesh), so a checkpoint restores onto
+any mesh. Metadata (config, step counters) travel as JSON beside the arrays.
+"""
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+
+def manager(directory: str, max_to_keep: int = 1, best_metric: str | None = None,
+            async_save: bool = True) -> ocp.CheckpointManager:
+  """A CheckpointManager; with best_metric it keeps the lowest-`best_metric` checkpoints."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+      best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
+      best_mode="min")
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: nnx.State, meta: dict | None = None,
+         metrics: dict | None = None) -> None:
+  args = {"state": ocp.args.StandardSave(nnx.to_pure_dict(state))}
+  if meta is not None:
+    args["meta"] = ocp.args.JsonSave(meta)
+  mngr.save(step, args=ocp.args.Composite(**args), metrics=metrics)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, state: nnx.State,
+            with_meta: bool = False):
+  """Restores `step` into the structure, shardings and dtypes of `state` (which is not modified).
+
+  Returns the restored nnx.State (and the JSON metadata when with_meta).
+  """
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(state))
+  args = {"state": ocp.args.StandardRestore(target)}
+  if with_meta:
+    args["meta"] = ocp.args.JsonRestore()
+  restored = mngr.restore(step, args=ocp.args.Composite(**args))
+  new_state = jax.tree.map(lambda x: x, state)
+  nnx.replace_by_pure_dict(new_state, restored["state"])
+  return (new_state, restored["meta"]) if with_meta else new_state

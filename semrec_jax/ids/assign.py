@@ -1,0 +1,87 @@
+"""Semantic IDs from a trained RQ-VAE: codes per item, a collision-free option for the last level,
+and the final collision level that numbers items still sharing all L codes."""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from semrec_jax.ids.rqvae import RQVAE
+
+
+def encode_all(model: RQVAE, embeddings: np.ndarray, batch_size: int = 8192):
+  """Nearest codes [N, L] and the latent residual entering the last level [N, D]."""
+  quantize = jax.jit(lambda x: model.quantize(model.encoder(x)))
+  codes, last_residuals = [], []
+  for start in range(0, len(embeddings), batch_size):
+    c, _, residuals = quantize(jnp.asarray(embeddings[start:start + batch_size]))
+    codes.append(np.asarray(c))
+    last_residuals.append(np.asarray(residuals[-1]))
+  return np.concatenate(codes), np.concatenate(last_residuals)
+
+
+def unique_last_level(codes: np.ndarray, last_residual: np.ndarray,
+                      codebook: np.ndarray) -> np.ndarray:
+  """Reassigns the last code within each prefix group by a minimum-distance matching.
+
+  Items sharing the first L-1 codes get distinct last codes when the group has at most K items
+  (a group of n > K items uses each code at most ceil(n / K) times). Groups whose nearest codes are
+  already distinct keep them: that is the optimal matching.
+  """
+  codes = codes.copy()
+  k = codebook.shape[0]
+  groups = collections.defaultdict(list)
+  for item, prefix in enumerate(map(tuple, codes[:, :-1])):
+    groups[prefix].append(item)
+  for items in groups.values():
+    if len(items) < 2 or len(set(codes[items, -1])) == len(items):
+      continue
+    r = last_residual[items]
+    cost = ((r[:, None, :] - codebook[None, :, :]) ** 2).sum(-1)  # [n, K]
+    copies = -(-len(items) // k)
+    rows, cols = linear_sum_assignment(np.tile(cost, (1, copies)))
+    codes[np.asarray(items)[rows], -1] = cols % k
+  return codes
+
+
+def collision_level(codes: np.ndarray, distance: np.ndarray) -> np.ndarray:
+  """Numbers items sharing all L codes: 0 for the item nearest its code, then 1, 2, ...
+
+  Ties in distance fall back to item index, so the order is deterministic.
+  """
+  order = np.lexsort((np.arange(len(codes)), distance, *codes.T[::-1]))
+  extra = np.zeros(len(codes), dtype=np.int64)
+  previous, rank = None, 0
+  for item in order:
+    key = tuple(codes[item])
+    rank = rank + 1 if key == previous else 0
+    extra[item], previous = rank, key
+  return extra
+
+
+def token_string(codes, codebook_size: int) -> str:
+  """<|sid_start|><|sid_{c0}|><|sid_{K+c1}|>...<|sid_end|>: level l's code offset by l*K."""
+  body = "".join(f"<|sid_{level * codebook_size + int(c)}|>" for level, c in enumerate(codes))
+  return f"<|sid_start|>{body}<|sid_end|>"
+
+
+def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
+  """Returns codes [N, L], full ids [N, L+1], reconstruction MSE and the per-item distance."""
+  codes, last_residual = encode_all(model, embeddings)
+  codebooks = np.asarray(model.codebooks[...])
+  if last_level == "unique":
+    codes = unique_last_level(codes, last_residual, codebooks[-1])
+  elif last_level != "nearest":
+    raise ValueError(f"unknown last_level {last_level!r}")
+  distance = ((last_residual - codebooks[-1][codes[:, -1]]) ** 2).sum(-1)
+  extra = collision_level(codes, distance)
+  if extra.max() >= model.config.codebook_size:
+    raise ValueError(f"{extra.max() + 1} items share one code tuple: more than the "
+                     f"{model.config.codebook_size} codes of the collision level")
+  decode = jax.jit(model.decode_codes)
+  recon = np.concatenate([np.asarray(decode(jnp.asarray(codes[s:s + 8192])))
+                          for s in range(0, len(codes), 8192)])
+  return {"codes": codes, "ids": np.concatenate([codes, extra[:, None]], axis=1),
+          "recon_mse": float(np.mean((recon - embeddings) ** 2))}

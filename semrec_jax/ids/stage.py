@@ -1,0 +1,86 @@
+"""The `ids` stage: train the RQ-VAE on item embeddings, assign semantic IDs, measure them.
+
+Output in WORKDIR/ids/: checkpoints/ (Orbax: latest and best by validation loss),
+semantic_ids.tsv (item_index, item_id, codes, tokens), trie.npz (prefix tables), metrics.json,
+history.json (training curve), code_usage.png and collision_groups.png.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from semrec_jax import parallel
+from semrec_jax.data import tfds_builders
+from semrec_jax.data.errors import DataError
+from semrec_jax.ids import assign as assign_lib
+from semrec_jax.ids import metrics, recipes, trie
+from semrec_jax.ids.train import train
+
+
+def load_embeddings(workdir: str) -> tuple[np.ndarray, list[str]]:
+  """Item embeddings from the embed stage, checked against the prepared catalog."""
+  folder = os.path.join(workdir, "embeddings")
+  path = os.path.join(folder, "items.npy")
+  if not os.path.isfile(path):
+    raise DataError(f"no embeddings at {path}; run the 'embed' stage first")
+  vectors = np.load(path, allow_pickle=False)
+  with open(os.path.join(folder, "item_ids.txt"), encoding="utf-8") as f:
+    ids = [line.rstrip("\n") for line in f]
+  catalog = tfds_builders.items_source(os.path.join(workdir, "data"))
+  return check_embeddings(vectors, ids, len(catalog), path), ids
+
+
+def check_embeddings(vectors: np.ndarray, ids: list[str], num_items: int,
+                     where: str, dim: int | None = None) -> np.ndarray:
+  if vectors.ndim != 2:
+    raise DataError(f"{where}: expected [items, dim] embeddings, got shape {vectors.shape}")
+  if dim is not None and vectors.shape[1] != dim:
+    raise DataError(f"{where}: embeddings have dim {vectors.shape[1]}, expected {dim}")
+  if len(vectors) != num_items or len(ids) != num_items:
+    raise DataError(f"{where}: {len(vectors)} rows and {len(ids)} ids for a catalog of "
+                    f"{num_items} items")
+  bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+  if len(bad):
+    raise DataError(f"{where}: {len(bad)} rows hold NaN or inf, first row {bad[0]} "
+                    f"(item {ids[bad[0]]!r})")
+  return vectors.astype(np.float32)
+
+
+def semantic_ids(config, workdir: str, out_dir: str) -> dict:
+  c = config.ids
+  recipe = recipes.get(c.recipe)
+  embeddings, item_ids = load_embeddings(workdir)
+  start = time.time()
+  result = train(c, recipe, embeddings, parallel.make_mesh(config.mesh),
+                 os.path.join(out_dir, "checkpoints"))
+  train_seconds = time.time() - start
+  assigned = assign_lib.assign(result.model, embeddings, recipe.last_level)
+  ids = assigned["ids"]
+  catalog = tfds_builders.items_source(os.path.join(workdir, "data"))
+  platforms = [catalog[i]["platform"].decode("utf-8") for i in range(len(catalog))]
+  report = {"recipe": recipe.name, "num_items": len(ids), "levels": c.levels,
+            "codebook_size": c.codebook_size, "recon_mse": round(assigned["recon_mse"], 6),
+            **metrics.code_stats(assigned["codes"], c.codebook_size),
+            **metrics.collision_stats(assigned["codes"]),
+            "prefix_purity": metrics.prefix_purity(assigned["codes"][:, 0], platforms),
+            "final_ids_unique": len({tuple(r) for r in ids}) == len(ids),
+            "best_step": result.best_step, "best_val_loss": round(result.best_val_loss, 6),
+            "train_seconds": round(train_seconds, 1),
+            "seconds": round(time.time() - start, 1)}
+  with open(os.path.join(out_dir, "semantic_ids.tsv"), "w", encoding="utf-8") as f:
+    f.write("item_index\titem_id\tcodes\ttokens\n")
+    for index, (item_id, row) in enumerate(zip(item_ids, ids)):
+      f.write(f"{index}\t{item_id}\t{' '.join(map(str, row))}\t"
+              f"{assign_lib.token_string(row, c.codebook_size)}\n")
+  trie.save(os.path.join(out_dir, "trie.npz"), trie.build(ids, c.codebook_size))
+  metrics.plot(assigned["codes"], c.codebook_size, os.path.join(out_dir, ""),
+               f"RQ-VAE ({recipe.name})")
+  with open(os.path.join(out_dir, "history.json"), "w") as f:
+    json.dump(result.history, f, indent=1)
+  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    json.dump(report, f, indent=2)
+  logging.info("semantic IDs: %s", report)
+  return report
