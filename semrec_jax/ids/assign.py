@@ -68,8 +68,10 @@ def token_string(codes, codebook_size: int) -> str:
 
 
 def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
-  """Returns codes [N, L], full ids [N, L+1], reconstruction MSE and the per-item distance."""
+  """Returns codes [N, L] (and the nearest codes before any reassignment), full ids [N, L+1]
+  and the reconstruction MSE of the assigned codes."""
   codes, last_residual = encode_all(model, embeddings)
+  nearest = codes
   codebooks = np.asarray(model.codebooks[...])
   if last_level == "unique":
     codes = unique_last_level(codes, last_residual, codebooks[-1])
@@ -83,5 +85,6 @@ def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
   decode = jax.jit(model.decode_codes)
   recon = np.concatenate([np.asarray(decode(jnp.asarray(codes[s:s + 8192])))
                           for s in range(0, len(codes), 8192)])
-  return {"codes": codes, "ids": np.concatenate([codes, extra[:, None]], axis=1),
+  return {"codes": codes, "nearest_codes": nearest,
+          "ids": np.concatenate([codes, extra[:, None]], axis=1),
           "recon_mse": float(np.mean((recon - embeddings) ** 2))}

@@ -65,6 +65,8 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
             "codebook_size": c.codebook_size, "recon_mse": round(assigned["recon_mse"], 6),
             **metrics.code_stats(assigned["codes"], c.codebook_size),
             **metrics.collision_stats(assigned["codes"]),
+            "collision_rate_nearest_codes":
+                metrics.collision_stats(assigned["nearest_codes"])["collision_rate"],
             "prefix_purity": metrics.prefix_purity(assigned["codes"][:, 0], platforms),
             "final_ids_unique": len({tuple(r) for r in ids}) == len(ids),
             "best_step": result.best_step, "best_val_loss": round(result.best_val_loss, 6),

@@ -1,0 +1,50 @@
+"""The `ids` stage end to end on the bundled sample's real embeddings."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import demo
+from semrec_jax.data import tfds_builders
+from semrec_jax.ids import trie
+from semrec_jax.ids.stage import semantic_ids
+
+
+@pytest.fixture(scope="module")
+def ids_dir(demo_workdir, tmp_path_factory):
+  config = demo.get_config()
+  config.ids.steps, config.ids.eval_every = 40, 20
+  out = str(tmp_path_factory.mktemp("ids"))
+  semantic_ids(config, demo_workdir, out)
+  return out
+
+
+def test_metrics(ids_dir):
+  with open(os.path.join(ids_dir, "metrics.json")) as f:
+    m = json.load(f)
+  assert m["recipe"] == "default" and m["num_items"] == 2000
+  assert len(m["codebook_usage"]) == 3 and min(m["codebook_usage"]) >= 0.9
+  assert m["collision_rate"] == 0.0 and m["max_collision_group"] == 1
+  assert m["final_ids_unique"] and 0 < m["recon_mse"] < 0.0026  # below the embeddings' variance
+  assert 0.3 < m["prefix_purity"] <= 1.0
+  assert m["best_step"] in (20, 40)
+  for name in ("code_usage.png", "collision_groups.png", "history.json", "trie.npz"):
+    assert os.path.getsize(os.path.join(ids_dir, name)) > 0
+
+
+def test_semantic_ids_file_and_trie_agree(ids_dir, demo_workdir):
+  with open(os.path.join(ids_dir, "semantic_ids.tsv"), encoding="utf-8") as f:
+    header, *rows = [line.rstrip("\n").split("\t") for line in f]
+  assert header == ["item_index", "item_id", "codes", "tokens"]
+  items = tfds_builders.items_source(os.path.join(demo_workdir, "data"))
+  assert [r[1] for r in rows] == [items[i]["item_id"].decode() for i in range(len(items))]
+  codes = np.array([[int(c) for c in r[2].split()] for r in rows])
+  assert codes.shape == (2000, 4) and codes.max() < 256
+  assert len({tuple(c) for c in codes}) == 2000
+  c0, c1, c2, c3 = codes[7]
+  assert rows[7][3] == (f"<|sid_start|><|sid_{c0}|><|sid_{256 + c1}|><|sid_{512 + c2}|>"
+                        f"<|sid_{768 + c3}|><|sid_end|>")
+  tables = trie.load(os.path.join(ids_dir, "trie.npz"))
+  assert all(trie.lookup(tables, c) == i for i, c in enumerate(codes))
