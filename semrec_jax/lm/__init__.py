@@ -1,0 +1,1 @@
+"""LM side: tokenizers (and, later, task builders, the grain pipeline and the trainer)."""

