@@ -82,3 +82,43 @@ def get(name: str, **overrides) -> DecoderConfig:
   if name not in CONFIGS:
     raise ValueError(f"unknown model {name!r}; known: {sorted(CONFIGS)}")
   return CONFIGS[name].replace(**overrides)
+
+
+def from_hf(path: str, **overrides) -> DecoderConfig:
+  """A DecoderConfig from a Hugging Face config.json (gemma3/gemma3_text, qwen3, llama)."""
+  import json  # pylint: disable=import-outside-toplevel
+  with open(path) as f:
+    raw = json.load(f)
+  raw = raw.get("text_config", raw)  # multimodal Gemma 3 checkpoints nest the text model
+  family = {"gemma3_text": "gemma3", "gemma3": "gemma3", "qwen3": "qwen3",
+            "llama": "llama"}.get(raw.get("model_type"))
+  if family is None:
+    raise ValueError(f"{path}: unsupported model_type {raw.get('model_type')!r}; "
+                     "expected gemma3, qwen3 or llama")
+  rope = raw.get("rope_parameters") or {}
+  if "full_attention" in rope:  # Gemma 3: one RoPE setting per layer type
+    global_rope, local_rope = rope["full_attention"], rope.get("sliding_attention", {})
+  else:
+    global_rope = local_rope = rope
+  theta = global_rope.get("rope_theta", raw.get("rope_theta", 10_000.0))
+  scaling = global_rope.get("factor") if global_rope.get("rope_type") == "linear" else None
+  fields = dict(
+      family=family, vocab_size=raw["vocab_size"], embed_dim=raw["hidden_size"],
+      num_layers=raw["num_hidden_layers"], num_heads=raw["num_attention_heads"],
+      num_kv_heads=raw.get("num_key_value_heads", raw["num_attention_heads"]),
+      head_dim=raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"],
+      mlp_dim=raw["intermediate_size"], norm_eps=raw.get("rms_norm_eps", 1e-6),
+      rope_base=float(theta), rope_base_local=float(local_rope.get("rope_theta", theta)),
+      rope_scale=float(scaling or 1.0),
+      tie_embeddings=bool(raw.get("tie_word_embeddings", family != "llama")))
+  if family == "gemma3":
+    fields.update(sliding_window=raw.get("sliding_window"),
+                  global_every=raw.get("_sliding_window_pattern",
+                                       raw.get("sliding_window_pattern", 6)),
+                  query_scale=raw.get("query_pre_attn_scalar", fields["head_dim"]) ** -0.5,
+                  rope_base_local=float(local_rope.get("rope_theta",
+                                                       raw.get("rope_local_base_freq", 1e4))))
+  elif raw.get("use_sliding_window"):
+    raise ValueError(f"{path}: sliding-window Qwen/Llama layers are not supported")
+  fields.update(overrides)
+  return DecoderConfig(**fields)

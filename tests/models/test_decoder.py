@@ -1,0 +1,125 @@
+"""The decoder on small random configs: packing, the KV cache, sharding and compilation."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from semrec_jax import parallel
+from semrec_jax.models import configs, params
+from semrec_jax.models.decoder import Decoder, NewTokens
+from tests.conftest import FIXTURES
+
+SHARDING_GOLDEN = os.path.join(FIXTURES, "sharding")
+REFERENCE_MESH = dict(data=1, fsdp=4, tensor=2)
+
+
+def tiny(**overrides):
+  return configs.get("tiny", vocab_size=512, num_new_tokens=40, **overrides)
+
+
+@pytest.fixture(scope="module")
+def model():
+  return Decoder(tiny(), nnx.Rngs(0))
+
+
+def test_new_tokens_are_their_own_parameter(model):
+  c = model.config
+  assert c.padded_vocab_size == 640 and c.padded_vocab_size % 128 == 0
+  new = nnx.state(model, NewTokens)
+  assert jax.tree.leaves(new)[0].shape == (128, 256)
+  logits = model(jnp.array([[1, 2, 512 + 39]]))
+  assert logits.shape == (1, 3, 640)
+  assert float(logits[..., 512 + 40:].max()) < -1e30  # padding rows are masked
+
+
+def test_packed_equals_unpacked(model):
+  rng = np.random.default_rng(0)
+  a, b = rng.integers(1, 552, 9), rng.integers(1, 552, 6)
+  packed = jnp.asarray(np.concatenate([a, b, [0]])[None])
+  segments = jnp.asarray([[1] * 9 + [2] * 6 + [0]])
+  positions = jnp.asarray([list(range(9)) + list(range(6)) + [0]])
+  out = model(packed, positions=positions, segment_ids=segments)[0]
+  np.testing.assert_allclose(out[:9], model(jnp.asarray(a[None]))[0], atol=1e-4)
+  np.testing.assert_allclose(out[9:15], model(jnp.asarray(b[None]))[0], atol=1e-4)
+
+
+def test_sliding_window_limits_attention():
+  c = tiny(sliding_window=4, global_every=10, num_layers=2)  # both layers local
+  m = Decoder(c, nnx.Rngs(1))
+  tokens = np.random.default_rng(1).integers(1, 500, (1, 12))
+  changed = tokens.copy()
+  changed[0, 0] = (tokens[0, 0] + 7) % 500 + 1
+  a, b = m(jnp.asarray(tokens))[0], m(jnp.asarray(changed))[0]
+  # with 2 local layers of window 4, token 0 reaches at most positions 0..6
+  assert float(jnp.abs(a[3] - b[3]).max()) > 1e-4
+  np.testing.assert_allclose(a[7:], b[7:], atol=1e-5)
+
+
+def test_kv_cache_matches_full_forward(model):
+  tokens = jnp.asarray(np.random.default_rng(2).integers(1, 552, (2, 10)))
+  full = model(tokens)
+  cache = model.init_cache(2, 16)
+  logits, cache = model(tokens[:, :6], cache=cache)
+  np.testing.assert_allclose(logits, full[:, :6], atol=1e-4)
+  for t in range(6, 10):
+    step, cache = model(tokens[:, t:t + 1], positions=jnp.full((2, 1), t), cache=cache)
+    np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-4)
+
+
+def _sharded(config, mesh):
+  m = Decoder(config, nnx.Rngs(0))
+  return parallel.shard_model(m, mesh)
+
+
+def test_fsdp_and_tensor_parallel_match_single_device():
+  c = tiny()
+  mesh = parallel.make_mesh(parallel.mesh_config(**REFERENCE_MESH))
+  sharded = _sharded(c, mesh)
+  single = Decoder(c, nnx.Rngs(0))
+  q = sharded.layers[0].attention.q[...]
+  assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+  assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (64, 2, 64)
+  tokens = jnp.asarray(np.random.default_rng(3).integers(1, 552, (8, 16)))
+  graphdef, state = nnx.split(sharded)
+  traces = []
+
+  @jax.jit
+  def forward(state, tokens):
+    traces.append(1)
+    return nnx.merge(graphdef, state)(tokens)
+
+  batch = jax.device_put(tokens, parallel.batch_sharding(mesh, 2))
+  out = forward(state, batch)
+  out = forward(state, batch + 1)
+  assert len(traces) == 1  # compiled once for a fixed shape
+  np.testing.assert_allclose(forward(state, batch), single(tokens), atol=1e-4, rtol=1e-5)
+
+
+def sharding_table(name: str) -> dict:
+  """Each parameter's shape and PartitionSpec on the reference mesh (no memory allocated)."""
+  config = configs.get(name, num_new_tokens=1027)
+  abstract = params.abstract_model(config)
+  state = nnx.state(abstract, nnx.Param)
+  devices = np.array(jax.devices()[:8])
+  mesh = parallel.make_mesh(parallel.mesh_config(**REFERENCE_MESH), devices=devices)
+  specs = parallel.state_shardings(state, mesh)
+  out = {}
+  for (path, variable), (_, sharding) in zip(nnx.to_flat_state(state), nnx.to_flat_state(specs)):
+    key = "/".join(map(str, path))
+    if key.startswith("layers/") and not key.startswith("layers/0/"):
+      continue  # every layer has the same table as layer 0
+    out[key] = {"shape": list(variable.shape), "spec": [s if s is None or isinstance(s, str)
+                                                        else list(s)
+                                                        for s in sharding.get_value().spec]}
+  return out
+
+
+@pytest.mark.parametrize("name", sorted(configs.CONFIGS))
+def test_partition_specs_match_golden(name):
+  with open(os.path.join(SHARDING_GOLDEN, f"{name}.json")) as f:
+    assert sharding_table(name) == json.load(f)
