@@ -77,7 +77,7 @@ def add_pieces(proto: sp_pb2.ModelProto, pieces: list[str]) -> sp_pb2.ModelProto
   return out
 
 
-def train(texts, vocab_size: int, reserved: list[str], seed: int = 0) -> sp_pb2.ModelProto:
+def train(texts, vocab_size: int, reserved: list[str]) -> sp_pb2.ModelProto:
   """Trains a byte-fallback BPE SentencePiece model on `texts` with `reserved` as single pieces
   placed right after the special tokens (ids 4..), for the from-scratch `tiny` path."""
   out = io.BytesIO()
@@ -87,7 +87,7 @@ def train(texts, vocab_size: int, reserved: list[str], seed: int = 0) -> sp_pb2.
       user_defined_symbols=list(reserved), pad_id=0, eos_id=1, bos_id=2, unk_id=3,
       normalization_rule_name="identity", add_dummy_prefix=False,
       remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-      random_seed=seed, num_threads=2, minloglevel=2)
+      num_threads=1, minloglevel=2)  # one thread: the same model on every run
   proto = sp_pb2.ModelProto()
   proto.ParseFromString(out.getvalue())
   return proto

@@ -122,7 +122,7 @@ def _load(model: Decoder, tensors, source: str, mesh, rules) -> Decoder:
 
 def init_new_rows(model: Decoder, method: str, key: jax.Array, mesh, rules=parallel.DEFAULT_RULES):
   """Initialises the new-token rows: 'mean' (mean of the base rows plus small noise) or 'normal'
-  (normal with the base rows' standard deviation)."""
+  (normal with the base rows' standard deviation); see init_new_rows_from_text for the third way."""
   base = model.embedder.embedding[...]
   shape = model.embedder.new_embedding.shape
   std = jnp.std(base)
@@ -138,6 +138,24 @@ def init_new_rows(model: Decoder, method: str, key: jax.Array, mesh, rules=paral
   model.embedder.new_embedding.set_value(jax.device_put(rows.astype(base.dtype), sharding))
   if not model.config.tie_embeddings:
     model.embedder.new_head.set_value(jax.device_put(rows.astype(base.dtype), sharding))
+  return model
+
+
+def init_new_rows_from_text(model: Decoder, token_ids: list[list[int]]) -> Decoder:
+  """Sets new row j to the mean base embedding of token_ids[j] (the tokenized text describing
+  new token j, e.g. "semantic ID level 1 code 37"); rows past len(token_ids) are left as they are.
+  """
+  base = model.embedder.embedding[...]
+  new = model.embedder.new_embedding[...]
+  if len(token_ids) > model.config.num_new_tokens:
+    raise ValueError(f"{len(token_ids)} texts for {model.config.num_new_tokens} new tokens")
+  for j, ids in enumerate(token_ids):
+    ids = [i for i in ids if i < model.config.vocab_size]
+    if not ids:
+      raise ValueError(f"the text for new token {j} has no base-vocabulary tokens")
+    new = new.at[j].set(jnp.mean(base[jnp.asarray(ids)], axis=0))
+  model.embedder.new_embedding.set_value(jax.device_put(new, model.embedder.new_embedding[...]
+                                                        .sharding))
   return model
 
 
