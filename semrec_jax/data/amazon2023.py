@@ -17,7 +17,7 @@ import os
 from semrec_jax.data import attributes
 from semrec_jax.data.catalog import Catalog, CatalogBuilder
 from semrec_jax.data.errors import BadLines, DataError, DropLog
-from semrec_jax.data.files import find, find_optional, open_text, require_columns
+from semrec_jax.data.files import find, find_optional, json_lines, open_text, require_columns
 from semrec_jax.data.interactions import InteractionBuffer, Interactions
 
 _BENCHMARK_DIRS = ("", "5core/timestamp_w_his", "5core/timestamp", "0core/timestamp_w_his",
@@ -78,21 +78,9 @@ def _parse_timestamp(value) -> int | None:
 def _read_reviews(path: str, buffer: InteractionBuffer, max_bad_fraction: float,
                   drops: DropLog) -> None:
   bad = BadLines(path, max_bad_fraction)
-  with open_text(path) as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      bad.total += 1
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        bad.add(line_number, "malformed_json", str(e))
-        continue
-      if not isinstance(record, dict):
-        bad.add(line_number, "malformed_json", "not a JSON object")
-        continue
-      _add_row(record.get("user_id"), record.get("parent_asin"), record.get("timestamp"),
-               line_number, buffer, bad)
+  for line_number, record in json_lines(path, bad):
+    _add_row(record.get("user_id"), record.get("parent_asin"), record.get("timestamp"),
+             line_number, buffer, bad)
   bad.check()
   drops.merge_bad_lines(bad)
 
@@ -135,32 +123,20 @@ def _add_row(user, item, timestamp, line_number: int, buffer: InteractionBuffer,
 def _read_meta(path: str, wanted: set[str], max_bad_fraction: float, drops: DropLog) -> Catalog:
   bad = BadLines(path, max_bad_fraction)
   catalog = CatalogBuilder()
-  with open_text(path) as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      bad.total += 1
-      try:
-        meta = json.loads(line)
-      except json.JSONDecodeError as e:
-        bad.add(line_number, "malformed_json", str(e))
-        continue
-      if not isinstance(meta, dict):
-        bad.add(line_number, "malformed_json", "not a JSON object")
-        continue
-      asin = str(meta.get("parent_asin") or "").strip()
-      if not asin:
-        bad.add(line_number, "missing_parent_asin")
-        continue
-      if asin not in wanted:
-        continue  # an item nobody interacted with: not part of the dataset
-      details = meta.get("details") or {}
-      catalog.add(
-          asin, title=meta.get("title"), description=meta.get("description"),
-          features=meta.get("features"), categories=meta.get("categories"),
-          store=meta.get("store"),
-          details=json.dumps(details, ensure_ascii=False) if details else "",
-          **attributes.from_amazon2023(meta))
+  for line_number, meta in json_lines(path, bad):
+    asin = str(meta.get("parent_asin") or "").strip()
+    if not asin:
+      bad.add(line_number, "missing_parent_asin")
+      continue
+    if asin not in wanted:
+      continue  # an item nobody interacted with: not part of the dataset
+    details = meta.get("details") or {}
+    catalog.add(
+        asin, title=meta.get("title"), description=meta.get("description"),
+        features=meta.get("features"), categories=meta.get("categories"),
+        store=meta.get("store"),
+        details=json.dumps(details, ensure_ascii=False) if details else "",
+        **attributes.from_amazon2023(meta))
   bad.check()
   drops.merge_bad_lines(bad)
   drops["duplicate_item_rows"] += catalog.duplicates

@@ -2,9 +2,10 @@
 
 import gzip
 import io
+import json
 import os
 
-from semrec_jax.data.errors import DataError
+from semrec_jax.data.errors import BadLines, DataError
 
 
 def find(folder: str, names: list[str], layout: str) -> str:
@@ -42,3 +43,22 @@ def require_columns(fieldnames, required: list[str], path: str) -> None:
   missing = [c for c in required if c not in (fieldnames or [])]
   if missing:
     raise DataError(f"{path}: missing column(s) {missing}; header is {fieldnames}")
+
+
+def json_lines(path: str, bad: BadLines):
+  """Yields (line_number, object) per JSON-object line; blank lines are skipped, malformed ones
+  counted in `bad` (which also counts every non-blank line in its total)."""
+  with open_text(path) as f:
+    for line_number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      bad.total += 1
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        bad.add(line_number, "malformed_json", str(e))
+        continue
+      if not isinstance(record, dict):
+        bad.add(line_number, "malformed_json", "not a JSON object")
+        continue
+      yield line_number, record

@@ -15,7 +15,7 @@ import json
 from semrec_jax.data import attributes
 from semrec_jax.data.catalog import ATTRIBUTE_FIELDS, TEXT_FIELDS, Catalog, CatalogBuilder
 from semrec_jax.data.errors import BadLines, DataError, DropLog
-from semrec_jax.data.files import find, open_text, require_columns
+from semrec_jax.data.files import find, json_lines, open_text, require_columns
 from semrec_jax.data.interactions import InteractionBuffer, Interactions
 
 LAYOUT = "items.jsonl[.gz] (item_id, title, ...) and interactions.csv[.gz] (user_id,item_id,timestamp)"
@@ -33,32 +33,20 @@ def read(config) -> tuple[Catalog, Interactions, DropLog]:
 def _read_items(path: str, max_bad_fraction: float, drops: DropLog) -> Catalog:
   bad = BadLines(path, max_bad_fraction)
   catalog = CatalogBuilder()
-  with open_text(path) as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      bad.total += 1
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        bad.add(line_number, "malformed_json", str(e))
-        continue
-      if not isinstance(record, dict):
-        bad.add(line_number, "malformed_json", "not a JSON object")
-        continue
-      item_id = str(record.get("item_id") or "").strip()
-      if not item_id:
-        bad.add(line_number, "missing_item_id")
-        continue
-      fields = {k: record[k] for k in TEXT_FIELDS + ATTRIBUTE_FIELDS if record.get(k)}
-      nested = record.get("attributes")
-      if isinstance(nested, dict):
-        fields.update({k: nested[k] for k in ATTRIBUTE_FIELDS if nested.get(k)})
-      if isinstance(fields.get("details"), dict):
-        fields["details"] = json.dumps(fields["details"], ensure_ascii=False)
-      fields["platform"] = (attributes.canonical_platform(str(fields.get("platform", "")))
-                            or str(fields.get("platform", "")))
-      catalog.add(item_id, **fields)
+  for line_number, record in json_lines(path, bad):
+    item_id = str(record.get("item_id") or "").strip()
+    if not item_id:
+      bad.add(line_number, "missing_item_id")
+      continue
+    fields = {k: record[k] for k in TEXT_FIELDS + ATTRIBUTE_FIELDS if record.get(k)}
+    nested = record.get("attributes")
+    if isinstance(nested, dict):
+      fields.update({k: nested[k] for k in ATTRIBUTE_FIELDS if nested.get(k)})
+    if isinstance(fields.get("details"), dict):
+      fields["details"] = json.dumps(fields["details"], ensure_ascii=False)
+    fields["platform"] = (attributes.canonical_platform(str(fields.get("platform", "")))
+                          or str(fields.get("platform", "")))
+    catalog.add(item_id, **fields)
   bad.check()
   drops.merge_bad_lines(bad)
   drops["duplicate_item_rows"] += catalog.duplicates
