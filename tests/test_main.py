@@ -101,3 +101,31 @@ def test_helpfull_documents_the_flags():
   result = _main("--helpfull")
   for flag in ("--config", "--workdir", "--stages", "--overwrite"):
     assert flag in result.stdout
+
+
+def test_interrupted_stage_resumes_in_its_scratch_folder(tmp_path):
+  """A stage killed mid-way finds what it left (e.g. checkpoints) when the same config re-runs it;
+  a different config starts from an empty folder."""
+  seen = []
+
+  def flaky(config, workdir, out_dir):
+    seen.append(sorted(os.listdir(out_dir)))
+    with open(os.path.join(out_dir, "checkpoint"), "w") as f:
+      f.write("step 10")
+    if len(seen) == 1:
+      raise KeyboardInterrupt  # killed
+
+  registry = {"prepare": stages.Stage("prepare", output="data", run=flaky, config_keys=("data",))}
+  config = defaults.base_config()
+  with pytest.raises(KeyboardInterrupt):
+    stages.run(config, str(tmp_path), ["prepare"], registry)
+  stages.run(config, str(tmp_path), ["prepare"], registry)
+  assert seen == [[".wanted_fingerprint"], [".wanted_fingerprint", "checkpoint"]]
+  assert sorted(os.listdir(tmp_path / "data")) == ["checkpoint", "fingerprint.json"]
+  with pytest.raises(KeyboardInterrupt):
+    config.data.kcore = 7
+    seen.clear()
+    stages.run(config, str(tmp_path), ["prepare"], registry, overwrite=True)
+  config.data.kcore = 8
+  stages.run(config, str(tmp_path), ["prepare"], registry, overwrite=True)
+  assert seen[-1] == [".wanted_fingerprint"]  # another config: nothing reused

@@ -153,10 +153,11 @@ class Embedder(nnx.Module):
 
   def encode(self, tokens: jax.Array, dtype) -> jax.Array:
     base, new = self._tables()
-    is_new = tokens >= self.c.vocab_size
-    x = jnp.where(is_new[..., None],
-                  new[jnp.clip(tokens - self.c.vocab_size, 0, new.shape[0] - 1)],
-                  base[jnp.clip(tokens, 0, self.c.vocab_size - 1)]).astype(dtype)
+    x = base[jnp.clip(tokens, 0, self.c.vocab_size - 1)]
+    if new.shape[0]:
+      x = jnp.where((tokens >= self.c.vocab_size)[..., None],
+                    new[jnp.clip(tokens - self.c.vocab_size, 0, new.shape[0] - 1)], x)
+    x = x.astype(dtype)
     return x * jnp.sqrt(jnp.asarray(self.c.embed_dim, dtype)) if self.c.is_gemma else x
 
   def decode(self, x: jax.Array) -> jax.Array:
