@@ -24,6 +24,18 @@ def demo_workdir(tmp_path_factory):
   return workdir
 
 
+@pytest.fixture(scope="session")
+def demo_ids(demo_workdir, tmp_path_factory):
+  """The `ids` stage on the sample's embeddings, briefly trained (40 steps); returns its folder."""
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  from semrec_jax.ids.stage import semantic_ids  # pylint: disable=import-outside-toplevel
+  config = demo.get_config()
+  config.ids.steps, config.ids.eval_every = 40, 20
+  out = str(tmp_path_factory.mktemp("ids"))
+  semantic_ids(config, demo_workdir, out)
+  return out
+
+
 @pytest.fixture
 def data_config():
   """A fresh `config.data` section; tests set format and path."""

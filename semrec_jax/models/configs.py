@@ -101,7 +101,10 @@ def from_hf(path: str, **overrides) -> DecoderConfig:
   else:
     global_rope = local_rope = rope
   theta = global_rope.get("rope_theta", raw.get("rope_theta", 10_000.0))
-  scaling = global_rope.get("factor") if global_rope.get("rope_type") == "linear" else None
+  rope_type = global_rope.get("rope_type") or (raw.get("rope_scaling") or {}).get("rope_type")
+  if rope_type not in (None, "default", "linear"):
+    raise ValueError(f"{path}: RoPE type {rope_type!r} is not supported (default or linear)")
+  scaling = global_rope.get("factor") if rope_type == "linear" else None
   fields = dict(
       family=family, vocab_size=raw["vocab_size"], embed_dim=raw["hidden_size"],
       num_layers=raw["num_hidden_layers"], num_heads=raw["num_attention_heads"],

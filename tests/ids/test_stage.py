@@ -6,19 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from configs import demo
 from semrec_jax.data import tfds_builders
 from semrec_jax.ids import trie
-from semrec_jax.ids.stage import semantic_ids
 
 
 @pytest.fixture(scope="module")
-def ids_dir(demo_workdir, tmp_path_factory):
-  config = demo.get_config()
-  config.ids.steps, config.ids.eval_every = 40, 20
-  out = str(tmp_path_factory.mktemp("ids"))
-  semantic_ids(config, demo_workdir, out)
-  return out
+def ids_dir(demo_ids):
+  return demo_ids
 
 
 def test_metrics(ids_dir):

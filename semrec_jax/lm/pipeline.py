@@ -1,0 +1,75 @@
+"""The LM input pipeline: per-task sources -> shuffle/repeat -> this process's slice -> weighted
+mixture -> tokenize with a loss mask on the answer -> first-fit packing -> fixed-shape batches.
+
+Each packed row holds whole examples with `segment_ids` (1, 2, ... per example, 0 = padding) and
+`positions` restarting at 0 per example, so attention never crosses examples. Iterators are grain
+DatasetIterators: `get_state()` goes into every checkpoint and `set_state()` resumes exactly.
+"""
+
+import grain
+import jax
+import numpy as np
+
+from semrec_jax.lm.tokenizer import Tokenizer
+
+
+def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
+  """[bos] prompt answer [eos] as int32 tokens; mask is 1 on answer and eos tokens.
+
+  An example longer than max_len loses the start of its prompt, never its answer.
+  """
+  prompt = tokenizer.encode(example["prompt"])
+  answer = tokenizer.encode(example["answer"]) + [tokenizer.eos_id]
+  if len(answer) + 1 > max_len:
+    raise ValueError(f"answer of {len(answer)} tokens does not fit max_len={max_len}: "
+                     f"{example['answer'][:80]!r}")
+  prompt = prompt[max(0, len(prompt) + len(answer) + 1 - max_len):]
+  tokens = np.asarray([tokenizer.bos_id] + prompt + answer, np.int32)
+  mask = np.zeros(len(tokens), np.int32)
+  mask[len(tokens) - len(answer):] = 1
+  return {"tokens": tokens, "mask": mask}
+
+
+def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], seed: int,
+            tokenizer: Tokenizer, max_len: int) -> grain.IterDataset:
+  """Tokenized examples drawn from the task sources in proportion to `weights`."""
+  missing = sorted(set(weights) - set(sources))
+  if missing:
+    raise ValueError(f"weights for unknown task(s) {missing}; tasks: {sorted(sources)}")
+  names = [n for n in sources if weights.get(n, 0) > 0]
+  streams = []
+  for i, name in enumerate(names):
+    ds = sources[name][jax.process_index()::jax.process_count()]
+    ds = ds.shuffle(seed=seed + i).repeat()
+    streams.append(ds.map(lambda ex: tokenize(ex, tokenizer, max_len)).to_iter_dataset())
+  return grain.IterDataset.mix(streams, [weights[n] for n in names])
+
+
+def packed_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,
+                   drop_remainder: bool = True) -> grain.IterDataset:
+  """First-fit packing into `batch_size` rows of `seq_len`; yields dicts of [batch, seq_len]
+  arrays: tokens, mask, segment_ids, positions. (Training streams are endless; a finite
+  evaluation stream keeps its last, smaller batch with drop_remainder=False.)"""
+  packed = grain.experimental.FirstFitPackIterDataset(
+      examples, length_struct={"tokens": seq_len, "mask": seq_len}, num_packing_bins=batch_size,
+      shuffle_bins=False)
+
+  def rename(row):
+    return {"tokens": row["tokens"], "mask": row["mask"], "segment_ids": row["tokens_segment_ids"],
+            "positions": row["tokens_positions"]}
+
+  return packed.map(rename).batch(batch_size, drop_remainder=drop_remainder)
+
+
+def padded_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,
+                   drop_remainder: bool = True) -> grain.IterDataset:
+  """One example per row, right-padded (the unpacked reference for the packed pipeline)."""
+
+  def pad(example):
+    n = len(example["tokens"])
+    row = {k: np.zeros(seq_len, np.int32) for k in ("tokens", "mask", "segment_ids", "positions")}
+    row["tokens"][:n], row["mask"][:n] = example["tokens"], example["mask"]
+    row["segment_ids"][:n], row["positions"][:n] = 1, np.arange(n)
+    return row
+
+  return examples.map(pad).batch(batch_size, drop_remainder=drop_remainder)
