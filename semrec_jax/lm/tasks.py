@@ -81,6 +81,14 @@ def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, g
           "sid_to_title": titles.map_with_index(sid_to_title)}
 
 
+def sources(sequences, items, sids: list[str], max_history: int, seed: int,
+            held_out: bool = False) -> dict[str, grain.MapDataset]:
+  """Every task's source: training examples, or (held_out=True) the evaluation examples
+  (`sequences` is then the validation split)."""
+  return {"next_item": next_item(sequences, sids, max_history, seed),
+          **item_tasks(items, sids, seed, held_out=held_out)}
+
+
 def load_sids(path: str) -> list[str]:
   """Token strings per item index from WORKDIR/ids/semantic_ids.tsv."""
   with open(path, encoding="utf-8") as f:

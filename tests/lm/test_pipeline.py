@@ -10,30 +10,13 @@ from flax import nnx
 
 from semrec_jax.data import tfds_builders
 from semrec_jax.lm import pipeline, tasks
-from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.lm.loss import next_token_loss
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
 
 
-@pytest.fixture(scope="module")
-def data(demo_workdir, demo_ids):
-  data_dir = os.path.join(demo_workdir, "data")
-  return {"items": tfds_builders.items_source(data_dir),
-          "split": {s: tfds_builders.sequences_source(data_dir, s) for s in tfds_builders.SPLITS},
-          "sids": tasks.load_sids(os.path.join(demo_ids, "semantic_ids.tsv"))}
-
-
-@pytest.fixture(scope="module")
-def tokenizer(data):
-  titles = [data["items"][i]["title"].decode() for i in range(len(data["items"]))]
-  reserved = tokenizer_lib.semantic_id_tokens(levels=4, codebook_size=256)
-  return tokenizer_lib.Tokenizer(tokenizer_lib.train(titles, 3000, reserved))
-
-
 def _sources(data):
-  return {"next_item": tasks.next_item(data["split"]["train"], data["sids"], 20, seed=0),
-          **tasks.item_tasks(data["items"], data["sids"], seed=0, held_out=False)}
+  return tasks.sources(data["split"]["train"], data["items"], data["sids"], 20, seed=0)
 
 
 def test_next_item_training_examples_never_show_held_out_items(data):

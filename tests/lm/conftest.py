@@ -1,0 +1,24 @@
+"""Shared LM test data: the sample's splits, its (briefly trained) semantic IDs, a tokenizer."""
+
+import os
+
+import pytest
+
+from semrec_jax.data import tfds_builders
+from semrec_jax.lm import tasks
+from semrec_jax.lm import tokenizer as tokenizer_lib
+
+
+@pytest.fixture(scope="session")
+def data(demo_workdir, demo_ids):
+  data_dir = os.path.join(demo_workdir, "data")
+  return {"items": tfds_builders.items_source(data_dir),
+          "split": {s: tfds_builders.sequences_source(data_dir, s) for s in tfds_builders.SPLITS},
+          "sids": tasks.load_sids(os.path.join(demo_ids, "semantic_ids.tsv"))}
+
+
+@pytest.fixture(scope="session")
+def tokenizer(data):
+  titles = [data["items"][i]["title"].decode() for i in range(len(data["items"]))]
+  reserved = tokenizer_lib.semantic_id_tokens(levels=4, codebook_size=256)
+  return tokenizer_lib.Tokenizer(tokenizer_lib.train(titles, 3000, reserved))
