@@ -44,4 +44,27 @@ def base_config() -> ml_collections.ConfigDict:
   config.ids.eval_every = 50         # validation loss + checkpoint
   config.ids.val_fraction = 0.05     # items held out for validation loss (all get IDs)
   config.ids.seed = 0
+
+  config.lm = ml_collections.ConfigDict()
+  config.lm.model = "tiny"           # a named decoder config (semrec_jax/models/configs.py)
+  config.lm.weights = "scratch"      # scratch (tokenizer trained on the catalog) | gguf:PATH
+  config.lm.vocab_size = 4096        # scratch only: SentencePiece vocabulary incl. SID tokens
+  config.lm.new_rows_init = "mean"   # pretrained only: mean | normal
+  config.lm.dtype = "float32"        # activations (bfloat16 on accelerators); params stay float32
+  config.lm.stages = ("all",)        # new_rows | embeddings | all, in order
+  config.lm.stage_steps = (150,)
+  config.lm.stage_lr = (1e-3,)
+  config.lm.seq_len = 128
+  config.lm.batch_size = 8
+  config.lm.max_history = 20
+  config.lm.task_weights = {"next_item": 3.0, "title_to_sid": 1.0, "sid_to_title": 1.0}
+  config.lm.warmup_steps = 20
+  config.lm.clip_norm = 1.0
+  config.lm.weight_decay = 0.01
+  config.lm.grad_accum = 1
+  config.lm.log_every = 10
+  config.lm.checkpoint_every = 50
+  config.lm.keep_checkpoints = 2
+  config.lm.eval_examples = 64       # held-out examples per task for the evaluation loss
+  config.lm.seed = 0
   return config

@@ -77,6 +77,12 @@ def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 1) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
+def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
+  """This process's rows of a batch -> one global array split over the data axes (multi-host
+  safe: each process passes only its own slice)."""
+  return jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(local)), local)
+
+
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -3,6 +3,7 @@
 from semrec_jax.data.prepare import prepare
 from semrec_jax.embed.stage import embed
 from semrec_jax.ids.stage import semantic_ids
+from semrec_jax.lm.stage import train_lm
 from semrec_jax.stages import Stage
 
 STAGES: dict[str, Stage] = {
@@ -13,5 +14,6 @@ STAGES: dict[str, Stage] = {
               depends_on=("prepare",)),
         Stage("ids", output="ids", run=semantic_ids, config_keys=("ids",),
               depends_on=("prepare", "embed")),
+        Stage("lm", output="lm", run=train_lm, config_keys=("lm",), depends_on=("prepare", "ids")),
     ]
 }

@@ -6,6 +6,7 @@ Semantic-ID tokens are appended after the base vocabulary as user-defined pieces
 """
 
 import io
+import os
 
 import numpy as np
 import sentencepiece as spm
@@ -128,6 +129,16 @@ class Tokenizer:
   def fingerprint(self) -> str:
     import hashlib  # pylint: disable=import-outside-toplevel
     return hashlib.sha256(self.serialized).hexdigest()[:16]
+
+
+def load_proto(path: str) -> sp_pb2.ModelProto:
+  """A SentencePiece ModelProto from a tokenizer.model file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no SentencePiece model at {path}")
+  proto = sp_pb2.ModelProto()
+  with open(path, "rb") as f:
+    proto.ParseFromString(f.read())
+  return proto
 
 
 def from_gguf(path: str) -> Tokenizer:

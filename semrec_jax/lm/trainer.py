@@ -64,7 +64,8 @@ class LMTrainer:
     (loss, count), grads = nnx.value_and_grad(
         loss_fn, argnums=nnx.DiffState(0, self.wrt), has_aux=True)(model)
     opt.update(model, grads)
-    return nnx.state((model, opt)), {"loss": loss, "tokens": count,
+    return nnx.state((model, opt)), {"loss": loss, "targets": count,
+                                     "tokens": jnp.sum(batch["segment_ids"] > 0),
                                      "grad_norm": optax.global_norm(grads)}
 
   @property
@@ -72,8 +73,8 @@ class LMTrainer:
     return nnx.merge(self.graphdef, self.state)[0]
 
   def put(self, batch: dict) -> dict:
-    sharding = parallel.batch_sharding(self.mesh, 2)
-    return {k: jax.device_put(np.asarray(batch[k], np.int32), sharding) for k in _BATCH_KEYS}
+    return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh)
+            for k in _BATCH_KEYS}
 
 
 _BATCH_KEYS = ("tokens", "mask", "segment_ids", "positions")

@@ -135,26 +135,27 @@ class Embedder(nnx.Module):
 
   def __init__(self, c: DecoderConfig, rngs: nnx.Rngs):
     self.c = c
-    init = nnx.initializers.normal(1.0 if c.is_gemma else 0.02)
-    self.embedding = nnx.Param(param_init(init, "vocab", "embed")(rngs.params(),
-                                                                  (c.vocab_size, c.embed_dim)))
-    self.new_embedding = NewTokens(param_init(init, "vocab", "embed")(
-        rngs.params(), (c.num_new_rows, c.embed_dim)))
+    # std 1/sqrt(d): Gemma's sqrt(d) input scale then gives unit-scale activations, and tied
+    # logits start near unit scale (pretrained weights replace this anyway).
+    init = param_init(nnx.initializers.normal(c.embed_dim ** -0.5), "vocab", "embed")
+    self.embedding = nnx.Param(init(rngs.params(), (c.vocab_size, c.embed_dim)))
+    # The new-token table exists only when there are new rows (Orbax cannot save empty arrays).
+    self.new_embedding = (NewTokens(init(rngs.params(), (c.num_new_rows, c.embed_dim)))
+                          if c.num_new_rows else None)
     if not c.tie_embeddings:
-      self.head = nnx.Param(param_init(init, "vocab", "embed")(rngs.params(),
-                                                               (c.vocab_size, c.embed_dim)))
-      self.new_head = NewTokens(param_init(init, "vocab", "embed")(
-          rngs.params(), (c.num_new_rows, c.embed_dim)))
+      self.head = nnx.Param(init(rngs.params(), (c.vocab_size, c.embed_dim)))
+      self.new_head = (NewTokens(init(rngs.params(), (c.num_new_rows, c.embed_dim)))
+                       if c.num_new_rows else None)
 
-  def _tables(self, output: bool = False) -> tuple[jax.Array, jax.Array]:
-    if output and not self.c.tie_embeddings:
-      return self.head[...], self.new_head[...]
-    return self.embedding[...], self.new_embedding[...]
+  def _tables(self, output: bool = False) -> tuple[jax.Array, jax.Array | None]:
+    base, new = ((self.head, self.new_head) if output and not self.c.tie_embeddings
+                 else (self.embedding, self.new_embedding))
+    return base[...], None if new is None else new[...]
 
   def encode(self, tokens: jax.Array, dtype) -> jax.Array:
     base, new = self._tables()
     x = base[jnp.clip(tokens, 0, self.c.vocab_size - 1)]
-    if new.shape[0]:
+    if new is not None:
       x = jnp.where((tokens >= self.c.vocab_size)[..., None],
                     new[jnp.clip(tokens - self.c.vocab_size, 0, new.shape[0] - 1)], x)
     x = x.astype(dtype)
@@ -162,7 +163,9 @@ class Embedder(nnx.Module):
 
   def decode(self, x: jax.Array) -> jax.Array:
     base, new = self._tables(output=True)
-    logits = jnp.concatenate([x @ base.astype(x.dtype).T, x @ new.astype(x.dtype).T], axis=-1)
+    logits = x @ base.astype(x.dtype).T
+    if new is not None:
+      logits = jnp.concatenate([logits, x @ new.astype(x.dtype).T], axis=-1)
     valid = jnp.arange(self.c.padded_vocab_size) < self.c.vocab_size + self.c.num_new_tokens
     return jnp.where(valid, logits, jnp.asarray(_MASKED, logits.dtype))
 

@@ -123,6 +123,8 @@ def _load(model: Decoder, tensors, source: str, mesh, rules) -> Decoder:
 def init_new_rows(model: Decoder, method: str, key: jax.Array, mesh, rules=parallel.DEFAULT_RULES):
   """Initialises the new-token rows: 'mean' (mean of the base rows plus small noise) or 'normal'
   (normal with the base rows' standard deviation); see init_new_rows_from_text for the third way."""
+  if model.embedder.new_embedding is None:
+    return model  # no new rows
   base = model.embedder.embedding[...]
   shape = model.embedder.new_embedding.shape
   std = jnp.std(base)

@@ -1,0 +1,123 @@
+"""The `lm` stage: tokenizer, task mixture and two-stage training of the decoder.
+
+Output in WORKDIR/lm/: tokenizer.model, checkpoints/<stage>/ (Orbax), metrics.jsonl (training
+loss, tokens/s, held-out loss per task) and info.json.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from semrec_jax import parallel
+from semrec_jax.data import tfds_builders
+from semrec_jax.embed.text import item_text
+from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
+from semrec_jax.lm.loss import next_token_loss
+from semrec_jax.lm.trainer import LMTrainer, train
+from semrec_jax.models import configs, params
+from semrec_jax.models.decoder import Decoder
+
+
+def _sid_tokens(workdir: str) -> list[str]:
+  with open(os.path.join(workdir, "ids", "metrics.json")) as f:
+    m = json.load(f)
+  return tokenizer_lib.semantic_id_tokens(m["levels"] + 1, m["codebook_size"])
+
+
+def build_model_and_tokenizer(c, items, sid_tokens, mesh):
+  """(model, tokenizer): a from-scratch model with a tokenizer trained on the catalog, or a
+  pretrained Gemma 3 (GGUF) whose vocabulary gains the semantic-ID tokens as new rows."""
+  dtype = jnp.dtype(c.dtype)  # activations; parameters stay float32
+  if c.weights == "scratch":
+    texts = [item_text(items[i]) for i in range(len(items))]
+    tokenizer = tokenizer_lib.Tokenizer(tokenizer_lib.train(texts, c.vocab_size, sid_tokens))
+    config = configs.get(c.model, vocab_size=tokenizer.vocab_size)
+    model = parallel.shard_model(Decoder(config, nnx.Rngs(c.seed), dtype=dtype), mesh)
+    return model, tokenizer
+  kind, _, where = c.weights.partition(":")
+  config = configs.get(c.model, num_new_tokens=len(sid_tokens))
+  if kind == "gguf":
+    path = params.gguf_path(where)
+    base = tokenizer_lib.model_proto_from_gguf(__import__("gguf").GGUFReader(path))
+    model = params.load_gguf(config, path, mesh=mesh, new_rows=c.new_rows_init, dtype=dtype)
+  elif kind == "safetensors":
+    base = tokenizer_lib.load_proto(os.path.join(where, "tokenizer.model"))
+    model = params.load_safetensors(config, where, mesh=mesh, new_rows=c.new_rows_init,
+                                    dtype=dtype)
+  else:
+    raise ValueError(f"config.lm.weights must be scratch, gguf:PATH or safetensors:DIR, not "
+                     f"{c.weights!r}")
+  return model, tokenizer_lib.Tokenizer(tokenizer_lib.add_pieces(base, sid_tokens))
+
+
+def held_out_loss(trainer: LMTrainer, sources: dict, tokenizer, c) -> dict:
+  """Mean answer-token loss per task on a fixed set of held-out examples."""
+  graphdef = trainer.graphdef
+  out = {}
+  for name, source in sources.items():
+    examples = source[:c.eval_examples].map(
+        lambda ex: pipeline.tokenize(ex, tokenizer, c.seq_len)).to_iter_dataset()
+    total, count = 0.0, 0
+    for batch in pipeline.packed_batches(examples, c.seq_len, c.batch_size, drop_remainder=False):
+      rows = len(batch["tokens"])
+      dp = parallel.data_parallel_size(trainer.mesh)
+      pad = (-rows) % dp
+      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+      s, n = _eval_step(graphdef, trainer.state, trainer.put(batch))
+      total, count = total + float(s), count + int(n)
+    out[f"heldout/{name}"] = round(total / max(count, 1), 5)
+  return out
+
+
+def _eval_step_impl(graphdef, state, batch):
+  model, _ = nnx.merge(graphdef, state)
+  logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
+  return next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
+
+
+_eval_step = jax.jit(_eval_step_impl, static_argnums=0)
+
+
+def train_lm(config, workdir: str, out_dir: str) -> dict:
+  c = config.lm
+  mesh = parallel.make_mesh(config.mesh)
+  data_dir = os.path.join(workdir, "data")
+  items = tfds_builders.items_source(data_dir)
+  sids = tasks.load_sids(os.path.join(workdir, "ids", "semantic_ids.tsv"))
+  model, tokenizer = build_model_and_tokenizer(c, items, _sid_tokens(workdir), mesh)
+  tokenizer.save(os.path.join(out_dir, "tokenizer.model"))
+  train_sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"), items, sids,
+                                c.max_history, c.seed)
+  eval_sources = tasks.sources(tfds_builders.sequences_source(data_dir, "validation"), items,
+                               sids, c.max_history, c.seed, held_out=True)
+  weights = dict(c.task_weights)
+  metrics_path = os.path.join(out_dir, "metrics.jsonl")
+  meta = {"tokenizer": tokenizer.fingerprint(), "config": json.loads(c.to_json())}
+  for index, (stage, steps, lr) in enumerate(zip(c.stages, c.stage_steps, c.stage_lr)):
+    stage_config = ml_collections.ConfigDict({**c.to_dict(), "learning_rate": lr})
+    trainer = LMTrainer(model, stage_config, stage, steps, mesh)
+    stream = pipeline.mixture(train_sources, weights, c.seed + index, tokenizer, c.seq_len)
+    batches = iter(pipeline.packed_batches(stream, c.seq_len, c.batch_size))
+    result = train(trainer, batches, steps, os.path.join(out_dir, "checkpoints", stage),
+                   stage_config, {**meta, "stage": stage}, metrics_path)
+    if result["preempted"]:
+      raise KeyboardInterrupt(f"pre-empted in LM stage {stage!r} at step {result['step']}; "
+                              "re-run the same command to resume")
+    evaluation = {"stage": stage, "step": steps, **held_out_loss(trainer, eval_sources,
+                                                                 tokenizer, c)}
+    with open(metrics_path, "a") as f:
+      f.write(json.dumps(evaluation) + "\n")
+    logging.info("lm held-out: %s", evaluation)
+    model = trainer.model
+  info = {"model": c.model, "weights": c.weights, "vocab_size": tokenizer.vocab_size,
+          "tokenizer": tokenizer.fingerprint(), "final": evaluation}
+  with open(os.path.join(out_dir, "info.json"), "w") as f:
+    json.dump(info, f, indent=2)
+  return info
