@@ -1,26 +1,14 @@
-"""Gemma 3 4B on a Cloud TPU pod slice: official Hugging Face weights (safetensors +
-tokenizer.model, copied to every worker), FSDP over the slice, bfloat16 activations.
+"""Gemma 3 4B on a Cloud TPU pod slice: as tpu_gemma3_1b, with the 4B model and half the batch.
 
   launch/tpu_vm.sh run --config=configs/tpu_gemma3_4b.py --workdir=/mnt/w \
       --config.data.path=/mnt/data/amazon18_games --config.lm.weights=safetensors:/mnt/gemma-3-4b-pt
 """
 
-from semrec_jax import defaults
+from configs import tpu_gemma3_1b
 
 
 def get_config():
-  config = defaults.base_config()
-  config.data.path = ""
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 1, -1, 1
-  config.embed.batch_size = 1024
+  config = tpu_gemma3_1b.get_config()
   config.lm.model = "gemma3_4b"
-  config.lm.weights = "safetensors:"  # + the folder, see above
-  config.lm.dtype = "bfloat16"
-  config.lm.stages = ("new_rows", "all")
-  config.lm.stage_steps = (1000, 6000)
-  config.lm.stage_lr = (1e-3, 2e-5)
-  config.lm.seq_len = 1024
   config.lm.batch_size = 128
-  config.lm.checkpoint_every = 500
-  config.lm.log_every = 50
   return config
