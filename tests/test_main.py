@@ -129,3 +129,19 @@ def test_interrupted_stage_resumes_in_its_scratch_folder(tmp_path):
   config.data.kcore = 8
   stages.run(config, str(tmp_path), ["prepare"], registry, overwrite=True)
   assert seen[-1] == [".wanted_fingerprint"]  # another config: nothing reused
+
+
+@pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))
+                                        if f.endswith(".py") and f != "__init__.py"))
+def test_every_config_loads_through_the_flag_parser(name):
+  """Each configs/*.py parses with --config (as users run it) and has consistent LM stages."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  holder = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=holder)
+  holder(["prog", f"--config={os.path.join(REPO, 'configs', name + '.py')}"])
+  config = holder.config
+  assert config.data.kcore == 5 and config.ids.codebook_size == 256
+  assert config.data.format in ("amazon2023", "games_tsv", "generic")
+  assert len(config.lm.stages) == len(config.lm.stage_steps) == len(config.lm.stage_lr)
+  assert set(config.lm.stages) <= {"new_rows", "embeddings", "all"}
