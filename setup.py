@@ -24,6 +24,7 @@ setuptools.setup(
         "orbax-checkpoint>=0.11",
         "safetensors>=0.4",
         "sentencepiece>=0.2",
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
         "tensorflow-datasets>=4.9.7",
         "tokenizers>=0.15",
         "matplotlib>=3.7",

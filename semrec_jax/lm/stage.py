@@ -1,7 +1,7 @@
 """The `lm` stage: tokenizer, task mixture and two-stage training of the decoder.
 
 Output in WORKDIR/lm/: tokenizer.model, checkpoints/<stage>/ (Orbax), metrics.jsonl (training
-loss, tokens/s, held-out loss per task) and info.json.
+loss, tokens/s, held-out loss per task), tensorboard/ (the same as event files) and info.json.
 """
 
 import json
@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
+from tensorboardX import SummaryWriter
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
@@ -100,13 +101,16 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   weights = dict(c.task_weights)
   metrics_path = os.path.join(out_dir, "metrics.jsonl")
   meta = {"tokenizer": tokenizer.fingerprint(), "config": json.loads(c.to_json())}
+  tensorboard_dir = os.path.join(out_dir, "tensorboard")
+  offset = 0
   for index, (stage, steps, lr) in enumerate(zip(c.stages, c.stage_steps, c.stage_lr)):
     stage_config = ml_collections.ConfigDict({**c.to_dict(), "learning_rate": lr})
     trainer = LMTrainer(model, stage_config, stage, steps, mesh)
     stream = pipeline.mixture(train_sources, weights, c.seed + index, tokenizer, c.seq_len)
     batches = iter(pipeline.packed_batches(stream, c.seq_len, c.batch_size))
     result = train(trainer, batches, steps, os.path.join(out_dir, "checkpoints", stage),
-                   stage_config, {**meta, "stage": stage}, metrics_path)
+                   stage_config, {**meta, "stage": stage}, metrics_path,
+                   tensorboard_dir=tensorboard_dir, step_offset=offset)
     if result["preempted"]:
       raise KeyboardInterrupt(f"pre-empted in LM stage {stage!r} at step {result['step']}; "
                               "re-run the same command to resume")
@@ -114,6 +118,11 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
                                                                  tokenizer, c)}
     with open(metrics_path, "a") as f:
       f.write(json.dumps(evaluation) + "\n")
+    offset += steps
+    with SummaryWriter(tensorboard_dir) as writer:
+      for name, value in evaluation.items():
+        if name.startswith("heldout/"):
+          writer.add_scalar(name, value, offset)
     logging.info("lm held-out: %s", evaluation)
     model = trainer.model
   info = {"model": c.model, "weights": c.weights, "vocab_size": tokenizer.vocab_size,

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from tensorboardX import SummaryWriter
 
 from semrec_jax import checkpoint, parallel
 from semrec_jax.lm.loss import next_token_loss
@@ -101,11 +102,13 @@ class _Preemption:
 
 
 def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
-          metrics_path: str, on_step=None) -> dict:
+          metrics_path: str, on_step=None, tensorboard_dir: str | None = None,
+          step_offset: int = 0) -> dict:
   """Runs (or resumes) `steps` steps; returns {"step", "preempted"}.
 
-  `batches` is a grain DatasetIterator; its state is saved with every checkpoint. `on_step(step)`
-  runs after each step (tests use it to deliver a signal mid-run).
+  `batches` is a grain DatasetIterator; its state is saved with every checkpoint. Log lines go to
+  `metrics_path` (JSON lines) and, with `tensorboard_dir`, to TensorBoard event files at global
+  step `step_offset + step`. `on_step(step)` runs after each step (tests deliver signals with it).
   """
   mngr = checkpoint.manager(ckpt_dir, max_to_keep=c.keep_checkpoints)
   start = 0
@@ -116,6 +119,7 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
     start = latest
     logging.info("resuming LM training at step %d", start)
   preempted = False
+  writer = SummaryWriter(tensorboard_dir) if tensorboard_dir else None
   with _Preemption() as preemption, open(metrics_path, "a") as log:
     tick, tokens = time.time(), 0
     for step in range(start, steps):
@@ -131,6 +135,11 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
                   "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
         log.write(json.dumps(record) + "\n")
         log.flush()
+        if writer:
+          for name, value in record.items():
+            if name != "step":
+              writer.add_scalar(f"train/{name}", value, step_offset + step + 1)
+          writer.flush()
         logging.info("lm %s", record)
         tick, tokens = time.time(), 0
       if (step + 1) % c.checkpoint_every == 0 or done or preemption.requested:
@@ -141,4 +150,6 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
         break
   mngr.wait_until_finished()
   mngr.close()
+  if writer:
+    writer.close()
   return {"step": step + 1 if steps > start else start, "preempted": preempted}

@@ -32,3 +32,22 @@ def test_lm_stage_trains_and_reports(tmp_path, demo_workdir, demo_ids):
                            "heldout/sid_to_title"}
   assert all(0 < held_out[k] < 9 for k in held_out if k.startswith("heldout/"))
   assert sorted(os.listdir(out / "checkpoints" / "all")) == ["12", "6"]
+  tags = _event_tags(out / "tensorboard")
+  assert {"train/loss", "train/tokens_per_s", "heldout/next_item"} <= set(tags)
+  assert tags["train/loss"] == [4, 8, 12]
+
+
+def _event_tags(folder) -> dict:
+  """Scalar tags -> steps, read straight from the TFRecord-framed event files."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  tags = {}
+  for name in os.listdir(folder):
+    data = (folder / name).read_bytes()
+    offset = 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(event.step)
+  return tags
