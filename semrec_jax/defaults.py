@@ -57,7 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.seq_len = 128
   config.lm.batch_size = 8
   config.lm.max_history = 20
-  config.lm.task_weights = {"next_item": 3.0, "title_to_sid": 1.0, "sid_to_title": 1.0}
+  config.lm.task_weights = {"next_item": 3.0, "steering": 1.0, "co_purchase": 1.0,
+                            "title_to_sid": 1.0, "sid_to_title": 1.0}
   config.lm.warmup_steps = 20
   config.lm.clip_norm = 1.0
   config.lm.weight_decay = 0.01

@@ -7,6 +7,9 @@ the `validation` split, and for the item tasks from a fixed 2% of items left out
 
 Templates (the phrasing is drawn per example from a seeded generator, so runs are reproducible):
   next_item     "<history phrasing with items joined by ', '> <|rec|>" -> target SID
+  steering      history + a constraint in words from one of the target's attributes ("something for
+                PS4", "a racing game", "something by Nintendo", "an accessory, not a game") -> target
+  co_purchase   an item -> an item the same user bought within the next 3
   title_to_sid  "<question naming the title>" -> SID
   sid_to_title  "<question naming the SID>" -> title
 """
@@ -29,6 +32,15 @@ SID_TO_TITLE = (
     "Which item has the semantic ID {sid}? ",
     "{sid} is the item called: ",
 )
+STEERING = (
+    "A user bought: {items}. Now they want {constraint}. <|rec|>",
+    "History: {items}. Recommend {constraint}. <|rec|>",
+)
+CO_PURCHASE = (
+    "People who bought {item} also bought <|rec|>",
+    "Bought together with {item}: <|rec|>",
+)
+CO_PURCHASE_WINDOW = 3
 HELD_OUT_ITEM_FRACTION = 0.02
 
 
@@ -53,6 +65,69 @@ def next_item(sequences, sids: list[str], max_history: int, seed: int) -> grain.
             "answer": sids[int(example["target"])]}
 
   return grain.MapDataset.source(sequences).map_with_index(build)
+
+
+def constraints(item: dict) -> list[str]:
+  """Plain-language constraints the item satisfies, from its catalog attributes."""
+  out = []
+  platform, brand = _text(item["platform"]), _text(item["brand"])
+  genre = _text(item["genre"]).split("|")[0].strip()
+  product_type = _text(item["product_type"]).split("|")[0].strip()
+  if platform:
+    out.append(f"something for {platform}")
+  if genre:
+    out.append(f"a {genre.lower()} game")
+  if brand:
+    out.append(f"something by {brand}")
+  if product_type == "Accessory":
+    out.append("an accessory, not a game")
+  elif product_type == "Game":
+    out.append("a game, not an accessory")
+  elif product_type:
+    out.append(f"a {product_type.lower()}")
+  return out
+
+
+def steering(sequences, items, sids: list[str], max_history: int,
+             seed: int) -> grain.MapDataset:
+  """History + a constraint the target satisfies -> target; users whose target has no usable
+  attribute are left out (counted by the difference in length)."""
+  item_constraints = [constraints(items[i]) for i in range(len(items))]
+  usable = [u for u in range(len(sequences))
+            if item_constraints[int(sequences[u]["target"])]]
+
+  def build(index, u):
+    example = sequences[u]
+    rng = _rng(seed, "steering", index)
+    history = [int(i) for i in example["history"]][-max_history:]
+    options = item_constraints[int(example["target"])]
+    template = STEERING[int(rng.integers(len(STEERING)))]
+    return {"task": "steering", "answer": sids[int(example["target"])],
+            "prompt": template.format(items=", ".join(sids[i] for i in history),
+                                      constraint=options[int(rng.integers(len(options)))])}
+
+  return grain.MapDataset.source(usable).map_with_index(build)
+
+
+def co_purchase(sequences, sids: list[str], seed: int) -> grain.MapDataset:
+  """One example per (user, position): the item -> one of the next CO_PURCHASE_WINDOW items of the
+  same user (history + target of the given split, so the train split never shows held-out items)."""
+  pairs = []
+  for u in range(len(sequences)):
+    length = len(sequences[u]["history"]) + 1
+    pairs += [(u, i) for i in range(length - 1)]
+
+  def build(index, pair):
+    u, i = pair
+    example = sequences[u]
+    seq = [int(x) for x in example["history"]] + [int(example["target"])]
+    rng = _rng(seed, "co_purchase", index)
+    j = min(len(seq) - 1, i + int(rng.integers(1, CO_PURCHASE_WINDOW + 1)))
+    template = CO_PURCHASE[int(rng.integers(len(CO_PURCHASE)))]
+    return {"task": "co_purchase", "prompt": template.format(item=sids[seq[i]]),
+            "answer": sids[seq[j]]}
+
+  return grain.MapDataset.source(pairs).map_with_index(build)
 
 
 def held_out_items(num_items: int, seed: int) -> np.ndarray:
@@ -86,6 +161,8 @@ def sources(sequences, items, sids: list[str], max_history: int, seed: int,
   """Every task's source: training examples, or (held_out=True) the evaluation examples
   (`sequences` is then the validation split)."""
   return {"next_item": next_item(sequences, sids, max_history, seed),
+          "steering": steering(sequences, items, sids, max_history, seed),
+          "co_purchase": co_purchase(sequences, sids, seed),
           **item_tasks(items, sids, seed, held_out=held_out)}
 
 

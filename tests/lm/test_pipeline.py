@@ -50,8 +50,9 @@ def test_tokenize_masks_the_answer_and_keeps_it_when_truncating(tokenizer):
 
 
 def test_packed_and_padded_batches_give_the_same_loss(data, tokenizer):
-  stream = pipeline.mixture(_sources(data), {"next_item": 2, "title_to_sid": 1,
-                                             "sid_to_title": 1}, 0, tokenizer, 96)
+  stream = pipeline.mixture(_sources(data), {"next_item": 2, "steering": 1, "co_purchase": 1,
+                                             "title_to_sid": 1, "sid_to_title": 1}, 0,
+                            tokenizer, 96)
   examples = list(itertools.islice(iter(stream), 24))
   config = configs.get("tiny", vocab_size=tokenizer.vocab_size, num_layers=2)
   model = Decoder(config, nnx.Rngs(0))
@@ -97,3 +98,39 @@ def test_pipeline_is_deterministic_and_resumes_exactly(data, tokenizer):
       np.testing.assert_array_equal(a[key], b[key])
   efficiency = np.mean([(b["segment_ids"] > 0).mean() for b in rest])
   assert efficiency >= 0.9  # share of non-padding tokens
+
+
+def test_steering_constraints_hold_for_the_target(data):
+  train = data["split"]["train"]
+  examples = tasks.steering(train, data["items"], data["sids"], 20, seed=0)
+  assert 0.5 * 19_080 < len(examples) <= 19_080  # users whose target has an attribute
+  sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
+  phrasings = set()
+  for k in range(0, len(examples), 11):
+    example = examples[k]
+    target = data["items"][sid_to_item[example["answer"]]]
+    stated = [c for c in tasks.constraints(target) if c in example["prompt"]]
+    assert stated, example
+    phrasings.add(stated[0].split()[0] + " " + stated[0].split()[1])
+  assert len(phrasings) >= 3  # platform, brand, genre or type constraints all occur
+  assert tasks.constraints({"platform": b"PS4", "brand": b"Sony", "genre": b"Racing|Action",
+                            "product_type": b"Accessory"}) == [
+      "something for PS4", "a racing game", "something by Sony", "an accessory, not a game"]
+
+
+def test_co_purchase_pairs_stay_inside_the_training_part(data):
+  train, valid, test = (data["split"][s] for s in tfds_builders.SPLITS)
+  examples = tasks.co_purchase(train, data["sids"], seed=0)
+  lengths = np.array([len(train[u]["history"]) for u in range(len(train))])
+  assert len(examples) == lengths.sum()  # one per position that has a later item
+  starts = np.concatenate([[0], np.cumsum(lengths)])
+  for k in range(0, len(examples), 97):
+    u = int(np.searchsorted(starts, k, side="right") - 1)
+    i = k - starts[u]
+    seq = [int(x) for x in train[u]["history"]] + [int(train[u]["target"])]
+    example = examples[k]
+    assert example["prompt"].count(data["sids"][seq[i]]) == 1
+    later = [data["sids"][x] for x in seq[i + 1:i + 1 + tasks.CO_PURCHASE_WINDOW]]
+    assert example["answer"] in later
+    assert example["answer"] not in (data["sids"][int(valid[u]["target"])],
+                                     data["sids"][int(test[u]["target"])])

@@ -28,8 +28,8 @@ def test_lm_stage_trains_and_reports(tmp_path, demo_workdir, demo_ids):
   assert [r["step"] for r in train_records] == [4, 8, 12]
   assert train_records[-1]["loss"] < 8.3  # below uniform guessing over 4,096 tokens
   held_out = records[-1]
-  assert set(held_out) == {"stage", "step", "heldout/next_item", "heldout/title_to_sid",
-                           "heldout/sid_to_title"}
+  assert set(held_out) == {"stage", "step", "heldout/next_item", "heldout/steering",
+                           "heldout/co_purchase", "heldout/title_to_sid", "heldout/sid_to_title"}
   assert all(0 < held_out[k] < 9 for k in held_out if k.startswith("heldout/"))
   assert sorted(os.listdir(out / "checkpoints" / "all")) == ["12", "6"]
   tags = _event_tags(out / "tensorboard")
