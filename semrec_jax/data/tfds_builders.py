@@ -84,6 +84,11 @@ def write(data_dir: str, catalog: Catalog, examples: dict[str, list[dict]]) -> N
   shutil.rmtree(scratch, ignore_errors=True)
 
 
+def text(value) -> str:
+  """A Text feature as str: TFDS data sources return bytes; None and '' become ''."""
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value or "")
+
+
 def _builder(data_dir: str, name: str):
   path = os.path.join(data_dir, name, VERSION)
   if not os.path.isdir(path):

@@ -59,7 +59,7 @@ def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple
 def embed(config, workdir: str, out_dir: str) -> dict:
   c = config.embed
   rows = catalog_rows(workdir)
-  item_ids = [r["item_id"].decode("utf-8") for r in rows]
+  item_ids = [tfds_builders.text(r["item_id"]) for r in rows]
   start = time.time()
   if c.source == "precomputed":
     vectors, info = read_precomputed(c.precomputed_npy, c.precomputed_ids, item_ids)

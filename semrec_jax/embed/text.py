@@ -10,25 +10,23 @@ Fields that are empty are left out. Title and attributes come first because the 
 long texts (256 tokens for all-MiniLM-L6-v2), and descriptions are the longest part.
 """
 
+from semrec_jax.data.tfds_builders import text
+
 TEMPLATE_VERSION = 1
 _ATTRIBUTE_LABELS = (("platform", "Platform"), ("brand", "Brand"), ("product_type", "Type"),
                      ("genre", "Genre"), ("franchise", "Franchise"), ("hardware_type", "Hardware"),
                      ("multiplayer", "Multiplayer"))
 
 
-def _text(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value or "")
-
-
 def item_text(item: dict) -> str:
   """Builds the embedding text from one catalog row (str or bytes values, as TFDS returns them)."""
-  head = [_text(item["title"])]
-  head += [f"{label}: {_text(item[key]).replace('|', ', ')}" for key, label in _ATTRIBUTE_LABELS
-           if _text(item.get(key))]
-  categories = _text(item.get("categories"))
+  head = [text(item["title"])]
+  head += [f"{label}: {text(item[key]).replace('|', ', ')}" for key, label in _ATTRIBUTE_LABELS
+           if text(item.get(key))]
+  categories = text(item.get("categories"))
   if categories:
     head.append("Categories: " + categories.replace("\n", " > "))
   lines = [" | ".join(head)]
-  lines += [_text(item.get(k)).replace("\n", " ") for k in ("description", "features")
-            if _text(item.get(k))]
+  lines += [text(item.get(k)).replace("\n", " ") for k in ("description", "features")
+            if text(item.get(k))]
   return "\n".join(lines)

@@ -19,6 +19,8 @@ import zlib
 import grain
 import numpy as np
 
+from semrec_jax.data.tfds_builders import text
+
 NEXT_ITEM = (
     "A user bought, in order: {items}. What will they buy next? <|rec|>",
     "Purchase history: {items}. Recommend the next item. <|rec|>",
@@ -48,10 +50,6 @@ def _rng(seed: int, task: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(task.encode()), index])
 
 
-def _text(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def next_item(sequences, sids: list[str], max_history: int, seed: int) -> grain.MapDataset:
   """One example per sequence: the last 1..max_history history items -> the target."""
 
@@ -70,9 +68,9 @@ def next_item(sequences, sids: list[str], max_history: int, seed: int) -> grain.
 def constraints(item: dict) -> list[str]:
   """Plain-language constraints the item satisfies, from its catalog attributes."""
   out = []
-  platform, brand = _text(item["platform"]), _text(item["brand"])
-  genre = _text(item["genre"]).split("|")[0].strip()
-  product_type = _text(item["product_type"]).split("|")[0].strip()
+  platform, brand = text(item["platform"]), text(item["brand"])
+  genre = text(item["genre"]).split("|")[0].strip()
+  product_type = text(item["product_type"]).split("|")[0].strip()
   if platform:
     out.append(f"something for {platform}")
   if genre:
@@ -140,7 +138,7 @@ def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, g
   """title_to_sid and sid_to_title over the training items (or over the held-out ones)."""
   out_set = set(held_out_items(len(items), seed).tolist())
   rows = [i for i in range(len(items)) if (i in out_set) == held_out]
-  titles = grain.MapDataset.source(rows).map(lambda i: (i, _text(items[i]["title"])))
+  titles = grain.MapDataset.source(rows).map(lambda i: (i, text(items[i]["title"])))
 
   def title_to_sid(index, row):
     i, title = row
