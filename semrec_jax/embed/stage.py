@@ -23,6 +23,20 @@ def catalog_rows(workdir: str) -> list[dict]:
   return [source[i] for i in range(len(source))]
 
 
+def read_ids(path: str) -> list[str]:
+  """One item id per line (the id list beside an embedding matrix)."""
+  with open(path, encoding="utf-8") as f:
+    return [line.rstrip("\n") for line in f]
+
+
+def check_finite(matrix: np.ndarray, ids: list[str], where: str) -> None:
+  """Raises DataError naming the first row (and its item id) that holds NaN or inf."""
+  bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+  if len(bad):
+    raise DataError(f"{where}: {len(bad)} rows hold NaN or inf, first row {bad[0]} "
+                    f"(item {ids[bad[0]]!r})")
+
+
 def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple[np.ndarray, dict]:
   """Loads an external [n, dim] matrix with one id per row and reorders it to item-index order."""
   for path in (npy_path, ids_path):
@@ -30,8 +44,7 @@ def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple
       raise DataError(f"precomputed embeddings: file {path!r} not found (set "
                       "config.embed.precomputed_npy and config.embed.precomputed_ids)")
   matrix = np.load(npy_path, allow_pickle=False)
-  with open(ids_path, encoding="utf-8") as f:
-    ids = [line.rstrip("\n") for line in f]
+  ids = read_ids(ids_path)
   if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
     raise DataError(f"{npy_path}: expected a 2-D float array, got shape {matrix.shape} "
                     f"dtype {matrix.dtype}")
@@ -39,10 +52,7 @@ def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple
     raise DataError(f"{ids_path} has {len(ids)} ids but {npy_path} has {matrix.shape[0]} rows")
   if len(set(ids)) != len(ids):
     raise DataError(f"{ids_path}: {len(ids) - len(set(ids))} repeated ids")
-  bad_rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-  if len(bad_rows):
-    raise DataError(f"{npy_path}: {len(bad_rows)} rows hold NaN or inf, first at row "
-                    f"{bad_rows[0]} (id {ids[bad_rows[0]]!r})")
+  check_finite(matrix, ids, npy_path)
   row_of = {item_id: r for r, item_id in enumerate(ids)}
   missing = [i for i in item_ids if i not in row_of]
   if missing:

@@ -15,22 +15,20 @@ from absl import logging
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.errors import DataError
+from semrec_jax.embed.stage import check_finite, read_ids
 from semrec_jax.ids import assign as assign_lib
 from semrec_jax.ids import metrics, recipes, trie
 from semrec_jax.ids.train import train
 
 
-def load_embeddings(workdir: str) -> tuple[np.ndarray, list[str]]:
-  """Item embeddings from the embed stage, checked against the prepared catalog."""
+def load_embeddings(workdir: str, num_items: int) -> tuple[np.ndarray, list[str]]:
+  """Item embeddings from the embed stage, checked against the catalog's size."""
   folder = os.path.join(workdir, "embeddings")
   path = os.path.join(folder, "items.npy")
   if not os.path.isfile(path):
     raise DataError(f"no embeddings at {path}; run the 'embed' stage first")
-  vectors = np.load(path, allow_pickle=False)
-  with open(os.path.join(folder, "item_ids.txt"), encoding="utf-8") as f:
-    ids = [line.rstrip("\n") for line in f]
-  catalog = tfds_builders.items_source(os.path.join(workdir, "data"))
-  return check_embeddings(vectors, ids, len(catalog), path), ids
+  ids = read_ids(os.path.join(folder, "item_ids.txt"))
+  return check_embeddings(np.load(path, allow_pickle=False), ids, num_items, path), ids
 
 
 def check_embeddings(vectors: np.ndarray, ids: list[str], num_items: int,
@@ -42,25 +40,22 @@ def check_embeddings(vectors: np.ndarray, ids: list[str], num_items: int,
   if len(vectors) != num_items or len(ids) != num_items:
     raise DataError(f"{where}: {len(vectors)} rows and {len(ids)} ids for a catalog of "
                     f"{num_items} items")
-  bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-  if len(bad):
-    raise DataError(f"{where}: {len(bad)} rows hold NaN or inf, first row {bad[0]} "
-                    f"(item {ids[bad[0]]!r})")
+  check_finite(vectors, ids, where)
   return vectors.astype(np.float32)
 
 
 def semantic_ids(config, workdir: str, out_dir: str) -> dict:
   c = config.ids
   recipe = recipes.get(c.recipe)
-  embeddings, item_ids = load_embeddings(workdir)
+  catalog = tfds_builders.items_source(os.path.join(workdir, "data"))
+  embeddings, item_ids = load_embeddings(workdir, len(catalog))
   start = time.time()
   result = train(c, recipe, embeddings, parallel.make_mesh(config.mesh),
                  os.path.join(out_dir, "checkpoints"))
   train_seconds = time.time() - start
   assigned = assign_lib.assign(result.model, embeddings, recipe.last_level)
   ids = assigned["ids"]
-  catalog = tfds_builders.items_source(os.path.join(workdir, "data"))
-  platforms = [catalog[i]["platform"].decode("utf-8") for i in range(len(catalog))]
+  platforms = [tfds_builders.text(catalog[i]["platform"]) for i in range(len(catalog))]
   report = {"recipe": recipe.name, "num_items": len(ids), "levels": c.levels,
             "codebook_size": c.codebook_size, "recon_mse": round(assigned["recon_mse"], 6),
             **metrics.code_stats(assigned["codes"], c.codebook_size),
