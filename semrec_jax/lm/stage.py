@@ -7,10 +7,8 @@ loss, tokens/s, held-out loss per task), tensorboard/ (the same as event files) 
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 from flax import nnx
 from tensorboardX import SummaryWriter
@@ -19,7 +17,6 @@ from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.embed.text import item_text
 from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
-from semrec_jax.lm.loss import next_token_loss
 from semrec_jax.lm.trainer import LMTrainer, train
 from semrec_jax.models import configs, params
 from semrec_jax.models.decoder import Decoder
@@ -59,31 +56,13 @@ def build_model_and_tokenizer(c, items, sid_tokens, mesh):
 
 def held_out_loss(trainer: LMTrainer, sources: dict, tokenizer, c) -> dict:
   """Mean answer-token loss per task on a fixed set of held-out examples."""
-  graphdef = trainer.graphdef
   out = {}
   for name, source in sources.items():
     examples = source[:c.eval_examples].map(
         lambda ex: pipeline.tokenize(ex, tokenizer, c.seq_len)).to_iter_dataset()
-    total, count = 0.0, 0
-    for batch in pipeline.packed_batches(examples, c.seq_len, c.batch_size, drop_remainder=False):
-      rows = len(batch["tokens"])
-      dp = parallel.data_parallel_size(trainer.mesh)
-      pad = (-rows) % dp
-      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-               for k, v in batch.items()}
-      s, n = _eval_step(graphdef, trainer.state, trainer.put(batch))
-      total, count = total + float(s), count + int(n)
-    out[f"heldout/{name}"] = round(total / max(count, 1), 5)
+    batches = pipeline.packed_batches(examples, c.seq_len, c.batch_size, drop_remainder=False)
+    out[f"heldout/{name}"] = round(trainer.evaluate(batches), 5)
   return out
-
-
-def _eval_step_impl(graphdef, state, batch):
-  model, _ = nnx.merge(graphdef, state)
-  logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
-  return next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
-
-
-_eval_step = jax.jit(_eval_step_impl, static_argnums=0)
 
 
 def train_lm(config, workdir: str, out_dir: str) -> dict:

@@ -49,17 +49,21 @@ class LMTrainer:
     self.state = jax.device_put(self.state, self.state_sharding)
     batch = parallel.batch_sharding(mesh, 2)
     self.compiles = 0
+    batches = {k: batch for k in _BATCH_KEYS}
     self.step = jax.jit(self._step, donate_argnums=0,
-                        in_shardings=(self.state_sharding, {k: batch for k in _BATCH_KEYS}),
+                        in_shardings=(self.state_sharding, batches),
                         out_shardings=(self.state_sharding, None))
+    self._eval_step = jax.jit(self._loss_sum, in_shardings=(self.state_sharding, batches))
+
+  def _loss_sum(self, state, batch):
+    return _batch_loss(nnx.merge(self.graphdef, state)[0], batch)
 
   def _step(self, state, batch):
     self.compiles += 1  # runs only while tracing: counts compilations
     model, opt = nnx.merge(self.graphdef, state)
 
     def loss_fn(model):
-      logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
-      total, count = next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
+      total, count = _batch_loss(model, batch)
       return total / jnp.maximum(count, 1), count
 
     (loss, count), grads = nnx.value_and_grad(
@@ -73,12 +77,31 @@ class LMTrainer:
   def model(self) -> Decoder:
     return nnx.merge(self.graphdef, self.state)[0]
 
+  def evaluate(self, batches) -> float:
+    """Mean answer-token loss over finite `batches`; short batches are padded with empty rows
+    (segment 0: no loss) to a multiple of the data-parallel size."""
+    total, count = 0.0, 0
+    dp = parallel.data_parallel_size(self.mesh)
+    for batch in batches:
+      pad = (-len(batch["tokens"])) % dp
+      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+      s, n = self._eval_step(self.state, self.put(batch))
+      total, count = total + float(s), count + int(n)
+    return total / max(count, 1)
+
   def put(self, batch: dict) -> dict:
     return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh)
             for k in _BATCH_KEYS}
 
 
 _BATCH_KEYS = ("tokens", "mask", "segment_ids", "positions")
+
+
+def _batch_loss(model: Decoder, batch: dict):
+  """(sum of answer-token losses, their count) of `model` on one packed batch."""
+  logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
+  return next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
 
 
 class _Preemption:
