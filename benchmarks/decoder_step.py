@@ -1,4 +1,5 @@
-r"""Decoder forward+backward+AdamW step: tokens/s, model TFLOP/s and MFU; prints one JSON line.
+r"""The LM trainer's step (forward, backward, clipped AdamW): tokens/s, model TFLOP/s and MFU;
+prints one JSON line.
 
   python benchmarks/decoder_step.py --model=tiny --batch_size=8 --seq_len=256
   python benchmarks/decoder_step.py --model=gemma3_270m --batch_size=4 --seq_len=256 --dtype=bfloat16
@@ -16,12 +17,13 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
 from absl import app, flags
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import defaults, parallel
+from semrec_jax.lm.trainer import LMTrainer
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
 
@@ -49,33 +51,21 @@ def main(argv):
   dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
   mesh = parallel.make_mesh()
   model = parallel.shard_model(Decoder(c, nnx.Rngs(0), dtype=dtype), mesh)
-  optimizer = nnx.Optimizer(model, optax.adamw(1e-4), wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
-  state_sharding = parallel.state_shardings(state, mesh)
-  batch_sharding = parallel.batch_sharding(mesh, 2)
-
-  def train_step(state, tokens):
-    model, optimizer = nnx.merge(graphdef, state)
-
-    def loss_fn(model):
-      logits = model(tokens[:, :-1])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
-
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), loss
-
-  step = jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
-                 out_shardings=(state_sharding, None), donate_argnums=0)
+  step_config = ml_collections.ConfigDict({**defaults.base_config().lm.to_dict(),
+                                           "learning_rate": 1e-4})
+  trainer = LMTrainer(model, step_config, "all", 100, mesh)  # the lm stage's own step
   rng = np.random.default_rng(0)
-  batches = [jax.device_put(rng.integers(1, c.vocab_size, (_BATCH.value, _SEQ.value + 1)),
-                            batch_sharding) for _ in range(_STEPS.value + 1)]
-  state, loss = step(state, batches[0])
-  jax.block_until_ready(loss)
+  shape = (_BATCH.value, _SEQ.value)
+  batches = [trainer.put({"tokens": rng.integers(1, c.vocab_size, shape),
+                          "mask": np.ones(shape), "segment_ids": np.ones(shape),
+                          "positions": np.broadcast_to(np.arange(_SEQ.value), shape)})
+             for _ in range(_STEPS.value + 1)]
+  trainer.state, metrics = trainer.step(trainer.state, batches[0])
+  jax.block_until_ready(metrics["loss"])
   start = time.perf_counter()
-  for tokens in batches[1:]:
-    state, loss = step(state, tokens)
-  jax.block_until_ready(loss)
+  for batch in batches[1:]:
+    trainer.state, metrics = trainer.step(trainer.state, batch)
+  jax.block_until_ready(metrics["loss"])
   seconds = (time.perf_counter() - start) / _STEPS.value
   devices = jax.devices()
   kind = devices[0].device_kind
