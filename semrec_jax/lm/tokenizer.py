@@ -5,10 +5,10 @@ Semantic-ID tokens are appended after the base vocabulary as user-defined pieces
 `base_vocab + j` is new token j: exactly the decoder's new-token row j.
 """
 
+import hashlib
 import io
 import os
 
-import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
@@ -127,7 +127,6 @@ class Tokenizer:
       f.write(self.serialized)
 
   def fingerprint(self) -> str:
-    import hashlib  # pylint: disable=import-outside-toplevel
     return hashlib.sha256(self.serialized).hexdigest()[:16]
 
 
@@ -145,6 +144,3 @@ def from_gguf(path: str) -> Tokenizer:
   from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
   return Tokenizer(model_proto_from_gguf(GGUFReader(path)))
 
-
-def token_ids(tokenizer: Tokenizer, pieces: list[str]) -> np.ndarray:
-  return np.array([tokenizer.piece_id(p) for p in pieces], dtype=np.int32)
