@@ -11,16 +11,9 @@ from semrec_jax.models.decoder import Decoder
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _prefill(graphdef, state, tokens, cache):
-  model = nnx.merge(graphdef, state)
-  logits, cache = model(tokens, cache=cache)
-  return logits[:, -1], cache
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _step(graphdef, state, token, position, cache):
-  model = nnx.merge(graphdef, state)
-  logits, cache = model(token[:, None], positions=position[:, None], cache=cache)
+def _extend(graphdef, state, tokens, positions, cache):
+  """Writes tokens [B, T] at `positions` into the cache; returns the last position's logits."""
+  logits, cache = nnx.merge(graphdef, state)(tokens, positions=positions, cache=cache)
   return logits[:, -1], cache
 
 
@@ -29,13 +22,14 @@ def greedy(model: Decoder, prompt: list[int], max_new_tokens: int,
   """The greedy continuation of one prompt: prefill once, then one cached step per token."""
   graphdef, state = nnx.split(model)
   cache = model.init_cache(1, len(prompt) + max_new_tokens)
-  logits, cache = _prefill(graphdef, state, jnp.asarray([prompt], jnp.int32), cache)
+  logits, cache = _extend(graphdef, state, jnp.asarray([prompt], jnp.int32),
+                          jnp.arange(len(prompt))[None], cache)
   out = []
   for i in range(max_new_tokens):
     token = int(np.argmax(np.asarray(logits[0])))
     out.append(token)
     if token == eos_id:
       break
-    logits, cache = _step(graphdef, state, jnp.asarray([token], jnp.int32),
-                          jnp.asarray([len(prompt) + i], jnp.int32), cache)
+    logits, cache = _extend(graphdef, state, jnp.asarray([[token]], jnp.int32),
+                            jnp.asarray([[len(prompt) + i]], jnp.int32), cache)
   return out
