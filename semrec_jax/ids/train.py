@@ -182,8 +182,8 @@ def train(c, recipe: Recipe, embeddings: np.ndarray, mesh: jax.sharding.Mesh,
     trainer.state, losses = trainer.train_step(trainer.state, trainer.put(x_train[next(stream)]))
     if (step + 1) % restart_every == 0 and step + 1 < c.steps:
       batch = x_train[np.random.default_rng((c.seed, step)).choice(len(x_train), batch_size)]
-      trainer.state, dead = trainer.restart(trainer.state, trainer.put(batch),
-                                            jax.random.fold_in(key, step))
+      trainer.state, _ = trainer.restart(trainer.state, trainer.put(batch),
+                                         jax.random.fold_in(key, step))
     if (step + 1) % c.eval_every == 0 or step + 1 == c.steps:
       val = trainer.evaluate(x_val, batch_size)
       record = {"step": step + 1, "train_loss": float(losses["loss"]),
