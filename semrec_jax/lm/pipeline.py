@@ -31,18 +31,29 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
 
 
 def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], seed: int,
-            tokenizer: Tokenizer, max_len: int) -> grain.IterDataset:
-  """Tokenized examples drawn from the task sources in proportion to `weights`."""
+            tokenizer: Tokenizer, max_len: int,
+            shard: tuple[int, int] | None = None) -> grain.IterDataset:
+  """Tokenized examples drawn from the task sources in proportion to `weights`, from shard
+  (index, count) of every source: by default this JAX process's (process_index, process_count)."""
+  index, count = shard or (jax.process_index(), jax.process_count())
   missing = sorted(set(weights) - set(sources))
   if missing:
     raise ValueError(f"weights for unknown task(s) {missing}; tasks: {sorted(sources)}")
   names = [n for n in sources if weights.get(n, 0) > 0]
   streams = []
   for i, name in enumerate(names):
-    ds = sources[name][jax.process_index()::jax.process_count()]
+    ds = sources[name][index::count]
     ds = ds.shuffle(seed=seed + i).repeat()
     streams.append(ds.map(lambda ex: tokenize(ex, tokenizer, max_len)).to_iter_dataset())
   return grain.IterDataset.mix(streams, [weights[n] for n in names])
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  """Rows each JAX process packs so that the processes together fill the global batch."""
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"batch_size {global_batch_size} does not split over "
+                     f"{jax.process_count()} processes")
+  return global_batch_size // jax.process_count()
 
 
 def packed_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,

@@ -1,0 +1,53 @@
+"""Shared by the 2-process LM test and its single-process reference: the model, mesh, config
+and batches, so both sides build exactly the same run."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from semrec_jax import parallel
+from semrec_jax.data import tfds_builders
+from semrec_jax.lm import pipeline, tasks
+from semrec_jax.lm import tokenizer as tokenizer_lib
+from semrec_jax.lm import trainer as trainer_lib
+from semrec_jax.models import configs
+from semrec_jax.models.decoder import Decoder
+
+STEPS, GLOBAL_BATCH, SEQ_LEN = 4, 8, 128
+CONFIG = ml_collections.ConfigDict({
+    "learning_rate": 3e-3, "warmup_steps": 2, "clip_norm": 1.0, "weight_decay": 0.01,
+    "grad_accum": 1, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3})
+
+
+def mesh(devices):
+  return parallel.make_mesh(parallel.mesh_config(data=2, fsdp=2, tensor=1), devices=devices)
+
+
+def batches(data_dir: str, sids_path: str, tokenizer_path: str, shard=None):
+  """Packed batches of one shard of the task mixture (None: this JAX process's slice, with its
+  share of the global batch)."""
+  tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
+  sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"),
+                          tfds_builders.items_source(data_dir), tasks.load_sids(sids_path),
+                          20, seed=0)
+  stream = pipeline.mixture(sources, {"next_item": 2, "steering": 1, "text_to_sid": 1}, 0,
+                            tokenizer, SEQ_LEN, shard=shard)
+  rows = GLOBAL_BATCH // shard[1] if shard else pipeline.local_batch_size(GLOBAL_BATCH)
+  return iter(pipeline.packed_batches(stream, SEQ_LEN, rows))
+
+
+def trainer(tokenizer_path: str, mesh_) -> trainer_lib.LMTrainer:
+  vocab_size = tokenizer_lib.Tokenizer(tokenizer_path).vocab_size
+  config = configs.get("tiny", vocab_size=vocab_size, num_layers=2, embed_dim=128, mlp_dim=256,
+                       num_heads=2, head_dim=32)
+  model = parallel.shard_model(Decoder(config, nnx.Rngs(0)), mesh_)
+  return trainer_lib.LMTrainer(model, CONFIG, "all", STEPS, mesh_)
+
+
+def checksum(trainer) -> float:
+  """Sum of |parameters|, reduced on the mesh (every process gets the same number)."""
+  params = nnx.state(trainer.model, nnx.Param)
+  total = jax.jit(lambda p: sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(p)))(params)
+  return float(np.asarray(jax.device_get(total)))

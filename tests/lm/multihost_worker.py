@@ -1,0 +1,43 @@
+"""One JAX process of the 2-process LM training test (tests/lm/test_multihost.py).
+
+Each process owns 2 CPU devices; together they form a data=2 x fsdp=2 mesh, read their own slice
+of the task mixture, and run LMTrainer steps with Orbax checkpoints. Process 0 can SIGTERM itself
+at a step (`--kill_at`): both processes must save and stop together. Writes the loss per step
+and a checksum of the parameters to --out_dir/process_<i>.json.
+"""
+
+import json
+import os
+import signal
+import sys
+
+import jax
+
+FLAGS = dict(arg.lstrip("-").split("=", 1) for arg in sys.argv[1:])
+
+
+def main():
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  process_id = int(FLAGS["process_id"])
+  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{FLAGS['port']}", num_processes=2,
+                             process_id=process_id)
+  # Imported after initialize: nothing may touch the backend before it.
+  from tests.lm import multihost_common as common  # pylint: disable=import-outside-toplevel
+  from semrec_jax.lm import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+
+  assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
+  trainer = common.trainer(FLAGS["tokenizer"], common.mesh(jax.devices()))
+  batches = common.batches(FLAGS["data_dir"], FLAGS["sids"], FLAGS["tokenizer"])
+  kill_at = int(FLAGS.get("kill_at", 0))
+  on_step = (lambda s: os.kill(os.getpid(), signal.SIGTERM)
+             if s == kill_at and process_id == 0 else None)
+  metrics_path = os.path.join(FLAGS["out_dir"], "metrics.jsonl")
+  result = trainer_lib.train(trainer, batches, common.STEPS, FLAGS["ckpt_dir"], common.CONFIG,
+                             {}, metrics_path, on_step=on_step)
+  with open(os.path.join(FLAGS["out_dir"], f"process_{process_id}.json"), "w") as f:
+    json.dump({"step": result["step"], "preempted": result["preempted"],
+               "checksum": common.checksum(trainer)}, f)
+
+
+if __name__ == "__main__":
+  main()

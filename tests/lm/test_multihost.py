@@ -1,0 +1,78 @@
+"""Two JAX processes (2 CPU devices each, gloo collectives) train like one process fed the same
+global batches, and survive a SIGTERM delivered to only one of them."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from tests.lm import multihost_common as common
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch(paths: dict, out_dir, kill_at: int = 0) -> list[dict]:
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  port = _free_port()
+  args = [f"--{k}={v}" for k, v in {**paths, "port": port, "out_dir": out_dir,
+                                    "kill_at": kill_at}.items()]
+  procs = [subprocess.Popen([sys.executable, "-m", "tests.lm.multihost_worker",
+                             f"--process_id={i}", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  for i, p in enumerate(procs):
+    output, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, f"process {i} failed:\n{output[-4000:]}"
+  results = []
+  for i in range(2):
+    with open(os.path.join(out_dir, f"process_{i}.json")) as f:
+      results.append(json.load(f))
+  return results
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, demo_ids,
+                                                     tokenizer):
+  paths = {"data_dir": os.path.join(demo_workdir, "data"),
+           "sids": os.path.join(demo_ids, "semantic_ids.tsv"),
+           "tokenizer": str(tmp_path / "tokenizer.model"), "ckpt_dir": str(tmp_path / "ckpt")}
+  tokenizer.save(paths["tokenizer"])
+
+  # Process 0 alone is signalled at step 3: both save step 3 and stop; a re-launch finishes.
+  first = _launch(paths, str(tmp_path), kill_at=3)
+  assert [(r["step"], r["preempted"]) for r in first] == [(3, True), (3, True)]
+  second = _launch(paths, str(tmp_path))
+  assert [(r["step"], r["preempted"]) for r in second] == [(4, False), (4, False)]
+  assert second[0]["checksum"] == second[1]["checksum"]
+  assert sorted(os.listdir(paths["ckpt_dir"])) == ["2", "3", "4"]
+  for step in ("3", "4"):  # one iterator position per process
+    assert sorted(os.listdir(os.path.join(paths["ckpt_dir"], step, "data_iterator"))) == [
+        "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+  with open(tmp_path / "metrics.jsonl") as f:
+    logged = [(r["step"], r["loss"]) for r in map(json.loads, f)]
+  assert [s for s, _ in logged] == [1, 2, 3, 4]  # process 0 alone writes the log
+
+  # Reference: one process, 4 devices, the two processes' rows concatenated in process order.
+  trainer = common.trainer(paths["tokenizer"], common.mesh(jax.devices()[:4]))
+  shards = [common.batches(paths["data_dir"], paths["sids"], paths["tokenizer"], shard=(i, 2))
+            for i in range(2)]
+  losses = []
+  for _ in range(common.STEPS):
+    parts = [next(it) for it in shards]
+    batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    trainer.state, metrics = trainer.step(trainer.state, trainer.put(batch))
+    losses.append(float(metrics["loss"]))
+  np.testing.assert_allclose([loss for _, loss in logged], losses, rtol=1e-4)
+  assert second[0]["checksum"] == pytest.approx(common.checksum(trainer), rel=1e-5)
