@@ -20,7 +20,7 @@ setuptools.setup(
         "jax>=0.10.2",
         "ml-collections>=1.0",
         "numpy>=1.26",
-        "optax>=0.2.4",
+        "optax>=0.2.6",
         "orbax-checkpoint>=0.11",
         "safetensors>=0.4",
         "sentencepiece>=0.2",

@@ -4,10 +4,7 @@ prints one JSON line.
   python benchmarks/decoder_step.py --model=tiny --batch_size=8 --seq_len=256
   python benchmarks/decoder_step.py --model=gemma3_270m --batch_size=4 --seq_len=256 --dtype=bfloat16
 
-FLOPs per step (as MaxText counts them): 6 * P * B * T for the matmul parameters P (every
-projection and the output head; the embedding lookup is free) plus causal attention
-6 * L * B * T^2 * N * H (QK^T and AV, forward and backward, half the square for causality; sliding
-windows are counted as full). MFU divides by the chip's dense bf16 peak on accelerators.
+FLOPs and MFU as in semrec_jax/models/flops.py (MFU only on accelerators).
 Random weights: the speed does not depend on their values.
 """
 
@@ -24,7 +21,7 @@ from flax import nnx
 
 from semrec_jax import defaults, parallel
 from semrec_jax.lm.trainer import LMTrainer
-from semrec_jax.models import configs
+from semrec_jax.models import configs, flops
 from semrec_jax.models.decoder import Decoder
 
 _MODEL = flags.DEFINE_string("model", "tiny", "Named config.")
@@ -32,18 +29,6 @@ _BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch (sequences).")
 _SEQ = flags.DEFINE_integer("seq_len", 256, "Tokens per sequence.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Activation dtype.")
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0,
-                    "TPU v5 lite": 197.0, "TPU v5e": 197.0, "TPU v5p": 459.0, "TPU v6": 918.0}
-
-
-def step_flops(c, batch: int, seq: int) -> float:
-  d, n, k, h = c.embed_dim, c.num_heads, c.num_kv_heads, c.head_dim
-  per_layer = d * n * h * 2 + d * k * h * 2 + 3 * d * c.mlp_dim
-  matmul_params = c.num_layers * per_layer + c.padded_vocab_size * d
-  attention = 6 * c.num_layers * batch * seq * seq * n * h
-  return 6 * matmul_params * batch * seq + attention
-
 
 def main(argv):
   del argv
@@ -68,18 +53,15 @@ def main(argv):
   jax.block_until_ready(metrics["loss"])
   seconds = (time.perf_counter() - start) / _STEPS.value
   devices = jax.devices()
-  kind = devices[0].device_kind
-  tflops = step_flops(c, _BATCH.value, _SEQ.value) / seconds / 1e12 / len(devices)
-  peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k.lower() in kind.lower()), None)
+  use = flops.utilisation(c, _BATCH.value, _SEQ.value, seconds)
   print(json.dumps({
       "benchmark": "decoder_train_step", "model": _MODEL.value, "dtype": _DTYPE.value,
       "batch_size": _BATCH.value, "seq_len": _SEQ.value,
       "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
       "step_s": round(seconds, 4),
       "tokens_per_s_per_device": round(_BATCH.value * _SEQ.value / seconds / len(devices), 1),
-      "model_tflops_per_device": round(tflops, 4),
-      "mfu": round(tflops / peak, 4) if peak and devices[0].platform != "cpu" else None,
-      "device": kind, "device_count": len(devices), "cpu_cores": os.cpu_count()}))
+      "model_tflops_per_device": use["tflops_per_device"], "mfu": use["mfu"],
+      "device": devices[0].device_kind, "device_count": len(devices), "cpu_cores": os.cpu_count()}))
 
 
 if __name__ == "__main__":

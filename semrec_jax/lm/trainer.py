@@ -7,7 +7,6 @@ embedding table, `all` everything; frozen parameters get neither gradients nor o
 """
 
 import json
-import os
 import signal
 import time
 
@@ -17,10 +16,12 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from semrec_jax import checkpoint, parallel
 from semrec_jax.lm.loss import next_token_loss
+from semrec_jax.models import flops
 from semrec_jax.models.decoder import Decoder, NewTokens
 
 TRAINABLE = {"new_rows": NewTokens, "embeddings": nnx.All(nnx.Param, nnx.PathContains("embedder")),
@@ -28,8 +29,10 @@ TRAINABLE = {"new_rows": NewTokens, "embeddings": nnx.All(nnx.Param, nnx.PathCon
 
 
 def optimizer(c, steps: int) -> optax.GradientTransformation:
+  warmup = max(1, c.warmup_steps)
+  # Linear warmup from lr/warmup (not 0: the first step already learns) to lr, then cosine.
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, c.learning_rate, max(1, c.warmup_steps), max(steps, c.warmup_steps + 1),
+      c.learning_rate / warmup, c.learning_rate, warmup, max(steps, warmup + 1),
       end_value=0.1 * c.learning_rate)
   tx = optax.chain(optax.clip_by_global_norm(c.clip_norm),
                    optax.adamw(schedule, weight_decay=c.weight_decay))
@@ -43,6 +46,7 @@ class LMTrainer:
     if trainable not in TRAINABLE:
       raise ValueError(f"unknown trainable set {trainable!r}; expected {sorted(TRAINABLE)}")
     self.mesh, self.wrt = mesh, TRAINABLE[trainable]
+    self.model_config = model.config
     opt = nnx.Optimizer(model, optimizer(c, steps), wrt=self.wrt)
     self.graphdef, self.state = nnx.split((model, opt))
     self.state_sharding = parallel.state_shardings(self.state, mesh)
@@ -71,7 +75,7 @@ class LMTrainer:
     opt.update(model, grads)
     return nnx.state((model, opt)), {"loss": loss, "targets": count,
                                      "tokens": jnp.sum(batch["segment_ids"] > 0),
-                                     "grad_norm": optax.global_norm(grads)}
+                                     "grad_norm": optax.tree.norm(grads)}
 
   @property
   def model(self) -> Decoder:
@@ -105,10 +109,11 @@ def _batch_loss(model: Decoder, batch: dict):
 
 
 class _Preemption:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+  """Turns SIGTERM/SIGINT into a flag the loop checks after each step; with several JAX
+  processes the flag is agreed on (any process signalled -> all save and stop together)."""
 
   def __init__(self):
-    self.requested = False
+    self.signalled = False
 
   def __enter__(self):
     self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -117,62 +122,100 @@ class _Preemption:
   def _handle(self, signum, frame):
     del frame
     logging.warning("signal %d: saving a checkpoint, then stopping", signum)
-    self.requested = True
+    self.signalled = True
+
+  def requested(self) -> bool:
+    if jax.process_count() == 1:
+      return self.signalled
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self.signalled))))
 
   def __exit__(self, *exc):
     for s, handler in self._old.items():
       signal.signal(s, handler)
 
 
+class _Log:
+  """Records to metrics.jsonl and TensorBoard, written by process 0 only."""
+
+  def __init__(self, metrics_path: str, tensorboard_dir: str | None, step_offset: int):
+    self.active = jax.process_index() == 0
+    self.offset = step_offset
+    self.file = open(metrics_path, "a") if self.active else None
+    self.writer = SummaryWriter(tensorboard_dir) if self.active and tensorboard_dir else None
+
+  def write(self, record: dict, prefix: str) -> None:
+    logging.info("lm %s", record)
+    if not self.active:
+      return
+    self.file.write(json.dumps(record) + "\n")
+    self.file.flush()
+    if self.writer:
+      for name, value in record.items():
+        if name not in ("step", "stage") and value is not None:
+          self.writer.add_scalar(name if "/" in name else f"{prefix}/{name}", value,
+                                 self.offset + record["step"])
+      self.writer.flush()
+
+  def close(self) -> None:
+    if self.active:
+      self.file.close()
+      if self.writer:
+        self.writer.close()
+
+
 def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
           metrics_path: str, on_step=None, tensorboard_dir: str | None = None,
-          step_offset: int = 0) -> dict:
-  """Runs (or resumes) `steps` steps; returns {"step", "preempted"}.
+          step_offset: int = 0, evaluate=None) -> dict:
+  """Runs (or resumes) `steps` steps; returns {"step", "preempted", "heldout"}.
 
-  `batches` is a grain DatasetIterator; its state is saved with every checkpoint. Log lines go to
+  `batches` is a grain DatasetIterator; its state is saved with every checkpoint. Log lines
+  (loss, grad norm, tokens/s, step time, model TFLOP/s per device and MFU on accelerators) go to
   `metrics_path` (JSON lines) and, with `tensorboard_dir`, to TensorBoard event files at global
-  step `step_offset + step`. `on_step(step)` runs after each step (tests deliver signals with it).
+  step `step_offset + step`. `evaluate()` -> {"heldout/<task>": loss} runs every c.eval_every
+  steps and at the end; its last result is returned. `on_step(step)` runs after each step (tests
+  deliver signals with it).
   """
   mngr = checkpoint.manager(ckpt_dir, max_to_keep=c.keep_checkpoints)
   start = 0
   latest = mngr.latest_step()
   if latest is not None:
-    trainer.state, saved = checkpoint.restore(mngr, latest, trainer.state, with_meta=True)
-    batches.set_state(saved["data_iterator"])
+    trainer.state = checkpoint.restore(mngr, latest, trainer.state, data_iterator=batches)
     start = latest
     logging.info("resuming LM training at step %d", start)
-  preempted = False
-  writer = SummaryWriter(tensorboard_dir) if tensorboard_dir else None
-  with _Preemption() as preemption, open(metrics_path, "a") as log:
-    tick, tokens = time.time(), 0
+  preempted, heldout = False, None
+  log = _Log(metrics_path, tensorboard_dir, step_offset)
+  tag = {"stage": meta["stage"]} if "stage" in meta else {}
+  eval_every = c.get("eval_every", 0)
+  with _Preemption() as preemption:
+    tick, tokens, timed_steps = time.time(), 0, 0
     for step in range(start, steps):
-      trainer.state, metrics = trainer.step(trainer.state, trainer.put(next(batches)))
+      batch = trainer.put(next(batches))
+      trainer.state, metrics = trainer.step(trainer.state, batch)
       tokens += int(metrics["tokens"])
+      timed_steps += 1
       if on_step:
         on_step(step + 1)
-      done = step + 1 == steps
-      if (step + 1) % c.log_every == 0 or done or preemption.requested:
-        seconds = time.time() - tick
-        record = {"step": step + 1, "loss": float(metrics["loss"]),
-                  "grad_norm": float(metrics["grad_norm"]),
-                  "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if writer:
-          for name, value in record.items():
-            if name != "step":
-              writer.add_scalar(f"train/{name}", value, step_offset + step + 1)
-          writer.flush()
-        logging.info("lm %s", record)
-        tick, tokens = time.time(), 0
-      if (step + 1) % c.checkpoint_every == 0 or done or preemption.requested:
-        checkpoint.save(mngr, step + 1, trainer.state,
-                        meta={**meta, "data_iterator": batches.get_state(), "step": step + 1})
-      if preemption.requested:
+      done, stop = step + 1 == steps, preemption.requested()
+      if (step + 1) % c.log_every == 0 or done or stop:
+        seconds = (time.time() - tick) / timed_steps
+        log.write({**tag, "step": step + 1, "loss": float(metrics["loss"]),
+                   "grad_norm": float(metrics["grad_norm"]), "step_s": round(seconds, 4),
+                   "tokens_per_s": round(tokens / timed_steps / max(seconds, 1e-9), 1),
+                   **flops.utilisation(trainer.model_config, *batch["tokens"].shape, seconds)},
+                  "train")
+        tick, tokens, timed_steps = time.time(), 0, 0
+      if evaluate and ((eval_every and (step + 1) % eval_every == 0) or done):
+        heldout = evaluate()
+        log.write({**tag, "step": step + 1, **heldout}, "heldout")
+        tick = time.time()  # evaluation time is not training time
+      if (step + 1) % c.checkpoint_every == 0 or done or stop:
+        checkpoint.save(mngr, step + 1, trainer.state, meta={**meta, "step": step + 1},
+                        data_iterator=batches)
+      if stop:
         preempted = True
         break
   mngr.wait_until_finished()
   mngr.close()
-  if writer:
-    writer.close()
-  return {"step": step + 1 if steps > start else start, "preempted": preempted}
+  log.close()
+  return {"step": step + 1 if steps > start else start, "preempted": preempted,
+          "heldout": heldout}
