@@ -58,7 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.batch_size = 8
   config.lm.max_history = 20
   config.lm.task_weights = {"next_item": 3.0, "steering": 1.0, "co_purchase": 1.0,
-                            "title_to_sid": 1.0, "sid_to_title": 1.0}
+                            "text_to_sid": 1.0, "sid_to_text": 1.0, "explanation": 0.5,
+                            "bundle": 0.5, "multi_turn": 0.5}  # semrec_jax/lm/tasks.py
   config.lm.warmup_steps = 20
   config.lm.clip_norm = 1.0
   config.lm.weight_decay = 0.01
@@ -66,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.log_every = 10
   config.lm.checkpoint_every = 50
   config.lm.keep_checkpoints = 2
+  config.lm.eval_every = 50          # held-out loss every N steps (and at the end of each stage)
   config.lm.eval_examples = 64       # held-out examples per task for the evaluation loss
   config.lm.seed = 0
   return config

@@ -9,9 +9,7 @@ import os
 
 import jax.numpy as jnp
 import ml_collections
-from absl import logging
 from flax import nnx
-from tensorboardX import SummaryWriter
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
@@ -54,15 +52,20 @@ def build_model_and_tokenizer(c, items, sid_tokens, mesh):
   return model, tokenizer_lib.Tokenizer(tokenizer_lib.add_pieces(base, sid_tokens))
 
 
-def held_out_loss(trainer: LMTrainer, sources: dict, tokenizer, c) -> dict:
-  """Mean answer-token loss per task on a fixed set of held-out examples."""
+def held_out_batches(sources: dict, tokenizer, c) -> dict[str, list]:
+  """Packed batches of the first c.eval_examples held-out examples of each task (built once)."""
   out = {}
   for name, source in sources.items():
     examples = source[:c.eval_examples].map(
         lambda ex: pipeline.tokenize(ex, tokenizer, c.seq_len)).to_iter_dataset()
-    batches = pipeline.packed_batches(examples, c.seq_len, c.batch_size, drop_remainder=False)
-    out[f"heldout/{name}"] = round(trainer.evaluate(batches), 5)
+    out[name] = list(pipeline.packed_batches(examples, c.seq_len, c.batch_size,
+                                             drop_remainder=False))
   return out
+
+
+def held_out_loss(trainer: LMTrainer, batches: dict[str, list]) -> dict:
+  """Mean answer-token loss per task on the held-out batches."""
+  return {f"heldout/{name}": round(trainer.evaluate(b), 5) for name, b in batches.items()}
 
 
 def train_lm(config, workdir: str, out_dir: str) -> dict:
@@ -77,35 +80,31 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
                                 c.max_history, c.seed)
   eval_sources = tasks.sources(tfds_builders.sequences_source(data_dir, "validation"), items,
                                sids, c.max_history, c.seed, held_out=True)
+  eval_batches = held_out_batches(eval_sources, tokenizer, c)
   weights = dict(c.task_weights)
   metrics_path = os.path.join(out_dir, "metrics.jsonl")
   meta = {"tokenizer": tokenizer.fingerprint(), "config": json.loads(c.to_json())}
   tensorboard_dir = os.path.join(out_dir, "tensorboard")
-  offset = 0
+  offset, final = 0, {}
   for index, (stage, steps, lr) in enumerate(zip(c.stages, c.stage_steps, c.stage_lr)):
     stage_config = ml_collections.ConfigDict({**c.to_dict(), "learning_rate": lr})
     trainer = LMTrainer(model, stage_config, stage, steps, mesh)
     stream = pipeline.mixture(train_sources, weights, c.seed + index, tokenizer, c.seq_len)
-    batches = iter(pipeline.packed_batches(stream, c.seq_len, c.batch_size))
+    batches = iter(pipeline.packed_batches(stream, c.seq_len,
+                                           pipeline.local_batch_size(c.batch_size)))
     result = train(trainer, batches, steps, os.path.join(out_dir, "checkpoints", stage),
                    stage_config, {**meta, "stage": stage}, metrics_path,
-                   tensorboard_dir=tensorboard_dir, step_offset=offset)
+                   tensorboard_dir=tensorboard_dir, step_offset=offset,
+                   evaluate=lambda t=trainer: held_out_loss(t, eval_batches))
     if result["preempted"]:
       raise KeyboardInterrupt(f"pre-empted in LM stage {stage!r} at step {result['step']}; "
                               "re-run the same command to resume")
-    evaluation = {"stage": stage, "step": steps, **held_out_loss(trainer, eval_sources,
-                                                                 tokenizer, c)}
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(evaluation) + "\n")
+    # A stage finished by an earlier, interrupted run of the stage is only restored here.
+    final = {"stage": stage, **(result["heldout"] or held_out_loss(trainer, eval_batches))}
     offset += steps
-    with SummaryWriter(tensorboard_dir) as writer:
-      for name, value in evaluation.items():
-        if name.startswith("heldout/"):
-          writer.add_scalar(name, value, offset)
-    logging.info("lm held-out: %s", evaluation)
     model = trainer.model
   info = {"model": c.model, "weights": c.weights, "vocab_size": tokenizer.vocab_size,
-          "tokenizer": tokenizer.fingerprint(), "final": evaluation}
+          "tokenizer": tokenizer.fingerprint(), "final": final}
   with open(os.path.join(out_dir, "info.json"), "w") as f:
     json.dump(info, f, indent=2)
   return info

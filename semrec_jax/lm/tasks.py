@@ -1,17 +1,24 @@
-"""Task builders: grain MapDatasets of {"task", "prompt", "answer"} examples built from the
-prepared data and the semantic IDs. Items are written as semantic-ID token strings.
+"""Task builders: grain MapDatasets of {"task", "prompt", "answer"} examples (plus "user", the
+row of the sequences split, for the tasks built from a user's history) made from the prepared data
+and the semantic IDs. Items are written as semantic-ID token strings.
 
 Hygiene: training examples come only from each user's training part (the `train` split: history and
 target both precede the validation and test items); held-out examples for evaluation loss come from
-the `validation` split, and for the item tasks from a fixed 2% of items left out of training.
+the `validation` split, and for the item tasks (text_to_sid, sid_to_text, bundle) from a fixed 2% of
+items left out of training.
 
 Templates (the phrasing is drawn per example from a seeded generator, so runs are reproducible):
-  next_item     "<history phrasing with items joined by ', '> <|rec|>" -> target SID
-  steering      history + a constraint in words from one of the target's attributes ("something for
-                PS4", "a racing game", "something by Nintendo", "an accessory, not a game") -> target
-  co_purchase   an item -> an item the same user bought within the next 3
-  title_to_sid  "<question naming the title>" -> SID
-  sid_to_title  "<question naming the SID>" -> title
+  next_item    "<history phrasing with items joined by ', '> <|rec|>" -> target SID
+  steering     history + a constraint in words from one of the target's attributes ("something for
+               PS4", "a racing game", "something by Nintendo", "an accessory, not a game") -> target
+  co_purchase  an item -> an item the same user bought within the next 3
+  text_to_sid  the title, a fragment of it (half its words), the start of the description, or the
+               attributes in words -> SID
+  sid_to_text  SID -> the title, or the attributes in words ("a racing game for PS4 by Sony")
+  explanation  history -> "<target SID>: like <history SID>, it is <attributes they share>"
+  bundle       2-4 items sharing attributes -> a name made from them ("Nintendo 3DS accessories")
+  multi_turn   "User: <history> ... Assistant: <last history item> User: <constraint the target
+               meets> Assistant:" -> target
 """
 
 import zlib
@@ -26,14 +33,33 @@ NEXT_ITEM = (
     "Purchase history: {items}. Recommend the next item. <|rec|>",
     "Items so far: {items}. Next: <|rec|>",
 )
-TITLE_TO_SID = (
-    'What is the semantic ID of "{title}"? ',
-    "Item: {title}\nID: ",
+TEXT_TO_SID = {
+    "title": ('What is the semantic ID of "{text}"? ', "Item: {text}\nID: "),
+    "fragment": ('Which item has "{text}" in its title? ', "Title contains: {text}\nID: "),
+    "description": ("Which item is described as: {text}\nID: ",),
+    "attributes": ("Find {text}.\nID: ",),
+}
+SID_TO_TEXT = {
+    "title": ("Which item has the semantic ID {sid}? ", "{sid} is the item called: "),
+    "attributes": ("Describe {sid} in a few words: ", "What kind of item is {sid}? "),
+}
+DESCRIPTION_WORDS = 30
+EXPLANATION = (
+    "A user bought: {items}. Recommend an item and say why. <|rec|>",
+    "History: {items}. What should they buy next, and why? <|rec|>",
 )
-SID_TO_TITLE = (
-    "Which item has the semantic ID {sid}? ",
-    "{sid} is the item called: ",
+BUNDLE = (
+    "Name a bundle of these items: {items}. ",
+    "Give a short name to the set {items}: ",
 )
+MULTI_TURN = (
+    "User: I bought {items}. What should I get next?\nAssistant: {first}\n"
+    "User: Hmm, I'd rather have {constraint}.\nAssistant: <|rec|>",
+    "User: My purchases: {items}. Recommend something.\nAssistant: {first}\n"
+    "User: Something else, please: I want {constraint}.\nAssistant: <|rec|>",
+)
+TASKS = ("next_item", "steering", "co_purchase", "text_to_sid", "sid_to_text", "explanation",
+         "bundle", "multi_turn")
 STEERING = (
     "A user bought: {items}. Now they want {constraint}. <|rec|>",
     "History: {items}. Recommend {constraint}. <|rec|>",
@@ -59,31 +85,83 @@ def next_item(sequences, sids: list[str], max_history: int, seed: int) -> grain.
     keep = int(rng.integers(1, min(max_history, len(history)) + 1)) if history else 0
     items = ", ".join(sids[i] for i in history[len(history) - keep:])
     template = NEXT_ITEM[int(rng.integers(len(NEXT_ITEM)))]
-    return {"task": "next_item", "prompt": template.format(items=items),
+    return {"task": "next_item", "user": index, "prompt": template.format(items=items),
             "answer": sids[int(example["target"])]}
 
   return grain.MapDataset.source(sequences).map_with_index(build)
 
 
+def attributes(item: dict) -> dict[str, str]:
+  """The item's known attributes (first value of multi-valued ones), in a fixed order."""
+  out = {}
+  for name in ("platform", "genre", "brand", "franchise", "product_type"):
+    value = text(item[name]).split("|")[0].strip()
+    if value:
+      out[name] = value
+  return out
+
+
 def constraints(item: dict) -> list[str]:
   """Plain-language constraints the item satisfies, from its catalog attributes."""
+  a = attributes(item)
   out = []
-  platform, brand = text(item["platform"]), text(item["brand"])
-  genre = text(item["genre"]).split("|")[0].strip()
-  product_type = text(item["product_type"]).split("|")[0].strip()
-  if platform:
-    out.append(f"something for {platform}")
-  if genre:
-    out.append(f"a {genre.lower()} game")
-  if brand:
-    out.append(f"something by {brand}")
-  if product_type == "Accessory":
+  if "platform" in a:
+    out.append(f"something for {a['platform']}")
+  if "genre" in a:
+    out.append(f"a {a['genre'].lower()} game")
+  if "brand" in a:
+    out.append(f"something by {a['brand']}")
+  kind = a.get("product_type")
+  if kind == "Accessory":
     out.append("an accessory, not a game")
-  elif product_type == "Game":
+  elif kind == "Game":
     out.append("a game, not an accessory")
-  elif product_type:
-    out.append(f"a {product_type.lower()}")
+  elif kind:
+    out.append(f"a {kind.lower()}")
   return out
+
+
+_KIND_NOUN = {"Game": "game", "Accessory": "accessory", "Bundle": "bundle", "Hardware": "hardware",
+              "DLC": "add-on"}
+
+
+def _a(phrase: str) -> str:
+  return ("an " if phrase and phrase[0] in "aeiou" else "a ") + phrase
+
+
+def describe(a: dict[str, str]) -> str:
+  """Attributes in words: "a racing game for PS4 by Sony, from the Gran Turismo series"."""
+  noun = _KIND_NOUN.get(a.get("product_type"), "item")
+  words = _a(f"{a['genre'].lower()} {noun}" if "genre" in a else noun)
+  if "platform" in a:
+    words += f" for {a['platform']}"
+  if "brand" in a:
+    words += f" by {a['brand']}"
+  if "franchise" in a:
+    words += f", from the {a['franchise']} series"
+  return words
+
+
+def reason(shared: dict[str, str]) -> str:
+  """Why two items go together, from the attributes they share: "for PS4 and by Sony"."""
+  parts = {"platform": "for {}", "genre": "{} game", "brand": "by {}",
+           "franchise": "part of the {} series", "product_type": "{}"}
+  said = [_a(parts[k].format(v.lower())) if k in ("genre", "product_type") else parts[k].format(v)
+          for k, v in shared.items()]
+  return " and ".join(said[:2])
+
+
+def bundle_name(shared: dict[str, str]) -> str:
+  """A name from the attributes every item of a bundle has: "Nintendo 3DS accessories"."""
+  noun = {"Game": "games", "Accessory": "accessories", "Bundle": "bundles",
+          "Hardware": "hardware", "DLC": "add-ons"}.get(shared.get("product_type"), "picks")
+  words = [shared.get("franchise") or shared.get("brand", ""), shared.get("platform", ""),
+           shared.get("genre", "").lower(), noun]
+  return " ".join(w for w in words if w)
+
+
+def _shared(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+  return {k: v for k, v in a.items() if b.get(k) == v}
 
 
 def steering(sequences, items, sids: list[str], max_history: int,
@@ -100,7 +178,7 @@ def steering(sequences, items, sids: list[str], max_history: int,
     history = [int(i) for i in example["history"]][-max_history:]
     options = item_constraints[int(example["target"])]
     template = STEERING[int(rng.integers(len(STEERING)))]
-    return {"task": "steering", "answer": sids[int(example["target"])],
+    return {"task": "steering", "user": u, "answer": sids[int(example["target"])],
             "prompt": template.format(items=", ".join(sids[i] for i in history),
                                       constraint=options[int(rng.integers(len(options)))])}
 
@@ -122,7 +200,7 @@ def co_purchase(sequences, sids: list[str], seed: int) -> grain.MapDataset:
     rng = _rng(seed, "co_purchase", index)
     j = min(len(seq) - 1, i + int(rng.integers(1, CO_PURCHASE_WINDOW + 1)))
     template = CO_PURCHASE[int(rng.integers(len(CO_PURCHASE)))]
-    return {"task": "co_purchase", "prompt": template.format(item=sids[seq[i]]),
+    return {"task": "co_purchase", "user": u, "prompt": template.format(item=sids[seq[i]]),
             "answer": sids[seq[j]]}
 
   return grain.MapDataset.source(pairs).map_with_index(build)
@@ -134,34 +212,163 @@ def held_out_items(num_items: int, seed: int) -> np.ndarray:
   return np.sort(rng.permutation(num_items)[:max(1, int(HELD_OUT_ITEM_FRACTION * num_items))])
 
 
+def _item_rows(num_items: int, seed: int, held_out: bool) -> list[int]:
+  out_set = set(held_out_items(num_items, seed).tolist())
+  return [i for i in range(num_items) if (i in out_set) == held_out]
+
+
+def _text_variants(item: dict, rng: np.random.Generator) -> dict[str, str]:
+  """Texts that point at the item: title, a title fragment, description start, attributes."""
+  title = text(item["title"])
+  out = {"title": title}
+  words = title.split()
+  if len(words) >= 4:
+    n = (len(words) + 1) // 2
+    start = int(rng.integers(len(words) - n + 1))
+    out["fragment"] = " ".join(words[start:start + n])
+  description = text(item["description"]).split()
+  if description:
+    out["description"] = " ".join(description[:DESCRIPTION_WORDS])
+  a = attributes(item)
+  if len(a) >= 2:
+    out["attributes"] = describe(a)
+  return out
+
+
 def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, grain.MapDataset]:
-  """title_to_sid and sid_to_title over the training items (or over the held-out ones)."""
-  out_set = set(held_out_items(len(items), seed).tolist())
-  rows = [i for i in range(len(items)) if (i in out_set) == held_out]
-  titles = grain.MapDataset.source(rows).map(lambda i: (i, text(items[i]["title"])))
+  """text_to_sid and sid_to_text over the training items (or over the held-out ones); each
+  example uses one of the item's available texts, drawn per example."""
+  rows = grain.MapDataset.source(_item_rows(len(items), seed, held_out))
 
-  def title_to_sid(index, row):
-    i, title = row
-    template = TITLE_TO_SID[int(_rng(seed, "title_to_sid", index).integers(len(TITLE_TO_SID)))]
-    return {"task": "title_to_sid", "prompt": template.format(title=title), "answer": sids[i]}
+  def text_to_sid(index, i):
+    rng = _rng(seed, "text_to_sid", index)
+    variants = _text_variants(items[i], rng)
+    kind = sorted(variants)[int(rng.integers(len(variants)))]
+    templates = TEXT_TO_SID[kind]
+    return {"task": "text_to_sid", "answer": sids[i],
+            "prompt": templates[int(rng.integers(len(templates)))].format(text=variants[kind])}
 
-  def sid_to_title(index, row):
-    i, title = row
-    template = SID_TO_TITLE[int(_rng(seed, "sid_to_title", index).integers(len(SID_TO_TITLE)))]
-    return {"task": "sid_to_title", "prompt": template.format(sid=sids[i]), "answer": title}
+  def sid_to_text(index, i):
+    rng = _rng(seed, "sid_to_text", index)
+    a = attributes(items[i])
+    kind = "attributes" if len(a) >= 2 and rng.random() < 0.5 else "title"
+    templates = SID_TO_TEXT[kind]
+    answer = describe(a) if kind == "attributes" else text(items[i]["title"])
+    return {"task": "sid_to_text", "answer": answer,
+            "prompt": templates[int(rng.integers(len(templates)))].format(sid=sids[i])}
 
-  return {"title_to_sid": titles.map_with_index(title_to_sid),
-          "sid_to_title": titles.map_with_index(sid_to_title)}
+  return {"text_to_sid": rows.map_with_index(text_to_sid),
+          "sid_to_text": rows.map_with_index(sid_to_text)}
+
+
+def explanation(sequences, items, sids: list[str], max_history: int,
+                seed: int) -> grain.MapDataset:
+  """History -> the target and a reason: the most recent history item sharing attributes with the
+  target, and what they share. Users whose target shares nothing with the history are left out."""
+  item_attributes = [attributes(items[i]) for i in range(len(items))]
+
+  def because(u):
+    example = sequences[u]
+    target = item_attributes[int(example["target"])]
+    for h in reversed([int(i) for i in example["history"]][-max_history:]):
+      shared = _shared(target, item_attributes[h])
+      if shared:
+        return h, shared
+    return None
+
+  usable = [(u, found) for u in range(len(sequences)) if (found := because(u))]
+
+  def build(index, row):
+    u, (h, shared) = row
+    example = sequences[u]
+    rng = _rng(seed, "explanation", index)
+    history = [int(i) for i in example["history"]][-max_history:]
+    template = EXPLANATION[int(rng.integers(len(EXPLANATION)))]
+    return {"task": "explanation", "user": u,
+            "prompt": template.format(items=", ".join(sids[i] for i in history)),
+            "answer": f"{sids[int(example['target'])]}: like {sids[h]}, it is {reason(shared)}."}
+
+  return grain.MapDataset.source(usable).map_with_index(build)
+
+
+BUNDLE_KEYS = ("platform", "brand", "franchise", "genre")
+
+
+def bundles(items, sids: list[str], seed: int, held_out: bool) -> grain.MapDataset:
+  """2-4 items sharing an attribute value -> a name made from every attribute they all share.
+
+  Training bundles use training items only; held-out bundles hold one held-out item each (plus
+  training items from one of its groups). One example per group of training items per 3 members,
+  or per held-out item and group."""
+  item_attributes = [attributes(items[i]) for i in range(len(items))]
+  train_rows = _item_rows(len(items), seed, held_out=False)
+  groups: dict[tuple[str, str], list[int]] = {}
+  for i in train_rows:
+    for key in BUNDLE_KEYS:
+      if key in item_attributes[i]:
+        groups.setdefault((key, item_attributes[i][key]), []).append(i)
+  if held_out:
+    draws = [(i, groups[(k, item_attributes[i][k])]) for i in _item_rows(len(items), seed, True)
+             for k in BUNDLE_KEYS if (k, item_attributes[i].get(k)) in groups]
+  else:
+    draws = [(None, members) for members in groups.values() if len(members) >= 2
+             for _ in range(max(1, len(members) // 3))]
+
+  def build(index, draw):
+    first, members = draw
+    rng = _rng(seed, "bundle", index)
+    size = int(rng.integers(2, 5))
+    head = [] if first is None else [first]
+    others = rng.choice(members, min(size - len(head), len(members)), replace=False)
+    chosen = head + [int(i) for i in others]
+    shared = item_attributes[chosen[0]]
+    for i in chosen[1:]:
+      shared = _shared(shared, item_attributes[i])
+    template = BUNDLE[int(rng.integers(len(BUNDLE)))]
+    return {"task": "bundle", "prompt": template.format(items=", ".join(sids[i] for i in chosen)),
+            "answer": bundle_name(shared)}
+
+  return grain.MapDataset.source(draws).map_with_index(build)
+
+
+def multi_turn(sequences, items, sids: list[str], max_history: int,
+               seed: int) -> grain.MapDataset:
+  """A short conversation: the last history item is the first recommendation, then the user asks
+  for something else (a constraint the target meets, preferably one the first item does not) and
+  the target is the answer. Users with fewer than 2 history items or an attribute-less target are
+  left out."""
+  item_constraints = [constraints(items[i]) for i in range(len(items))]
+  usable = [u for u in range(len(sequences)) if len(sequences[u]["history"]) >= 2
+            and item_constraints[int(sequences[u]["target"])]]
+
+  def build(index, u):
+    example = sequences[u]
+    rng = _rng(seed, "multi_turn", index)
+    history = [int(i) for i in example["history"]][-max_history - 1:]
+    options = item_constraints[int(example["target"])]
+    new = [c for c in options if c not in item_constraints[history[-1]]] or options
+    template = MULTI_TURN[int(rng.integers(len(MULTI_TURN)))]
+    return {"task": "multi_turn", "user": u, "answer": sids[int(example["target"])],
+            "prompt": template.format(items=", ".join(sids[i] for i in history[:-1]),
+                                      first=sids[history[-1]],
+                                      constraint=new[int(rng.integers(len(new)))])}
+
+  return grain.MapDataset.source(usable).map_with_index(build)
 
 
 def sources(sequences, items, sids: list[str], max_history: int, seed: int,
             held_out: bool = False) -> dict[str, grain.MapDataset]:
   """Every task's source: training examples, or (held_out=True) the evaluation examples
   (`sequences` is then the validation split)."""
-  return {"next_item": next_item(sequences, sids, max_history, seed),
-          "steering": steering(sequences, items, sids, max_history, seed),
-          "co_purchase": co_purchase(sequences, sids, seed),
-          **item_tasks(items, sids, seed, held_out=held_out)}
+  out = {"next_item": next_item(sequences, sids, max_history, seed),
+         "steering": steering(sequences, items, sids, max_history, seed),
+         "co_purchase": co_purchase(sequences, sids, seed),
+         **item_tasks(items, sids, seed, held_out=held_out),
+         "explanation": explanation(sequences, items, sids, max_history, seed),
+         "bundle": bundles(items, sids, seed, held_out=held_out),
+         "multi_turn": multi_turn(sequences, items, sids, max_history, seed)}
+  assert tuple(out) == TASKS
+  return out
 
 
 def load_sids(path: str) -> list[str]:

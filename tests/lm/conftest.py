@@ -22,3 +22,15 @@ def tokenizer(data):
   titles = [data["items"][i]["title"].decode() for i in range(len(data["items"]))]
   reserved = tokenizer_lib.semantic_id_tokens(levels=4, codebook_size=256)
   return tokenizer_lib.Tokenizer(tokenizer_lib.train(titles, 3000, reserved))
+
+
+@pytest.fixture
+def lm_workdir(tmp_path, demo_workdir, demo_ids):
+  """(workdir, out_dir) for running the lm stage: the sample's data and IDs linked in."""
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
+  os.symlink(demo_ids, workdir / "ids")
+  out = tmp_path / "lm"
+  out.mkdir()
+  return workdir, out

@@ -1,7 +1,7 @@
 """LM tasks and the grain pipeline: hygiene, loss masks, packing, exact resume."""
 
 import itertools
-import os
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,24 +15,153 @@ from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
 
 
-def _sources(data):
+@pytest.fixture(scope="module")
+def train_sources(data):
   return tasks.sources(data["split"]["train"], data["items"], data["sids"], 20, seed=0)
 
 
-def test_next_item_training_examples_never_show_held_out_items(data):
+SID = re.compile(r"<\|sid_start\|>.*?<\|sid_end\|>")
+USER_TASKS = ("next_item", "steering", "co_purchase", "explanation", "multi_turn")
+
+
+@pytest.mark.parametrize("task", USER_TASKS)
+def test_user_tasks_only_show_the_users_training_part(data, train_sources, task):
+  """Every item in a training example (prompt or answer) is from that user's training part, so
+  validation and test items never leak into training."""
   train, valid, test = (data["split"][s] for s in tfds_builders.SPLITS)
+  examples = train_sources[task]
+  assert len(examples) > 5_000
+  sids = data["sids"]
+  for k in range(0, len(examples), max(1, len(examples) // 400)):
+    example = examples[k]
+    u = example["user"]
+    part = {sids[int(i)] for i in train[u]["history"]} | {sids[int(train[u]["target"])]}
+    shown = set(SID.findall(example["prompt"])) | set(SID.findall(example["answer"]))
+    assert shown and shown <= part, (task, u)
+    assert not {sids[int(valid[u]["target"])], sids[int(test[u]["target"])]} & shown
+
+
+def test_next_item_has_one_example_per_user(data):
+  train = data["split"]["train"]
   examples = tasks.next_item(train, data["sids"], 20, seed=0)
   assert len(examples) == 19_080
   for u in range(0, 19_080, 13):
-    example = examples[u]
-    assert example["answer"] == data["sids"][int(train[u]["target"])]
-    for held in (int(valid[u]["target"]), int(test[u]["target"])):
-      assert data["sids"][held] not in example["prompt"]
-    assert example["prompt"].endswith("<|rec|>")
+    assert examples[u]["answer"] == data["sids"][int(train[u]["target"])]
+    assert examples[u]["prompt"].endswith("<|rec|>")
+
+
+def test_item_tasks_keep_held_out_items_out_and_use_every_text(data):
   held = tasks.held_out_items(2000, seed=0)
-  train_items = tasks.item_tasks(data["items"], data["sids"], 0, held_out=False)["title_to_sid"]
-  assert len(held) == 40 and len(train_items) == 1960
-  assert not {data["sids"][i] for i in held} & {train_items[k]["answer"] for k in range(1960)}
+  train_items = tasks.item_tasks(data["items"], data["sids"], 0, held_out=False)
+  assert len(held) == 40 and len(train_items["text_to_sid"]) == 1960
+  answers = {train_items["text_to_sid"][k]["answer"] for k in range(1960)}
+  assert not {data["sids"][i] for i in held} & answers
+  sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
+  kinds = set()
+  for k in range(0, 1960, 3):
+    example = train_items["text_to_sid"][k]
+    item = data["items"][sid_to_item[example["answer"]]]
+    kind, shown = _filled(tasks.TEXT_TO_SID, example["prompt"])
+    title = item["title"].decode()
+    expected = {"title": shown == title, "fragment": _contiguous(shown.split(), title.split()),
+                "attributes": shown == tasks.describe(tasks.attributes(item)),
+                "description": shown.split() == item["description"].decode().split()[
+                    :tasks.DESCRIPTION_WORDS]}
+    assert expected[kind], (kind, shown, title)
+    kinds.add(kind)
+    named = train_items["sid_to_text"][k]
+    kind, sid = _filled({k: [t.replace("{sid}", "{text}") for t in v]
+                         for k, v in tasks.SID_TO_TEXT.items()}, named["prompt"])
+    item = data["items"][sid_to_item[sid]]
+    assert named["answer"] == (item["title"].decode() if kind == "title"
+                               else tasks.describe(tasks.attributes(item)))
+  assert kinds == {"title", "fragment", "attributes"}  # the Games sample has no descriptions
+
+
+def test_text_to_sid_uses_descriptions_where_there_are_some():
+  item = {"title": b"Mario Kart 8 Deluxe - Nintendo Switch", "platform": b"Switch",
+          "description": b"Hit the road with the definitive version of Mario Kart 8.",
+          "genre": b"Racing", "brand": b"Nintendo", "franchise": b"", "product_type": b"Game"}
+  examples = tasks.item_tasks([item] * 60, [f"<|sid_{i}|>" for i in range(60)], 0, False)
+  kinds = {_filled(tasks.TEXT_TO_SID, examples["text_to_sid"][k]["prompt"]) for k in range(59)}
+  assert {kind for kind, _ in kinds} == {"title", "fragment", "attributes", "description"}
+  assert ("description", item["description"].decode()) in kinds
+  assert ("attributes", "a racing game for Switch by Nintendo") in kinds
+
+
+def _contiguous(part: list, whole: list) -> bool:
+  """part is a run of half (rounded up) of whole's words."""
+  n = len(part)
+  return n == (len(whole) + 1) // 2 and any(whole[i:i + n] == part for i in range(len(whole)))
+
+
+def _filled(templates: dict, prompt: str) -> tuple[str, str]:
+  """(kind, text) of the template that produced `prompt`."""
+  for kind, options in templates.items():
+    for template in options:
+      found = re.fullmatch(re.escape(template).replace(re.escape("{text}"), "(.*)"), prompt,
+                           re.S)
+      if found:
+        return kind, found.group(1)
+  raise AssertionError(f"no template produced {prompt!r}")
+
+
+def test_explanations_name_what_target_and_history_item_share(data):
+  train = data["split"]["train"]
+  examples = tasks.explanation(train, data["items"], data["sids"], 20, seed=0)
+  assert 0.4 * 19_080 < len(examples) < 19_080
+  sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
+  for k in range(0, len(examples), 37):
+    example = examples[k]
+    target, like = SID.findall(example["answer"])
+    assert target == data["sids"][int(train[example["user"]]["target"])]
+    assert like in example["prompt"]
+    shared = {key: v for key, v in tasks.attributes(data["items"][sid_to_item[target]]).items()
+              if tasks.attributes(data["items"][sid_to_item[like]]).get(key) == v}
+    assert example["answer"] == f"{target}: like {like}, it is {tasks.reason(shared)}."
+  assert tasks.reason({"platform": "PS4", "genre": "Action", "brand": "Sony"}) == \
+      "for PS4 and an action game"
+
+
+@pytest.mark.parametrize("held_out", [False, True])
+def test_bundle_names_come_from_attributes_all_items_share(data, held_out):
+  examples = tasks.bundles(data["items"], data["sids"], 0, held_out=held_out)
+  held = {data["sids"][i] for i in tasks.held_out_items(2000, seed=0)}
+  sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
+  assert len(examples) > (40 if held_out else 500)
+  names = set()
+  for k in range(0, len(examples), 3 if held_out else 7):
+    example = examples[k]
+    chosen = SID.findall(example["prompt"])
+    assert 2 <= len(chosen) <= 4 and len(set(chosen)) == len(chosen)
+    assert len(held & set(chosen)) == (1 if held_out else 0)
+    shared = tasks.attributes(data["items"][sid_to_item[chosen[0]]])
+    for sid in chosen[1:]:
+      other = tasks.attributes(data["items"][sid_to_item[sid]])
+      shared = {key: v for key, v in shared.items() if other.get(key) == v}
+    assert shared and example["answer"] == tasks.bundle_name(shared)
+    names.add(example["answer"])
+  assert len(names) > 10
+  assert tasks.bundle_name({"brand": "Nintendo", "platform": "3DS",
+                            "product_type": "Accessory"}) == "Nintendo 3DS accessories"
+
+
+def test_multi_turn_refines_the_first_recommendation(data):
+  train = data["split"]["train"]
+  examples = tasks.multi_turn(train, data["items"], data["sids"], 20, seed=0)
+  sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
+  changed = 0
+  for k in range(0, len(examples), 29):
+    example = examples[k]
+    history = [data["sids"][int(i)] for i in train[example["user"]]["history"]]
+    first = example["prompt"].split("Assistant: ")[1].split("\n")[0]
+    assert first == history[-1] and example["prompt"].count(first) == 1
+    assert example["prompt"].endswith("Assistant: <|rec|>")
+    asked = [c for c in tasks.constraints(data["items"][sid_to_item[example["answer"]]])
+             if c in example["prompt"].split("Assistant: ")[1]]
+    assert asked, example
+    changed += asked[0] not in tasks.constraints(data["items"][sid_to_item[first]])
+  assert changed > 0.5 * len(range(0, len(examples), 29))
 
 
 def test_tokenize_masks_the_answer_and_keeps_it_when_truncating(tokenizer):
@@ -49,10 +178,8 @@ def test_tokenize_masks_the_answer_and_keeps_it_when_truncating(tokenizer):
     pipeline.tokenize(example, tokenizer, 5)
 
 
-def test_packed_and_padded_batches_give_the_same_loss(data, tokenizer):
-  stream = pipeline.mixture(_sources(data), {"next_item": 2, "steering": 1, "co_purchase": 1,
-                                             "title_to_sid": 1, "sid_to_title": 1}, 0,
-                            tokenizer, 96)
+def test_packed_and_padded_batches_give_the_same_loss(train_sources, tokenizer):
+  stream = pipeline.mixture(train_sources, {t: 1 for t in tasks.TASKS}, 0, tokenizer, 96)
   examples = list(itertools.islice(iter(stream), 24))
   config = configs.get("tiny", vocab_size=tokenizer.vocab_size, num_layers=2)
   model = Decoder(config, nnx.Rngs(0))
@@ -78,10 +205,10 @@ def test_packed_and_padded_batches_give_the_same_loss(data, tokenizer):
   np.testing.assert_allclose(packed_loss, padded_loss, rtol=1e-4)
 
 
-def test_pipeline_is_deterministic_and_resumes_exactly(data, tokenizer):
+def test_pipeline_is_deterministic_and_resumes_exactly(train_sources, tokenizer):
   def fresh():
-    stream = pipeline.mixture(_sources(data), {"next_item": 3, "title_to_sid": 1,
-                                               "sid_to_title": 1}, 0, tokenizer, 128)
+    stream = pipeline.mixture(train_sources, {"next_item": 3, "text_to_sid": 1,
+                                               "sid_to_text": 1}, 0, tokenizer, 128)
     return iter(pipeline.packed_batches(stream, 256, 4))
 
   it = fresh()
@@ -114,7 +241,7 @@ def test_steering_constraints_hold_for_the_target(data):
     phrasings.add(stated[0].split()[0] + " " + stated[0].split()[1])
   assert len(phrasings) >= 3  # platform, brand, genre or type constraints all occur
   assert tasks.constraints({"platform": b"PS4", "brand": b"Sony", "genre": b"Racing|Action",
-                            "product_type": b"Accessory"}) == [
+                            "franchise": b"", "product_type": b"Accessory"}) == [
       "something for PS4", "a racing game", "something by Sony", "an accessory, not a game"]
 
 

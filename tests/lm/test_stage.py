@@ -4,20 +4,16 @@ import json
 import os
 
 from configs import demo
+from semrec_jax.lm import tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.lm.stage import train_lm
 
 
-def test_lm_stage_trains_and_reports(tmp_path, demo_workdir, demo_ids):
-  workdir = tmp_path / "w"
-  workdir.mkdir()
-  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
-  os.symlink(demo_ids, workdir / "ids")
-  out = tmp_path / "lm"
-  out.mkdir()
+def test_lm_stage_trains_and_reports(lm_workdir):
+  workdir, out = lm_workdir
   config = demo.get_config()
   config.lm.stage_steps, config.lm.log_every, config.lm.checkpoint_every = (12,), 4, 6
-  config.lm.eval_examples = 16
+  config.lm.eval_examples, config.lm.eval_every = 16, 6
   info = train_lm(config, str(workdir), str(out))
   tokenizer = tokenizer_lib.Tokenizer(str(out / "tokenizer.model"))
   assert tokenizer.vocab_size == 4096 == info["vocab_size"]
@@ -27,14 +23,19 @@ def test_lm_stage_trains_and_reports(tmp_path, demo_workdir, demo_ids):
   train_records = [r for r in records if "loss" in r]
   assert [r["step"] for r in train_records] == [4, 8, 12]
   assert train_records[-1]["loss"] < 8.3  # below uniform guessing over 4,096 tokens
-  held_out = records[-1]
-  assert set(held_out) == {"stage", "step", "heldout/next_item", "heldout/steering",
-                           "heldout/co_purchase", "heldout/title_to_sid", "heldout/sid_to_title"}
+  assert all(r["tflops_per_device"] > 0 and r["mfu"] is None for r in train_records)  # CPU
+  held_out_records = [r for r in records if "loss" not in r]
+  assert [r["step"] for r in held_out_records] == [6, 12]  # every eval_every steps
+  held_out = held_out_records[-1]
+  assert set(held_out) == {"stage", "step", *(f"heldout/{t}" for t in tasks.TASKS)}
   assert all(0 < held_out[k] < 9 for k in held_out if k.startswith("heldout/"))
+  assert info["final"] == {"stage": "all", **{k: v for k, v in held_out.items()
+                                              if k.startswith("heldout/")}}
   assert sorted(os.listdir(out / "checkpoints" / "all")) == ["12", "6"]
   tags = _event_tags(out / "tensorboard")
   assert {"train/loss", "train/tokens_per_s", "heldout/next_item"} <= set(tags)
   assert tags["train/loss"] == [4, 8, 12]
+  assert tags["heldout/next_item"] == [6, 12]
 
 
 def _event_tags(folder) -> dict:
