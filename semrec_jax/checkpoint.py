@@ -8,21 +8,38 @@ slice of the data, so each has its own position).
 """
 
 import os
+import shutil
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import nnx
+
+METADATA_FILE = "_CHECKPOINT_METADATA"
 
 
 def manager(directory: str, max_to_keep: int = 1, best_metric: str | None = None,
             async_save: bool = True) -> ocp.CheckpointManager:
-  """A CheckpointManager; with best_metric it keeps the lowest-`best_metric` checkpoints."""
+  """A CheckpointManager; with best_metric it keeps the lowest-`best_metric` checkpoints.
+
+  Checkpoints a kill left half-written are ignored: Orbax's temporary folders are cleaned up, and
+  a step folder without Orbax's metadata file (written last) is removed with a warning.
+  """
+  directory = os.path.abspath(directory)
+  if jax.process_index() == 0 and os.path.isdir(directory):
+    for name in os.listdir(directory):
+      path = os.path.join(directory, name)
+      if name.isdigit() and not os.path.exists(os.path.join(path, METADATA_FILE)):
+        logging.warning("removing checkpoint %s: it was not finished (no %s)", path,
+                        METADATA_FILE)
+        shutil.rmtree(path)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=True,
       best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
       best_mode="min")
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+  return ocp.CheckpointManager(directory, options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: nnx.State, meta: dict | None = None,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 
 import jax
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import checkpoint, parallel
 from semrec_jax.lm import pipeline, tasks
 from semrec_jax.lm import trainer as trainer_lib
 from semrec_jax.models import configs
@@ -100,8 +101,15 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, data, tokeni
   assert (full["step"], full["preempted"]) == (6, False)
   killed, _ = _run(tmp_path / "cut", data, tokenizer, 6, kill_at=3)
   assert (killed["step"], killed["preempted"]) == (3, True)
+  # A later save that a kill cut short: an Orbax temporary folder and a step folder without its
+  # metadata file. Both are ignored (the second removed) and the run resumes from step 3.
+  ckpt = tmp_path / "cut" / "ckpt"
+  (ckpt / "5.orbax-checkpoint-tmp-1").mkdir()
+  shutil.copytree(ckpt / "3", ckpt / "4")
+  (ckpt / "4" / checkpoint.METADATA_FILE).unlink()
   resumed, resumed_trainer = _run(tmp_path / "cut", data, tokenizer, 6)
   assert (resumed["step"], resumed["preempted"]) == (6, False)
+  assert sorted(os.listdir(ckpt)) == ["4", "6"]  # the real step 4, then 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                _params(resumed_trainer.model), _params(full_trainer.model))
 
