@@ -48,6 +48,11 @@ def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], see
   return grain.IterDataset.mix(streams, [weights[n] for n in names])
 
 
+# Rows filled at once. An example that fits none of them flushes them all, so more bins waste less
+# (on the demo mixture: 8 bins 88.7% of tokens are real, 16 90.7%, 32 93.0%, 64 93.2%).
+MIN_PACKING_BINS = 32
+
+
 def local_batch_size(global_batch_size: int) -> int:
   """Rows each JAX process packs so that the processes together fill the global batch."""
   if global_batch_size % jax.process_count():
@@ -62,8 +67,8 @@ def packed_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,
   arrays: tokens, mask, segment_ids, positions. (Training streams are endless; a finite
   evaluation stream keeps its last, smaller batch with drop_remainder=False.)"""
   packed = grain.experimental.FirstFitPackIterDataset(
-      examples, length_struct={"tokens": seq_len, "mask": seq_len}, num_packing_bins=batch_size,
-      shuffle_bins=False)
+      examples, length_struct={"tokens": seq_len, "mask": seq_len},
+      num_packing_bins=max(batch_size, MIN_PACKING_BINS), shuffle_bins=False)
 
   def rename(row):
     return {"tokens": row["tokens"], "mask": row["mask"], "segment_ids": row["tokens_segment_ids"],
