@@ -12,5 +12,7 @@ def next_token_loss(logits, tokens, mask, segment_ids):
   """
   targets = tokens[:, 1:]
   valid = (mask[:, 1:] > 0) & (segment_ids[:, 1:] == segment_ids[:, :-1]) & (segment_ids[:, 1:] > 0)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets)
+  # float32 softmax even for bfloat16 activations: the log-sum-exp over a large vocabulary needs it.
+  losses = optax.softmax_cross_entropy_with_integer_labels(
+      logits[:, :-1].astype(jnp.float32), targets)
   return jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(valid)

@@ -6,6 +6,7 @@ import shutil
 import signal
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -33,10 +34,10 @@ def batches(data, tokenizer):
   return iter(pipeline.packed_batches(stream, 128, 8))
 
 
-def model_for(tokenizer, seed=0):
+def model_for(tokenizer, seed=0, dtype=jnp.float32):
   config = configs.get("tiny", vocab_size=tokenizer.vocab_size, num_layers=2, embed_dim=128,
                        mlp_dim=256, num_heads=2, head_dim=32)
-  return Decoder(config, nnx.Rngs(seed))
+  return Decoder(config, nnx.Rngs(seed), dtype=dtype)
 
 
 def _params(model, kind=nnx.Param):
@@ -84,6 +85,19 @@ def test_sharded_step_matches_single_device(data, tokenizer):
   moved = np.concatenate([np.abs(a - b).ravel() for a, b in zip(
       jax.tree.leaves(sharded), jax.tree.leaves(_params(model_for(tokenizer))))])
   assert np.median(moved) > 0.1 * lr  # the step really changed the parameters
+
+
+def test_bfloat16_activations_keep_float32_parameters(data, tokenizer):
+  batch = next(batches(data, tokenizer))
+  losses = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    trainer = trainer_lib.LMTrainer(model_for(tokenizer, dtype=dtype), lm_config(), "all", 10,
+                                    parallel.make_mesh())
+    for _ in range(2):
+      trainer.state, metrics = trainer.step(trainer.state, trainer.put(batch))
+    losses[dtype] = float(metrics["loss"])
+    assert {x.dtype for x in jax.tree.leaves(_params(trainer.model))} == {np.dtype("float32")}
+  assert losses[jnp.bfloat16] == pytest.approx(losses[jnp.float32], rel=2e-2)
 
 
 def _run(tmp, data, tokenizer, steps, kill_at=None):
