@@ -101,9 +101,20 @@ def attributes(item: dict) -> dict[str, str]:
   return out
 
 
-def constraints(item: dict) -> list[str]:
-  """Plain-language constraints the item satisfies, from its catalog attributes."""
-  a = attributes(item)
+def item_attributes(items) -> list[dict[str, str]]:
+  """attributes() of every catalog item, read once for all the task builders."""
+  return [attributes(items[i]) for i in range(len(items))]
+
+
+def read_all(sequences) -> list[dict]:
+  """Every record of a split, read once into memory (the builders index users many times)."""
+  if hasattr(sequences, "__getitems__"):
+    return list(sequences.__getitems__(list(range(len(sequences)))))
+  return [sequences[u] for u in range(len(sequences))]
+
+
+def constraints(a: dict[str, str]) -> list[str]:
+  """Plain-language constraints an item with attributes `a` satisfies."""
   out = []
   if "platform" in a:
     out.append(f"something for {a['platform']}")
@@ -164,11 +175,11 @@ def _shared(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
   return {k: v for k, v in a.items() if b.get(k) == v}
 
 
-def steering(sequences, items, sids: list[str], max_history: int,
+def steering(sequences, attrs: list[dict], sids: list[str], max_history: int,
              seed: int) -> grain.MapDataset:
   """History + a constraint the target satisfies -> target; users whose target has no usable
   attribute are left out (counted by the difference in length)."""
-  item_constraints = [constraints(items[i]) for i in range(len(items))]
+  item_constraints = [constraints(a) for a in attrs]
   usable = [u for u in range(len(sequences))
             if item_constraints[int(sequences[u]["target"])]]
 
@@ -261,17 +272,15 @@ def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, g
           "sid_to_text": rows.map_with_index(sid_to_text)}
 
 
-def explanation(sequences, items, sids: list[str], max_history: int,
+def explanation(sequences, attrs: list[dict], sids: list[str], max_history: int,
                 seed: int) -> grain.MapDataset:
   """History -> the target and a reason: the most recent history item sharing attributes with the
   target, and what they share. Users whose target shares nothing with the history are left out."""
-  item_attributes = [attributes(items[i]) for i in range(len(items))]
-
   def because(u):
     example = sequences[u]
-    target = item_attributes[int(example["target"])]
+    target = attrs[int(example["target"])]
     for h in reversed([int(i) for i in example["history"]][-max_history:]):
-      shared = _shared(target, item_attributes[h])
+      shared = _shared(target, attrs[h])
       if shared:
         return h, shared
     return None
@@ -294,21 +303,21 @@ def explanation(sequences, items, sids: list[str], max_history: int,
 BUNDLE_KEYS = ("platform", "brand", "franchise", "genre")
 
 
-def bundles(items, sids: list[str], seed: int, held_out: bool) -> grain.MapDataset:
+def bundles(attrs: list[dict], sids: list[str], seed: int, held_out: bool) -> grain.MapDataset:
   """2-4 items sharing an attribute value -> a name made from every attribute they all share.
 
   Training bundles use training items only; held-out bundles hold one held-out item each (plus
   training items from one of its groups). One example per group of training items per 3 members,
   or per held-out item and group."""
-  item_attributes = [attributes(items[i]) for i in range(len(items))]
-  train_rows = _item_rows(len(items), seed, held_out=False)
+  item_attributes = attrs
+  train_rows = _item_rows(len(attrs), seed, held_out=False)
   groups: dict[tuple[str, str], list[int]] = {}
   for i in train_rows:
     for key in BUNDLE_KEYS:
       if key in item_attributes[i]:
         groups.setdefault((key, item_attributes[i][key]), []).append(i)
   if held_out:
-    draws = [(i, groups[(k, item_attributes[i][k])]) for i in _item_rows(len(items), seed, True)
+    draws = [(i, groups[(k, item_attributes[i][k])]) for i in _item_rows(len(attrs), seed, True)
              for k in BUNDLE_KEYS if (k, item_attributes[i].get(k)) in groups]
   else:
     draws = [(None, members) for members in groups.values() if len(members) >= 2
@@ -331,13 +340,13 @@ def bundles(items, sids: list[str], seed: int, held_out: bool) -> grain.MapDatas
   return grain.MapDataset.source(draws).map_with_index(build)
 
 
-def multi_turn(sequences, items, sids: list[str], max_history: int,
+def multi_turn(sequences, attrs: list[dict], sids: list[str], max_history: int,
                seed: int) -> grain.MapDataset:
   """A short conversation: the last history item is the first recommendation, then the user asks
   for something else (a constraint the target meets, preferably one the first item does not) and
   the target is the answer. Users with fewer than 2 history items or an attribute-less target are
   left out."""
-  item_constraints = [constraints(items[i]) for i in range(len(items))]
+  item_constraints = [constraints(a) for a in attrs]
   usable = [u for u in range(len(sequences)) if len(sequences[u]["history"]) >= 2
             and item_constraints[int(sequences[u]["target"])]]
 
@@ -360,13 +369,14 @@ def sources(sequences, items, sids: list[str], max_history: int, seed: int,
             held_out: bool = False) -> dict[str, grain.MapDataset]:
   """Every task's source: training examples, or (held_out=True) the evaluation examples
   (`sequences` is then the validation split)."""
+  sequences, attrs = read_all(sequences), item_attributes(items)
   out = {"next_item": next_item(sequences, sids, max_history, seed),
-         "steering": steering(sequences, items, sids, max_history, seed),
+         "steering": steering(sequences, attrs, sids, max_history, seed),
          "co_purchase": co_purchase(sequences, sids, seed),
          **item_tasks(items, sids, seed, held_out=held_out),
-         "explanation": explanation(sequences, items, sids, max_history, seed),
-         "bundle": bundles(items, sids, seed, held_out=held_out),
-         "multi_turn": multi_turn(sequences, items, sids, max_history, seed)}
+         "explanation": explanation(sequences, attrs, sids, max_history, seed),
+         "bundle": bundles(attrs, sids, seed, held_out=held_out),
+         "multi_turn": multi_turn(sequences, attrs, sids, max_history, seed)}
   assert tuple(out) == TASKS
   return out
 

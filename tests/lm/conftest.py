@@ -12,7 +12,8 @@ from semrec_jax.lm import tokenizer as tokenizer_lib
 @pytest.fixture(scope="session")
 def data(demo_workdir, demo_ids):
   data_dir = os.path.join(demo_workdir, "data")
-  return {"items": tfds_builders.items_source(data_dir),
+  items = tfds_builders.items_source(data_dir)
+  return {"items": items, "attrs": tasks.item_attributes(items),
           "split": {s: tfds_builders.sequences_source(data_dir, s) for s in tfds_builders.SPLITS},
           "sids": tasks.load_sids(os.path.join(demo_ids, "semantic_ids.tsv"))}
 

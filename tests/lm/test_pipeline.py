@@ -108,7 +108,7 @@ def _filled(templates: dict, prompt: str) -> tuple[str, str]:
 
 def test_explanations_name_what_target_and_history_item_share(data):
   train = data["split"]["train"]
-  examples = tasks.explanation(train, data["items"], data["sids"], 20, seed=0)
+  examples = tasks.explanation(train, data["attrs"], data["sids"], 20, seed=0)
   assert 0.4 * 19_080 < len(examples) < 19_080
   sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
   for k in range(0, len(examples), 37):
@@ -125,7 +125,7 @@ def test_explanations_name_what_target_and_history_item_share(data):
 
 @pytest.mark.parametrize("held_out", [False, True])
 def test_bundle_names_come_from_attributes_all_items_share(data, held_out):
-  examples = tasks.bundles(data["items"], data["sids"], 0, held_out=held_out)
+  examples = tasks.bundles(data["attrs"], data["sids"], 0, held_out=held_out)
   held = {data["sids"][i] for i in tasks.held_out_items(2000, seed=0)}
   sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
   assert len(examples) > (40 if held_out else 500)
@@ -148,7 +148,7 @@ def test_bundle_names_come_from_attributes_all_items_share(data, held_out):
 
 def test_multi_turn_refines_the_first_recommendation(data):
   train = data["split"]["train"]
-  examples = tasks.multi_turn(train, data["items"], data["sids"], 20, seed=0)
+  examples = tasks.multi_turn(train, data["attrs"], data["sids"], 20, seed=0)
   sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
   changed = 0
   for k in range(0, len(examples), 29):
@@ -157,10 +157,10 @@ def test_multi_turn_refines_the_first_recommendation(data):
     first = example["prompt"].split("Assistant: ")[1].split("\n")[0]
     assert first == history[-1] and example["prompt"].count(first) == 1
     assert example["prompt"].endswith("Assistant: <|rec|>")
-    asked = [c for c in tasks.constraints(data["items"][sid_to_item[example["answer"]]])
+    asked = [c for c in tasks.constraints(data["attrs"][sid_to_item[example["answer"]]])
              if c in example["prompt"].split("Assistant: ")[1]]
     assert asked, example
-    changed += asked[0] not in tasks.constraints(data["items"][sid_to_item[first]])
+    changed += asked[0] not in tasks.constraints(data["attrs"][sid_to_item[first]])
   assert changed > 0.5 * len(range(0, len(examples), 29))
 
 
@@ -229,19 +229,20 @@ def test_pipeline_is_deterministic_and_resumes_exactly(train_sources, tokenizer)
 
 def test_steering_constraints_hold_for_the_target(data):
   train = data["split"]["train"]
-  examples = tasks.steering(train, data["items"], data["sids"], 20, seed=0)
+  examples = tasks.steering(train, data["attrs"], data["sids"], 20, seed=0)
   assert 0.5 * 19_080 < len(examples) <= 19_080  # users whose target has an attribute
   sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
   phrasings = set()
   for k in range(0, len(examples), 11):
     example = examples[k]
     target = data["items"][sid_to_item[example["answer"]]]
-    stated = [c for c in tasks.constraints(target) if c in example["prompt"]]
+    stated = [c for c in tasks.constraints(tasks.attributes(target)) if c in example["prompt"]]
     assert stated, example
     phrasings.add(stated[0].split()[0] + " " + stated[0].split()[1])
   assert len(phrasings) >= 3  # platform, brand, genre or type constraints all occur
-  assert tasks.constraints({"platform": b"PS4", "brand": b"Sony", "genre": b"Racing|Action",
-                            "franchise": b"", "product_type": b"Accessory"}) == [
+  assert tasks.constraints(tasks.attributes({
+      "platform": b"PS4", "brand": b"Sony", "genre": b"Racing|Action", "franchise": b"",
+      "product_type": b"Accessory"})) == [
       "something for PS4", "a racing game", "something by Sony", "an accessory, not a game"]
 
 
