@@ -7,9 +7,9 @@
 #       --config=configs/games.py --config.data.path=/data/amazon18_games --workdir=/data/w
 #
 # `setup` copies this checkout to ~/semrec_jax on every worker and installs it with jax[tpu];
-# `run` starts the same main.py command on all workers at once (WORKER=0 for one worker, e.g.
-# the single-host `prepare` stage; jax.distributed discovers the
-# pod on its own). The workdir must be a folder every worker sees (a mounted disk or filestore).
+# `run` starts the same main.py command on all workers at once, joined into one JAX job with
+# --multihost (the `lm` stage); WORKER=0 runs it on one worker alone (`prepare`, `embed`, `ids`).
+# The workdir must be a folder every worker sees (a mounted disk or filestore).
 set -euo pipefail
 : "${TPU:?set TPU to the TPU VM name}" "${ZONE:?set ZONE}" "${PROJECT:?set PROJECT}"
 GCLOUD=(gcloud compute tpus tpu-vm --zone="$ZONE" --project="$PROJECT")
@@ -27,9 +27,11 @@ case "${1:-}" in
         python3 -m venv .venv && . .venv/bin/activate && pip install -q -e . 'jax[tpu]'" ;;
   run)
     shift
+    # All workers together form one JAX job; a single worker runs alone.
+    MULTIHOST=$([[ "${WORKER:-all}" == all ]] && echo --multihost || true)
     "${GCLOUD[@]}" ssh "$TPU" --worker="${WORKER:-all}" --command="cd ~/semrec_jax && \
         . .venv/bin/activate && \
-        python -m semrec_jax.main $*" ;;
+        python -m semrec_jax.main $* ${MULTIHOST}" ;;
   delete)
     "${GCLOUD[@]}" delete "$TPU" --quiet ;;
   *)

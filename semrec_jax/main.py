@@ -2,6 +2,10 @@ r"""Runs pipeline stages for one experiment.
 
   python -m semrec_jax.main --config=configs/demo.py --workdir=/tmp/demo \
       [--stages=prepare] [--overwrite] [--config.data.kcore=10]
+
+Multi-host (every worker runs the same command): --multihost on Cloud TPU / SLURM / Open MPI, or
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I anywhere (e.g. several
+processes on one machine).
 """
 
 import os
@@ -11,7 +15,7 @@ import tempfile
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from semrec_jax import pipeline
+from semrec_jax import multihost, pipeline
 from semrec_jax.data.errors import DataError
 from semrec_jax.stages import StageError, run
 
@@ -23,6 +27,14 @@ _STAGES = flags.DEFINE_list(
     "stages", ",".join(pipeline.STAGES), f"Stages to run, from: {', '.join(pipeline.STAGES)}.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Redo the stages even when their artifacts exist (and replace them).")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Join a multi-host job described by the environment (Cloud TPU pods, "
+    "SLURM, Open MPI) via jax.distributed.initialize().")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "HOST:PORT of process 0, for a multi-process job described by "
+    "flags (with --num_processes and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index in the job.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -42,6 +54,8 @@ def main(argv):
   unknown = [s for s in _STAGES.value if s not in pipeline.STAGES]
   if unknown:
     raise app.UsageError(f"unknown stage(s) {unknown}; known stages: {list(pipeline.STAGES)}")
+  if _COORDINATOR.value or _MULTIHOST.value:
+    multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   workdir = _writable_workdir(_WORKDIR.value)
   logging.info("config:\n%s", _CONFIG.value)
   try:

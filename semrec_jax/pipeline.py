@@ -14,6 +14,7 @@ STAGES: dict[str, Stage] = {
               depends_on=("prepare",)),
         Stage("ids", output="ids", run=semantic_ids, config_keys=("ids",),
               depends_on=("prepare", "embed")),
-        Stage("lm", output="lm", run=train_lm, config_keys=("lm",), depends_on=("prepare", "ids")),
+        Stage("lm", output="lm", run=train_lm, config_keys=("lm",), depends_on=("prepare", "ids"),
+              multihost=True),
     ]
 }

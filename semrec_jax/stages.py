@@ -14,7 +14,10 @@ import os
 import shutil
 from typing import Callable
 
+import jax
 from absl import logging
+
+from semrec_jax import multihost
 
 FINGERPRINT = "fingerprint.json"
 
@@ -30,6 +33,7 @@ class Stage:
   run: Callable  # run(config, workdir, out_dir) writes the stage's artifacts into out_dir
   config_keys: tuple[str, ...]  # top-level config sections the artifacts depend on
   depends_on: tuple[str, ...] = ()
+  multihost: bool = False  # runs on every JAX process of a multi-host job (else on one process)
 
 
 def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
@@ -68,19 +72,26 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 def _scratch(workdir: str, stage: Stage, wanted: dict) -> str:
   """The stage's working folder: kept when an interrupted run with the same fingerprint left it
-  (a training stage resumes from the checkpoints inside), emptied otherwise."""
+  (a training stage resumes from the checkpoints inside), emptied otherwise. Prepared by the
+  primary process while the others wait."""
   scratch = os.path.join(workdir, f".{stage.output}.incomplete")
+  if multihost.is_primary():
+    _prepare_scratch(scratch, stage, wanted)
+  multihost.sync(f"scratch:{stage.name}")
+  return scratch
+
+
+def _prepare_scratch(scratch: str, stage: Stage, wanted: dict) -> None:
   marker = os.path.join(scratch, ".wanted_fingerprint")
   if os.path.exists(marker):
     with open(marker) as f:
       if f.read() == wanted["sha256"]:
         logging.info("stage %s: resuming in %s", stage.name, scratch)
-        return scratch
+        return
   shutil.rmtree(scratch, ignore_errors=True)
   os.makedirs(scratch)
   with open(marker, "w") as f:
     f.write(wanted["sha256"])
-  return scratch
 
 
 def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
@@ -99,12 +110,19 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
                                        {k: wanted[k] for k in ("config", "upstream")})[:10])
       raise StageError(f"stage {name!r}: {out_dir} was made with a different config ({changes}); "
                        "pass --overwrite to redo it")
+    if jax.process_count() > 1 and not stage.multihost:
+      raise StageError(f"stage {name!r} runs in one process: run it on one worker first "
+                       f"(WORKER=0 launch/tpu_vm.sh run ... --stages={name}), then the "
+                       "multi-host stages on all workers")
     scratch = _scratch(workdir, stage, wanted)
     logging.info("stage %s: running", name)
     stage.run(config, workdir, scratch)
-    with open(os.path.join(scratch, FINGERPRINT), "w") as f:
-      json.dump(wanted, f, indent=2, sort_keys=True, default=str)
-    os.remove(os.path.join(scratch, ".wanted_fingerprint"))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.rename(scratch, out_dir)
+    multihost.sync(f"ran:{name}")
+    if multihost.is_primary():
+      with open(os.path.join(scratch, FINGERPRINT), "w") as f:
+        json.dump(wanted, f, indent=2, sort_keys=True, default=str)
+      os.remove(os.path.join(scratch, ".wanted_fingerprint"))
+      shutil.rmtree(out_dir, ignore_errors=True)
+      os.rename(scratch, out_dir)
+    multihost.sync(f"done:{name}")
     logging.info("stage %s: done, artifacts in %s", name, out_dir)

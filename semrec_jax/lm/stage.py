@@ -7,11 +7,12 @@ loss, tokens/s, held-out loss per task), tensorboard/ (the same as event files) 
 import json
 import os
 
+import gguf
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import multihost, parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.embed.text import item_text
 from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
@@ -26,30 +27,38 @@ def _sid_tokens(workdir: str) -> list[str]:
   return tokenizer_lib.semantic_id_tokens(m["levels"] + 1, m["codebook_size"])
 
 
-def build_model_and_tokenizer(c, items, sid_tokens, mesh):
-  """(model, tokenizer): a from-scratch model with a tokenizer trained on the catalog, or a
-  pretrained Gemma 3 (GGUF) whose vocabulary gains the semantic-ID tokens as new rows."""
-  dtype = jnp.dtype(c.dtype)  # activations; parameters stay float32
+def build_tokenizer(c, items, sid_tokens) -> tokenizer_lib.Tokenizer:
+  """SentencePiece trained on the catalog text with the SID tokens reserved (from scratch), or the
+  pretrained model's own tokenizer with the SID tokens appended as new pieces."""
   if c.weights == "scratch":
     texts = [item_text(items[i]) for i in range(len(items))]
-    tokenizer = tokenizer_lib.Tokenizer(tokenizer_lib.train(texts, c.vocab_size, sid_tokens))
-    config = configs.get(c.model, vocab_size=tokenizer.vocab_size)
-    model = parallel.shard_model(Decoder(config, nnx.Rngs(c.seed), dtype=dtype), mesh)
-    return model, tokenizer
+    return tokenizer_lib.Tokenizer(tokenizer_lib.train(texts, c.vocab_size, sid_tokens))
   kind, _, where = c.weights.partition(":")
-  config = configs.get(c.model, num_new_tokens=len(sid_tokens))
   if kind == "gguf":
-    path = params.gguf_path(where)
-    base = tokenizer_lib.model_proto_from_gguf(__import__("gguf").GGUFReader(path))
-    model = params.load_gguf(config, path, mesh=mesh, new_rows=c.new_rows_init, dtype=dtype)
+    base = tokenizer_lib.model_proto_from_gguf(gguf.GGUFReader(params.gguf_path(where)))
   elif kind == "safetensors":
     base = tokenizer_lib.load_proto(os.path.join(where, "tokenizer.model"))
-    model = params.load_safetensors(config, where, mesh=mesh, new_rows=c.new_rows_init,
-                                    dtype=dtype)
   else:
     raise ValueError(f"config.lm.weights must be scratch, gguf:PATH or safetensors:DIR, not "
                      f"{c.weights!r}")
-  return model, tokenizer_lib.Tokenizer(tokenizer_lib.add_pieces(base, sid_tokens))
+  return tokenizer_lib.Tokenizer(tokenizer_lib.add_pieces(base, sid_tokens))
+
+
+def build_model(c, tokenizer, num_new_tokens: int, mesh) -> Decoder:
+  """A from-scratch decoder sized to the tokenizer, or the pretrained one (GGUF or HF
+  safetensors) whose vocabulary gains `num_new_tokens` new rows."""
+  dtype = jnp.dtype(c.dtype)  # activations; parameters stay float32
+  if c.weights == "scratch":
+    config = configs.get(c.model, vocab_size=tokenizer.vocab_size)
+    return parallel.shard_model(Decoder(config, nnx.Rngs(c.seed), dtype=dtype), mesh)
+  kind, _, where = c.weights.partition(":")
+  config = configs.get(c.model, num_new_tokens=num_new_tokens)
+  if config.vocab_size + num_new_tokens != tokenizer.vocab_size:
+    raise ValueError(f"model {c.model} has {config.vocab_size} + {num_new_tokens} new token "
+                     f"rows, its tokenizer {tokenizer.vocab_size} pieces")
+  load = params.load_gguf if kind == "gguf" else params.load_safetensors
+  return load(config, params.gguf_path(where) if kind == "gguf" else where, mesh=mesh,
+              new_rows=c.new_rows_init, dtype=dtype)
 
 
 def held_out_batches(sources: dict, tokenizer, c) -> dict[str, list]:
@@ -74,8 +83,13 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   data_dir = os.path.join(workdir, "data")
   items = tfds_builders.items_source(data_dir)
   sids = tasks.load_sids(os.path.join(workdir, "ids", "semantic_ids.tsv"))
-  model, tokenizer = build_model_and_tokenizer(c, items, _sid_tokens(workdir), mesh)
-  tokenizer.save(os.path.join(out_dir, "tokenizer.model"))
+  sid_tokens = _sid_tokens(workdir)
+  tokenizer_path = os.path.join(out_dir, "tokenizer.model")
+  if multihost.is_primary():  # one process builds the tokenizer, every process reads it
+    build_tokenizer(c, items, sid_tokens).save(tokenizer_path)
+  multihost.sync("lm:tokenizer")
+  tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
+  model = build_model(c, tokenizer, len(sid_tokens), mesh)
   train_sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"), items, sids,
                                 c.max_history, c.seed)
   eval_sources = tasks.sources(tfds_builders.sequences_source(data_dir, "validation"), items,
@@ -105,6 +119,7 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
     model = trainer.model
   info = {"model": c.model, "weights": c.weights, "vocab_size": tokenizer.vocab_size,
           "tokenizer": tokenizer.fingerprint(), "final": final}
-  with open(os.path.join(out_dir, "info.json"), "w") as f:
-    json.dump(info, f, indent=2)
+  if multihost.is_primary():
+    with open(os.path.join(out_dir, "info.json"), "w") as f:
+      json.dump(info, f, indent=2)
   return info

@@ -179,7 +179,12 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
   start = 0
   latest = mngr.latest_step()
   if latest is not None:
-    trainer.state = checkpoint.restore(mngr, latest, trainer.state, data_iterator=batches)
+    trainer.state, saved = checkpoint.restore(mngr, latest, trainer.state, with_meta=True,
+                                              data_iterator=batches)
+    if saved.get("tokenizer") != meta.get("tokenizer"):
+      raise ValueError(f"checkpoint {ckpt_dir}/{latest} was trained with tokenizer "
+                       f"{saved.get('tokenizer')}, this run has {meta.get('tokenizer')}; "
+                       "resume with the same tokenizer or start a new run (--overwrite)")
     start = latest
     logging.info("resuming LM training at step %d", start)
   preempted, heldout = False, None

@@ -3,6 +3,7 @@ global batches, and survive a SIGTERM delivered to only one of them."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,19 +23,23 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(paths: dict, out_dir, kill_at: int = 0) -> list[dict]:
+def _processes(command: list[str], **flags) -> list[tuple[int, str]]:
+  """Runs `python command --flag=value... --process_id=i` for i in 0, 1 (2 CPU devices each,
+  coordinator on a free local port); returns [(exit code, output)]."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "JAX_PLATFORMS": "cpu"}
-  port = _free_port()
-  args = [f"--{k}={v}" for k, v in {**paths, "port": port, "out_dir": out_dir,
-                                    "kill_at": kill_at}.items()]
-  procs = [subprocess.Popen([sys.executable, "-m", "tests.lm.multihost_worker",
-                             f"--process_id={i}", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  args = [f"--{k}={v}" for k, v in flags.items()]
+  procs = [subprocess.Popen([sys.executable, *command, *args, f"--process_id={i}"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
-  for i, p in enumerate(procs):
-    output, _ = p.communicate(timeout=600)
-    assert p.returncode == 0, f"process {i} failed:\n{output[-4000:]}"
+  return [(p.returncode, out) for p in procs for out, _ in [p.communicate(timeout=600)]]
+
+
+def _launch(paths: dict, out_dir, kill_at: int = 0) -> list[dict]:
+  runs = _processes(["-m", "tests.lm.multihost_worker"], **paths, port=_free_port(),
+                    out_dir=out_dir, kill_at=kill_at)
+  for i, (code, output) in enumerate(runs):
+    assert code == 0, f"process {i} failed:\n{output[-4000:]}"
   results = []
   for i in range(2):
     with open(os.path.join(out_dir, f"process_{i}.json")) as f:
@@ -76,3 +81,36 @@ def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, dem
     losses.append(float(metrics["loss"]))
   np.testing.assert_allclose([loss for _, loss in logged], losses, rtol=1e-4)
   assert second[0]["checksum"] == pytest.approx(common.checksum(trainer), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_main_runs_the_lm_stage_on_two_processes(tmp_path, demo_workdir, demo_ids):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
+  shutil.copytree(demo_ids, workdir / "ids")
+  (workdir / "ids" / "fingerprint.json").write_text('{"sha256": "ids-fixture"}')
+  main = ["-m", "semrec_jax.main", "--config=configs/demo.py", f"--workdir={workdir}",
+          "--num_processes=2"]
+  lm = {"config.lm.stage_steps": "(4,)", "config.lm.eval_every": 2,
+        "config.lm.eval_examples": 8, "config.lm.checkpoint_every": 2,
+        "config.lm.log_every": 1}
+  runs = _processes(main + ["--stages=lm"], coordinator_address=f"127.0.0.1:{_free_port()}",
+                    **lm)
+  for i, (code, output) in enumerate(runs):
+    assert code == 0, f"process {i} failed:\n{output[-4000:]}"
+  out = workdir / "lm"
+  assert not (workdir / ".lm.incomplete").exists()
+  assert {"fingerprint.json", "info.json", "tokenizer.model"} <= set(os.listdir(out))
+  with open(out / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]  # once, by process 0
+  assert [r["step"] for r in records if "loss" not in r] == [2, 4]
+  assert sorted(os.listdir(out / "checkpoints" / "all" / "4" / "data_iterator")) == [
+      "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+
+  # Single-process stages say so instead of racing each other.
+  runs = _processes(main + ["--stages=prepare", f"--workdir={tmp_path / 'fresh'}"],
+                    coordinator_address=f"127.0.0.1:{_free_port()}")
+  for code, output in runs:
+    assert code != 0 and "stage 'prepare' runs in one process" in output

@@ -124,6 +124,11 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, data, tokeni
   resumed, resumed_trainer = _run(tmp_path / "cut", data, tokenizer, 6)
   assert (resumed["step"], resumed["preempted"]) == (6, False)
   assert sorted(os.listdir(ckpt)) == ["4", "6"]  # the real step 4, then 6
+  trainer = trainer_lib.LMTrainer(model_for(tokenizer), lm_config(), "all", 8,
+                                  parallel.make_mesh())
+  with pytest.raises(ValueError, match="tokenizer"):
+    trainer_lib.train(trainer, batches(data, tokenizer), 8, str(ckpt), lm_config(),
+                      {"tokenizer": "another"}, str(tmp_path / "other.jsonl"))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                _params(resumed_trainer.model), _params(full_trainer.model))
 

@@ -1,0 +1,29 @@
+"""Several JAX processes (TPU pod workers, GPU hosts) running one job: start-up, and the rule that
+one process (the primary) does the file-system bookkeeping while the others wait for it."""
+
+import jax
+from jax.experimental import multihost_utils
+
+
+def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
+               cpu_collectives: str = "gloo") -> None:
+  """jax.distributed.initialize with explicit arguments (any cluster, or several processes on one
+  machine), or without (Cloud TPU, SLURM and Open MPI describe the cluster themselves). Must run
+  before anything touches a JAX backend."""
+  # Cross-process collectives for CPU devices (ignored by TPU and GPU backends).
+  jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  else:
+    jax.distributed.initialize()
+
+
+def is_primary() -> bool:
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Every process waits here until all have arrived (no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
