@@ -55,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.stage_steps = (150,)
   config.lm.stage_lr = (1e-3,)
   config.lm.seq_len = 128
-  config.lm.batch_size = 8
+  config.lm.batch_size = 8          # sequences (packed rows) per step, over all processes
   config.lm.max_history = 20
   config.lm.task_weights = {"next_item": 3.0, "steering": 1.0, "co_purchase": 1.0,
                             "text_to_sid": 1.0, "sid_to_text": 1.0, "explanation": 0.5,
@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.warmup_steps = 20
   config.lm.clip_norm = 1.0
   config.lm.weight_decay = 0.01
-  config.lm.grad_accum = 1
+  config.lm.grad_accum = 1          # steps per parameter update (stage_steps count steps)
   config.lm.log_every = 10
   config.lm.checkpoint_every = 50
   config.lm.keep_checkpoints = 2

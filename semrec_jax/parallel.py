@@ -53,6 +53,23 @@ def make_mesh(config: ml_collections.ConfigDict | None = None, devices=None) -> 
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
+def constrain(x: jax.Array, *names: str | None, rules=DEFAULT_RULES) -> jax.Array:
+  """Pins an activation's sharding by logical axis names, under the mesh a step function set
+  with `jax.sharding.use_abstract_mesh` (no mesh: unchanged). Without it XLA may leave large
+  activations such as the logits unsharded along the batch. Axes that do not divide stay whole."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  table = dict(rules)
+  spec = []
+  for size, name in zip(x.shape, names):
+    axes = table.get(name)
+    axes = (axes,) if isinstance(axes, str) else axes or ()
+    whole = int(np.prod([mesh.shape[a] for a in axes]))
+    spec.append(tuple(axes) if axes and size % whole == 0 else None)
+  return jax.lax.with_sharding_constraint(x, P(*spec))
+
+
 def param_init(initializer, *names: str | None):
   """Wraps an initializer so its parameter carries logical axis names (sharded later, not eagerly)."""
   return nnx.with_partitioning(initializer, names, eager_sharding=False)

@@ -29,10 +29,13 @@ TRAINABLE = {"new_rows": NewTokens, "embeddings": nnx.All(nnx.Param, nnx.PathCon
 
 
 def optimizer(c, steps: int) -> optax.GradientTransformation:
+  """AdamW for `steps` train steps. With c.grad_accum > 1 a step is one micro-batch and the
+  parameters change every grad_accum steps, so warmup and decay count those updates."""
+  updates = max(1, steps // c.grad_accum)
   warmup = max(1, c.warmup_steps)
-  # Linear warmup from lr/warmup (not 0: the first step already learns) to lr, then cosine.
+  # Linear warmup from lr/warmup (not 0: the first update already learns) to lr, then cosine.
   schedule = optax.warmup_cosine_decay_schedule(
-      c.learning_rate / warmup, c.learning_rate, warmup, max(steps, warmup + 1),
+      c.learning_rate / warmup, c.learning_rate, warmup, max(updates, warmup + 1),
       end_value=0.1 * c.learning_rate)
   tx = optax.chain(optax.clip_by_global_norm(c.clip_norm),
                    optax.adamw(schedule, weight_decay=c.weight_decay))
@@ -40,17 +43,29 @@ def optimizer(c, steps: int) -> optax.GradientTransformation:
 
 
 class LMTrainer:
-  """Owns (model, optimizer) state for one training stage and its compiled step."""
+  """Owns (model, optimizer) state for one training stage and its compiled step.
+
+  Given an abstract model (`nnx.eval_shape`), the state stays abstract (shapes, dtypes and
+  shardings, no arrays): enough to AOT-compile the step for devices this machine does not have
+  (`benchmarks/tpu_memory.py`).
+  """
 
   def __init__(self, model: Decoder, c, trainable: str, steps: int, mesh):
     if trainable not in TRAINABLE:
       raise ValueError(f"unknown trainable set {trainable!r}; expected {sorted(TRAINABLE)}")
     self.mesh, self.wrt = mesh, TRAINABLE[trainable]
     self.model_config = model.config
-    opt = nnx.Optimizer(model, optimizer(c, steps), wrt=self.wrt)
+    abstract = isinstance(jax.tree.leaves(nnx.state(model))[0], jax.ShapeDtypeStruct)
+    make_optimizer = lambda: nnx.Optimizer(model, optimizer(c, steps), wrt=self.wrt)
+    opt = nnx.eval_shape(make_optimizer) if abstract else make_optimizer()
     self.graphdef, self.state = nnx.split((model, opt))
     self.state_sharding = parallel.state_shardings(self.state, mesh)
-    self.state = jax.device_put(self.state, self.state_sharding)
+    if abstract:
+      self.state = jax.tree.map(
+          lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), self.state,
+          self.state_sharding)
+    else:
+      self.state = jax.device_put(self.state, self.state_sharding)
     batch = parallel.batch_sharding(mesh, 2)
     self.compiles = 0
     batches = {k: batch for k in _BATCH_KEYS}
@@ -60,10 +75,15 @@ class LMTrainer:
     self._eval_step = jax.jit(self._loss_sum, in_shardings=(self.state_sharding, batches))
 
   def _loss_sum(self, state, batch):
-    return _batch_loss(nnx.merge(self.graphdef, state)[0], batch)
+    with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+      return _batch_loss(nnx.merge(self.graphdef, state)[0], batch)
 
   def _step(self, state, batch):
     self.compiles += 1  # runs only while tracing: counts compilations
+    with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+      return self._update(state, batch)
+
+  def _update(self, state, batch):
     model, opt = nnx.merge(self.graphdef, state)
 
     def loss_fn(model):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from semrec_jax.models.configs import DecoderConfig
+from semrec_jax import parallel
 from semrec_jax.parallel import param_init
 
 _MASKED = -2.3819763e38  # a large negative logit that is still finite in float32 and bfloat16
@@ -188,12 +189,14 @@ class Decoder(nnx.Module):
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
-    x = self.embedder.encode(tokens, self.dtype)
+    x = parallel.constrain(self.embedder.encode(tokens, self.dtype), "batch", None, None)
     new_cache = []
     for i, layer in enumerate(self.layers):
       x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i])
+      x = parallel.constrain(x, "batch", None, None)
       new_cache.append(layer_cache)
-    logits = self.embedder.decode(self.final_norm(x)).astype(jnp.float32)
+    logits = self.embedder.decode(self.final_norm(x))
+    logits = parallel.constrain(logits, "batch", None, "vocab").astype(jnp.float32)
     return (logits, new_cache) if cache is not None else logits
 
   def init_cache(self, batch: int, length: int, dtype=None) -> list[dict]:

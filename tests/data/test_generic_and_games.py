@@ -8,7 +8,7 @@ import pytest
 
 from semrec_jax import defaults
 from semrec_jax.data import games_tsv, generic
-from semrec_jax.data.errors import DataError, DropLog
+from semrec_jax.data.errors import DataError
 from semrec_jax.data.processing import build_sequences
 from tests.conftest import SHARED_GAMES
 

@@ -100,6 +100,20 @@ def test_bfloat16_activations_keep_float32_parameters(data, tokenizer):
   assert losses[jnp.bfloat16] == pytest.approx(losses[jnp.float32], rel=2e-2)
 
 
+def test_gradient_accumulation_updates_every_k_steps(data, tokenizer):
+  it = batches(data, tokenizer)
+  trainer = trainer_lib.LMTrainer(model_for(tokenizer), lm_config(grad_accum=2), "all", 8,
+                                  parallel.make_mesh())
+  snapshots = [_params(trainer.model)]
+  for _ in range(4):
+    trainer.state, _ = trainer.step(trainer.state, trainer.put(next(it)))
+    snapshots.append(_params(trainer.model))
+  changed = [max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(before),
+                                                             jax.tree.leaves(after)))
+             for before, after in zip(snapshots, snapshots[1:])]
+  assert changed[0] == changed[2] == 0 and changed[1] > 0 and changed[3] > 0
+
+
 def _run(tmp, data, tokenizer, steps, kill_at=None):
   trainer = trainer_lib.LMTrainer(model_for(tokenizer), lm_config(), "all", steps,
                                   parallel.make_mesh())

@@ -94,8 +94,8 @@ def test_fsdp_and_tensor_parallel_match_single_device():
     return nnx.merge(graphdef, state)(tokens)
 
   batch = jax.device_put(tokens, parallel.batch_sharding(mesh, 2))
-  out = forward(state, batch)
-  out = forward(state, batch + 1)
+  forward(state, batch)
+  forward(state, batch + 1)
   assert len(traces) == 1  # compiled once for a fixed shape
   np.testing.assert_allclose(forward(state, batch), single(tokens), atol=1e-4, rtol=1e-5)
 
