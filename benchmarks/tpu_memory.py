@@ -1,7 +1,7 @@
 r"""AOT-compiles the LM trainer's step for a TPU slice on this CPU (libtpu from PyPI, no TPU) and
 reports per-chip memory; prints one JSON line.
 
-  pip install libtpu   # the version jax[tpu] pins for the installed jax
+  pip install libtpu==0.0.42.1   # the version jax[tpu] pins for jax 0.10.2
   python benchmarks/tpu_memory.py --config=configs/tpu_gemma3_1b.py --topology=v5e:4x4
 
 The state is abstract (nnx.eval_shape): nothing of the model's size is ever allocated here. The
