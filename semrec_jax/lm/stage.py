@@ -117,6 +117,7 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
     final = {"stage": stage, **(result["heldout"] or held_out_loss(trainer, eval_batches))}
     offset += steps
     model = trainer.model
+    del trainer, stream, batches  # free this stage's optimizer state before the next stage's
   info = {"model": c.model, "weights": c.weights, "vocab_size": tokenizer.vocab_size,
           "tokenizer": tokenizer.fingerprint(), "final": final}
   if multihost.is_primary():

@@ -309,16 +309,15 @@ def bundles(attrs: list[dict], sids: list[str], seed: int, held_out: bool) -> gr
   Training bundles use training items only; held-out bundles hold one held-out item each (plus
   training items from one of its groups). One example per group of training items per 3 members,
   or per held-out item and group."""
-  item_attributes = attrs
   train_rows = _item_rows(len(attrs), seed, held_out=False)
   groups: dict[tuple[str, str], list[int]] = {}
   for i in train_rows:
     for key in BUNDLE_KEYS:
-      if key in item_attributes[i]:
-        groups.setdefault((key, item_attributes[i][key]), []).append(i)
+      if key in attrs[i]:
+        groups.setdefault((key, attrs[i][key]), []).append(i)
   if held_out:
-    draws = [(i, groups[(k, item_attributes[i][k])]) for i in _item_rows(len(attrs), seed, True)
-             for k in BUNDLE_KEYS if (k, item_attributes[i].get(k)) in groups]
+    draws = [(i, groups[(k, attrs[i][k])]) for i in _item_rows(len(attrs), seed, True)
+             for k in BUNDLE_KEYS if (k, attrs[i].get(k)) in groups]
   else:
     draws = [(None, members) for members in groups.values() if len(members) >= 2
              for _ in range(max(1, len(members) // 3))]
@@ -330,9 +329,9 @@ def bundles(attrs: list[dict], sids: list[str], seed: int, held_out: bool) -> gr
     head = [] if first is None else [first]
     others = rng.choice(members, min(size - len(head), len(members)), replace=False)
     chosen = head + [int(i) for i in others]
-    shared = item_attributes[chosen[0]]
+    shared = attrs[chosen[0]]
     for i in chosen[1:]:
-      shared = _shared(shared, item_attributes[i])
+      shared = _shared(shared, attrs[i])
     template = BUNDLE[int(rng.integers(len(BUNDLE)))]
     return {"task": "bundle", "prompt": template.format(items=", ".join(sids[i] for i in chosen)),
             "answer": bundle_name(shared)}

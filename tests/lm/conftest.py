@@ -1,6 +1,7 @@
 """Shared LM test data: the sample's splits, its (briefly trained) semantic IDs, a tokenizer."""
 
 import os
+import shutil
 
 import pytest
 
@@ -35,3 +36,15 @@ def lm_workdir(tmp_path, demo_workdir, demo_ids):
   out = tmp_path / "lm"
   out.mkdir()
   return workdir, out
+
+
+@pytest.fixture
+def main_workdir(tmp_path, demo_workdir, demo_ids):
+  """A workdir where `python -m semrec_jax.main --stages=lm` finds the sample's data and IDs (the
+  IDs fixture gets a fingerprint stamp, as the ids stage would leave)."""
+  workdir = tmp_path / "main"
+  workdir.mkdir()
+  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
+  shutil.copytree(demo_ids, workdir / "ids")
+  (workdir / "ids" / "fingerprint.json").write_text('{"sha256": "ids-fixture"}')
+  return workdir

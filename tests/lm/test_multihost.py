@@ -3,7 +3,6 @@ global batches, and survive a SIGTERM delivered to only one of them."""
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -84,12 +83,8 @@ def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, dem
 
 
 @pytest.mark.slow
-def test_main_runs_the_lm_stage_on_two_processes(tmp_path, demo_workdir, demo_ids):
-  workdir = tmp_path / "w"
-  workdir.mkdir()
-  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
-  shutil.copytree(demo_ids, workdir / "ids")
-  (workdir / "ids" / "fingerprint.json").write_text('{"sha256": "ids-fixture"}')
+def test_main_runs_the_lm_stage_on_two_processes(tmp_path, main_workdir):
+  workdir = main_workdir
   main = ["-m", "semrec_jax.main", "--config=configs/demo.py", f"--workdir={workdir}",
           "--num_processes=2"]
   lm = {"config.lm.stage_steps": "(4,)", "config.lm.eval_every": 2,
