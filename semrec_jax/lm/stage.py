@@ -8,6 +8,7 @@ import json
 import os
 
 import gguf
+import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
@@ -62,12 +63,14 @@ def build_model(c, tokenizer, num_new_tokens: int, mesh) -> Decoder:
 
 
 def held_out_batches(sources: dict, tokenizer, c) -> dict[str, list]:
-  """Packed batches of the first c.eval_examples held-out examples of each task (built once)."""
+  """Packed batches of this process's share of the first c.eval_examples held-out examples of
+  each task (built once; LMTrainer.evaluate combines the processes' shares)."""
   out = {}
   for name, source in sources.items():
-    examples = source[:c.eval_examples].map(
+    examples = source[:c.eval_examples][jax.process_index()::jax.process_count()].map(
         lambda ex: pipeline.tokenize(ex, tokenizer, c.seq_len)).to_iter_dataset()
-    out[name] = list(pipeline.packed_batches(examples, c.seq_len, c.batch_size,
+    out[name] = list(pipeline.packed_batches(examples, c.seq_len,
+                                             pipeline.local_batch_size(c.batch_size),
                                              drop_remainder=False))
   return out
 

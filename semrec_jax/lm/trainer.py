@@ -101,15 +101,24 @@ class LMTrainer:
   def model(self) -> Decoder:
     return nnx.merge(self.graphdef, self.state)[0]
 
-  def evaluate(self, batches) -> float:
-    """Mean answer-token loss over finite `batches`; short batches are padded with empty rows
-    (segment 0: no loss) to a multiple of the data-parallel size."""
+  def evaluate(self, batches: list[dict]) -> float:
+    """Mean answer-token loss over this process's `batches` together with every other
+    process's. All processes run the same number of steps on equal shapes: batches are padded
+    with empty rows (segment 0: no loss) and a process with fewer batches adds empty ones."""
+    share = max(1, parallel.data_parallel_size(self.mesh) // jax.process_count())
+    shape = [len(batches), max([len(b["tokens"]) for b in batches], default=0),
+             max([b["tokens"].shape[1] for b in batches], default=1)]
+    if jax.process_count() > 1:
+      shape = np.max(multihost_utils.process_allgather(np.array(shape)), axis=0).tolist()
+    steps, rows, width = shape
+    rows = -(-rows // share) * share
     total, count = 0.0, 0
-    dp = parallel.data_parallel_size(self.mesh)
-    for batch in batches:
-      pad = (-len(batch["tokens"])) % dp
-      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-               for k, v in batch.items()}
+    for i in range(steps):
+      batch = {k: np.zeros((rows, width), np.int32) for k in _BATCH_KEYS}
+      if i < len(batches):
+        for k in _BATCH_KEYS:
+          given = batches[i][k]
+          batch[k][:given.shape[0], :given.shape[1]] = given
       s, n = self._eval_step(self.state, self.put(batch))
       total, count = total + float(s), count + int(n)
     return total / max(count, 1)
@@ -120,6 +129,7 @@ class LMTrainer:
 
 
 _BATCH_KEYS = ("tokens", "mask", "segment_ids", "positions")
+
 
 
 def _batch_loss(model: Decoder, batch: dict):

@@ -9,13 +9,14 @@ from flax import nnx
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.lm import pipeline, tasks
+from semrec_jax.lm import pipeline, stage, tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.lm import trainer as trainer_lib
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
 
 STEPS, GLOBAL_BATCH, SEQ_LEN = 4, 8, 128
+EVAL_TASKS = ("next_item", "text_to_sid", "bundle")
 CONFIG = ml_collections.ConfigDict({
     "learning_rate": 3e-3, "warmup_steps": 2, "clip_norm": 1.0, "weight_decay": 0.01,
     "grad_accum": 1, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3})
@@ -36,6 +37,21 @@ def batches(data_dir: str, sids_path: str, tokenizer_path: str, shard=None):
                             tokenizer, SEQ_LEN, shard=shard)
   rows = GLOBAL_BATCH // shard[1] if shard else pipeline.local_batch_size(GLOBAL_BATCH)
   return iter(pipeline.packed_batches(stream, SEQ_LEN, rows))
+
+
+def held_out_losses(trainer_, data_dir: str, sids_path: str, tokenizer_path: str) -> dict:
+  """(held-out loss, examples this process evaluated) of three tasks; each process evaluates
+  its share of the examples."""
+  sources = tasks.sources(tfds_builders.sequences_source(data_dir, "validation"),
+                          tfds_builders.items_source(data_dir), tasks.load_sids(sids_path), 20,
+                          seed=0, held_out=True)
+  c = ml_collections.ConfigDict({"eval_examples": 25, "seq_len": SEQ_LEN,
+                                 "batch_size": GLOBAL_BATCH})
+  batches = stage.held_out_batches({k: sources[k] for k in EVAL_TASKS},
+                                   tokenizer_lib.Tokenizer(tokenizer_path), c)
+  examples = {k: int(sum(batch["segment_ids"].max(axis=1).sum() for batch in b))
+              for k, b in batches.items()}  # this process's share
+  return {k: trainer_.evaluate(b) for k, b in batches.items()}, examples
 
 
 def trainer(tokenizer_path: str, mesh_) -> trainer_lib.LMTrainer:

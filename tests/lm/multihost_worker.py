@@ -2,8 +2,9 @@
 
 Each process owns 2 CPU devices; together they form a data=2 x fsdp=2 mesh, read their own slice
 of the task mixture, and run LMTrainer steps with Orbax checkpoints. Process 0 can SIGTERM itself
-at a step (`--kill_at`): both processes must save and stop together. Writes the loss per step
-and a checksum of the parameters to --out_dir/process_<i>.json.
+at a step (`--kill_at`): both processes must save and stop together. Writes the final step, a
+checksum of the parameters and held-out losses (each process evaluating its share of the
+examples) to --out_dir/process_<i>.json; process 0 logs the loss per step to metrics.jsonl.
 """
 
 import json
@@ -34,9 +35,12 @@ def main():
   metrics_path = os.path.join(FLAGS["out_dir"], "metrics.jsonl")
   result = trainer_lib.train(trainer, batches, common.STEPS, FLAGS["ckpt_dir"], common.CONFIG,
                              {}, metrics_path, on_step=on_step)
+  heldout, examples = common.held_out_losses(trainer, FLAGS["data_dir"], FLAGS["sids"],
+                                             FLAGS["tokenizer"])
   with open(os.path.join(FLAGS["out_dir"], f"process_{process_id}.json"), "w") as f:
     json.dump({"step": result["step"], "preempted": result["preempted"],
-               "checksum": common.checksum(trainer)}, f)
+               "checksum": common.checksum(trainer), "heldout": heldout,
+               "examples": examples}, f)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,15 @@ def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, dem
     losses.append(float(metrics["loss"]))
   np.testing.assert_allclose([loss for _, loss in logged], losses, rtol=1e-4)
   assert second[0]["checksum"] == pytest.approx(common.checksum(trainer), rel=1e-5)
+  # Held-out loss split over two processes (odd counts, uneven batches) equals one process's.
+  assert second[0]["heldout"] == second[1]["heldout"]
+  reference, examples = common.held_out_losses(trainer, paths["data_dir"], paths["sids"],
+                                               paths["tokenizer"])
+  assert examples == {task: 25 for task in common.EVAL_TASKS}
+  for task in common.EVAL_TASKS:  # 13 + 12: each example evaluated once, by one process
+    assert (second[0]["examples"][task], second[1]["examples"][task]) == (13, 12)
+  for task, loss in reference.items():
+    assert second[0]["heldout"][task] == pytest.approx(loss, rel=1e-4), task
 
 
 @pytest.mark.slow
