@@ -21,7 +21,8 @@ from jax.experimental import topologies
 from ml_collections import config_flags
 
 from semrec_jax import parallel
-from semrec_jax.lm.trainer import LMTrainer, _BATCH_KEYS
+from semrec_jax.lm.pipeline import BATCH_KEYS
+from semrec_jax.lm.trainer import LMTrainer
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
 
@@ -43,7 +44,7 @@ def main(argv):
   trainer = LMTrainer(model, c, "all", 1000, mesh)
   batch = {k: jax.ShapeDtypeStruct((c.batch_size, c.seq_len), jnp.int32,
                                    sharding=parallel.batch_sharding(mesh, 2))
-           for k in _BATCH_KEYS}
+           for k in BATCH_KEYS}
   compiled = trainer.step.lower(trainer.state, batch).compile()
   memory = compiled.memory_analysis()
   gib = 1024 ** 3

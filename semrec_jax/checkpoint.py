@@ -16,6 +16,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from semrec_jax import multihost
+
 METADATA_FILE = "_CHECKPOINT_METADATA"
 
 
@@ -27,7 +29,7 @@ def manager(directory: str, max_to_keep: int = 1, best_metric: str | None = None
   a step folder without Orbax's metadata file (written last) is removed with a warning.
   """
   directory = os.path.abspath(directory)
-  if jax.process_index() == 0 and os.path.isdir(directory):
+  if multihost.is_primary() and os.path.isdir(directory):
     for name in os.listdir(directory):
       path = os.path.join(directory, name)
       if name.isdigit() and not os.path.exists(os.path.join(path, METADATA_FILE)):

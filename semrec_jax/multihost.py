@@ -2,6 +2,7 @@
 one process (the primary) does the file-system bookkeeping while the others wait for it."""
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 
@@ -21,6 +22,14 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
 
 def is_primary() -> bool:
   return jax.process_index() == 0
+
+
+def max_over_processes(values) -> np.ndarray:
+  """The element-wise maximum of `values` over all processes (what every process agrees on)."""
+  values = np.asarray(values)
+  if jax.process_count() == 1:
+    return values
+  return np.max(multihost_utils.process_allgather(values), axis=0)
 
 
 def sync(name: str) -> None:

@@ -12,6 +12,9 @@ import numpy as np
 
 from semrec_jax.lm.tokenizer import Tokenizer
 
+# The arrays of every batch, each [rows, seq_len] int32.
+BATCH_KEYS = ("tokens", "mask", "segment_ids", "positions")
+
 
 def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
   """[bos] prompt answer [eos] as int32 tokens; mask is 1 on answer and eos tokens.
@@ -83,7 +86,7 @@ def padded_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,
 
   def pad(example):
     n = len(example["tokens"])
-    row = {k: np.zeros(seq_len, np.int32) for k in ("tokens", "mask", "segment_ids", "positions")}
+    row = {k: np.zeros(seq_len, np.int32) for k in BATCH_KEYS}
     row["tokens"][:n], row["mask"][:n] = example["tokens"], example["mask"]
     row["segment_ids"][:n], row["positions"][:n] = 1, np.arange(n)
     return row

@@ -132,8 +132,10 @@ def constraints(a: dict[str, str]) -> list[str]:
   return out
 
 
-_KIND_NOUN = {"Game": "game", "Accessory": "accessory", "Bundle": "bundle", "Hardware": "hardware",
-              "DLC": "add-on"}
+# product_type -> (one, several)
+_KIND_NOUNS = {"Game": ("game", "games"), "Accessory": ("accessory", "accessories"),
+               "Bundle": ("bundle", "bundles"), "Hardware": ("hardware", "hardware"),
+               "DLC": ("add-on", "add-ons")}
 
 
 def _a(phrase: str) -> str:
@@ -142,7 +144,7 @@ def _a(phrase: str) -> str:
 
 def describe(a: dict[str, str]) -> str:
   """Attributes in words: "a racing game for PS4 by Sony, from the Gran Turismo series"."""
-  noun = _KIND_NOUN.get(a.get("product_type"), "item")
+  noun = _KIND_NOUNS.get(a.get("product_type"), ("item",))[0]
   words = _a(f"{a['genre'].lower()} {noun}" if "genre" in a else noun)
   if "platform" in a:
     words += f" for {a['platform']}"
@@ -164,8 +166,7 @@ def reason(shared: dict[str, str]) -> str:
 
 def bundle_name(shared: dict[str, str]) -> str:
   """A name from the attributes every item of a bundle has: "Nintendo 3DS accessories"."""
-  noun = {"Game": "games", "Accessory": "accessories", "Bundle": "bundles",
-          "Hardware": "hardware", "DLC": "add-ons"}.get(shared.get("product_type"), "picks")
+  noun = _KIND_NOUNS.get(shared.get("product_type"), (None, "picks"))[1]
   words = [shared.get("franchise") or shared.get("brand", ""), shared.get("platform", ""),
            shared.get("genre", "").lower(), noun]
   return " ".join(w for w in words if w)

@@ -16,11 +16,11 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
-from semrec_jax import checkpoint, parallel
+from semrec_jax import checkpoint, multihost, parallel
 from semrec_jax.lm.loss import next_token_loss
+from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.models import flops
 from semrec_jax.models.decoder import Decoder, NewTokens
 
@@ -68,26 +68,28 @@ class LMTrainer:
       self.state = jax.device_put(self.state, self.state_sharding)
     batch = parallel.batch_sharding(mesh, 2)
     self.compiles = 0
-    batches = {k: batch for k in _BATCH_KEYS}
+    batches = {k: batch for k in BATCH_KEYS}
     self.step = jax.jit(self._step, donate_argnums=0,
                         in_shardings=(self.state_sharding, batches),
                         out_shardings=(self.state_sharding, None))
     self._eval_step = jax.jit(self._loss_sum, in_shardings=(self.state_sharding, batches))
 
-  def _loss_sum(self, state, batch):
+  def _batch_loss(self, model: Decoder, batch: dict):
+    """(sum of answer-token losses, their count) of `model` on one packed batch, traced under
+    the mesh so the model's activation sharding constraints apply."""
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      return _batch_loss(nnx.merge(self.graphdef, state)[0], batch)
+      logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
+    return next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
+
+  def _loss_sum(self, state, batch):
+    return self._batch_loss(nnx.merge(self.graphdef, state)[0], batch)
 
   def _step(self, state, batch):
     self.compiles += 1  # runs only while tracing: counts compilations
-    with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      return self._update(state, batch)
-
-  def _update(self, state, batch):
     model, opt = nnx.merge(self.graphdef, state)
 
     def loss_fn(model):
-      total, count = _batch_loss(model, batch)
+      total, count = self._batch_loss(model, batch)
       return total / jnp.maximum(count, 1), count
 
     (loss, count), grads = nnx.value_and_grad(
@@ -106,17 +108,15 @@ class LMTrainer:
     process's. All processes run the same number of steps on equal shapes: batches are padded
     with empty rows (segment 0: no loss) and a process with fewer batches adds empty ones."""
     share = max(1, parallel.data_parallel_size(self.mesh) // jax.process_count())
-    shape = [len(batches), max([len(b["tokens"]) for b in batches], default=0),
-             max([b["tokens"].shape[1] for b in batches], default=1)]
-    if jax.process_count() > 1:
-      shape = np.max(multihost_utils.process_allgather(np.array(shape)), axis=0).tolist()
-    steps, rows, width = shape
+    steps, rows, width = multihost.max_over_processes(
+        [len(batches), max([len(b["tokens"]) for b in batches], default=0),
+         max([b["tokens"].shape[1] for b in batches], default=1)]).tolist()
     rows = -(-rows // share) * share
     total, count = 0.0, 0
     for i in range(steps):
-      batch = {k: np.zeros((rows, width), np.int32) for k in _BATCH_KEYS}
+      batch = {k: np.zeros((rows, width), np.int32) for k in BATCH_KEYS}
       if i < len(batches):
-        for k in _BATCH_KEYS:
+        for k in BATCH_KEYS:
           given = batches[i][k]
           batch[k][:given.shape[0], :given.shape[1]] = given
       s, n = self._eval_step(self.state, self.put(batch))
@@ -125,17 +125,7 @@ class LMTrainer:
 
   def put(self, batch: dict) -> dict:
     return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh)
-            for k in _BATCH_KEYS}
-
-
-_BATCH_KEYS = ("tokens", "mask", "segment_ids", "positions")
-
-
-
-def _batch_loss(model: Decoder, batch: dict):
-  """(sum of answer-token losses, their count) of `model` on one packed batch."""
-  logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
-  return next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
+            for k in BATCH_KEYS}
 
 
 class _Preemption:
@@ -155,9 +145,7 @@ class _Preemption:
     self.signalled = True
 
   def requested(self) -> bool:
-    if jax.process_count() == 1:
-      return self.signalled
-    return bool(np.any(multihost_utils.process_allgather(np.int32(self.signalled))))
+    return bool(multihost.max_over_processes(np.int32(self.signalled)))
 
   def __exit__(self, *exc):
     for s, handler in self._old.items():
@@ -168,7 +156,7 @@ class _Log:
   """Records to metrics.jsonl and TensorBoard, written by process 0 only."""
 
   def __init__(self, metrics_path: str, tensorboard_dir: str | None, step_offset: int):
-    self.active = jax.process_index() == 0
+    self.active = multihost.is_primary()
     self.offset = step_offset
     self.file = open(metrics_path, "a") if self.active else None
     self.writer = SummaryWriter(tensorboard_dir) if self.active and tensorboard_dir else None
@@ -222,27 +210,30 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
   tag = {"stage": meta["stage"]} if "stage" in meta else {}
   eval_every = c.get("eval_every", 0)
   with _Preemption() as preemption:
-    tick, tokens, timed_steps = time.time(), 0, 0
+    # Token counts stay on the device until a log line needs them, so steps are not synced.
+    tick, token_counts = time.time(), []
     for step in range(start, steps):
       batch = trainer.put(next(batches))
       trainer.state, metrics = trainer.step(trainer.state, batch)
-      tokens += int(metrics["tokens"])
-      timed_steps += 1
+      token_counts.append(metrics["tokens"])
       if on_step:
         on_step(step + 1)
       done, stop = step + 1 == steps, preemption.requested()
       if (step + 1) % c.log_every == 0 or done or stop:
-        seconds = (time.time() - tick) / timed_steps
-        log.write({**tag, "step": step + 1, "loss": float(metrics["loss"]),
+        loss = float(metrics["loss"])  # waits for the step
+        elapsed = max(time.time() - tick, 1e-9)
+        seconds = elapsed / len(token_counts)
+        log.write({**tag, "step": step + 1, "loss": loss,
                    "grad_norm": float(metrics["grad_norm"]), "step_s": round(seconds, 4),
-                   "tokens_per_s": round(tokens / timed_steps / max(seconds, 1e-9), 1),
+                   "tokens_per_s": round(sum(int(n) for n in token_counts) / elapsed, 1),
                    **flops.utilisation(trainer.model_config, *batch["tokens"].shape, seconds)},
                   "train")
-        tick, tokens, timed_steps = time.time(), 0, 0
+        tick, token_counts = time.time(), []
       if evaluate and ((eval_every and (step + 1) % eval_every == 0) or done):
+        evaluation_start = time.time()
         heldout = evaluate()
         log.write({**tag, "step": step + 1, **heldout}, "heldout")
-        tick = time.time()  # evaluation time is not training time
+        tick += time.time() - evaluation_start  # evaluation time is not training time
       if (step + 1) % c.checkpoint_every == 0 or done or stop:
         checkpoint.save(mngr, step + 1, trainer.state, meta={**meta, "step": step + 1},
                         data_iterator=batches)
