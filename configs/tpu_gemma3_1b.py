@@ -20,8 +20,8 @@ def get_config():
   config.lm.stage_steps = (1000, 6000)  # steps (micro-batches): 125 and 750 updates
   config.lm.stage_lr = (1e-3, 2e-5)
   config.lm.seq_len = 1024
-  # 32 x 1024 tokens per step (2 sequences per chip on v5e-16: 9.6 GiB of 16, measured by
-  # benchmarks/tpu_memory.py); 8 steps per update = 256 sequences per update.
+  # 32 x 1024 tokens per step (2 sequences per chip on v5e-16: 10.2 GiB of 16 with the
+  # accumulator, measured by benchmarks/tpu_memory.py); 8 steps per update = 256 sequences.
   config.lm.batch_size = 32
   config.lm.grad_accum = 8
   config.lm.warmup_steps = 20  # updates
