@@ -70,4 +70,16 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.eval_every = 50          # held-out loss every N steps (and at the end of each stage)
   config.lm.eval_examples = 64       # held-out examples per task for the evaluation loss
   config.lm.seed = 0
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.step = -1              # LM checkpoint step of the final stage; -1 = latest
+  config.eval.splits = ("validation", "test")  # ranked; the last is reported (steering, language)
+  config.eval.max_users = 500        # users per split (a fixed random subset); 0 = all
+  config.eval.beam_width = 20        # beams (>= 20: Recall@20 needs 20 distinct items)
+  config.eval.sampled_negatives = 1000  # the seed's protocol; 0 skips it
+  config.eval.steer_users = 200      # users per steering attribute kind
+  config.eval.explain_users = 100    # users asked for an explanation
+  config.eval.max_bundles = 100      # held-out bundles to name
+  config.eval.batch_size = 16        # prompts per decoding call
+  config.eval.seed = 0
   return config

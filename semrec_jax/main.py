@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from semrec_jax import multihost, pipeline
 from semrec_jax.data.errors import DataError
+from semrec_jax.eval.restore import MissingArtifact
 from semrec_jax.stages import StageError, run
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -60,7 +61,7 @@ def main(argv):
   logging.info("config:\n%s", _CONFIG.value)
   try:
     run(_CONFIG.value, workdir, _STAGES.value, pipeline.STAGES, overwrite=_OVERWRITE.value)
-  except (DataError, StageError) as e:
+  except (DataError, StageError, MissingArtifact) as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")
 

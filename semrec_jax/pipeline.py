@@ -2,6 +2,7 @@
 
 from semrec_jax.data.prepare import prepare
 from semrec_jax.embed.stage import embed
+from semrec_jax.eval.stage import evaluate
 from semrec_jax.ids.stage import semantic_ids
 from semrec_jax.lm.stage import train_lm
 from semrec_jax.stages import Stage
@@ -16,5 +17,7 @@ STAGES: dict[str, Stage] = {
               depends_on=("prepare", "embed")),
         Stage("lm", output="lm", run=train_lm, config_keys=("lm",), depends_on=("prepare", "ids"),
               multihost=True),
+        Stage("eval", output="eval", run=evaluate, config_keys=("eval",),
+              depends_on=("prepare", "ids", "lm"), multihost=True),
     ]
 }

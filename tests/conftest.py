@@ -40,3 +40,22 @@ def demo_ids(demo_workdir, tmp_path_factory):
 def data_config():
   """A fresh `config.data` section; tests set format and path."""
   return defaults.base_config().data
+
+
+@pytest.fixture(scope="session")
+def trained_lm(demo_workdir, demo_ids, tmp_path_factory):
+  """(workdir, config) with the sample's data and IDs and a briefly trained `tiny` LM in lm/ (12
+  steps on the 8-device mesh; checkpoints at steps 6 and 12), shared by the lm and eval tests."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  from semrec_jax.lm.stage import train_lm  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path_factory.mktemp("trained")
+  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
+  shutil.copytree(demo_ids, workdir / "ids")
+  (workdir / "lm").mkdir()
+  config = demo.get_config()
+  config.lm.stage_steps, config.lm.log_every, config.lm.checkpoint_every = (12,), 4, 6
+  config.lm.eval_examples, config.lm.eval_every = 16, 6
+  config.lock()
+  train_lm(config, str(workdir), str(workdir / "lm"))
+  return workdir, config

@@ -45,16 +45,24 @@ def build_tokenizer(c, items, sid_tokens) -> tokenizer_lib.Tokenizer:
   return tokenizer_lib.Tokenizer(tokenizer_lib.add_pieces(base, sid_tokens))
 
 
+def decoder_config(c, tokenizer_size: int) -> configs.DecoderConfig:
+  """The decoder's shape for config.lm `c`: a from-scratch model sized to its tokenizer, or the
+  pretrained model whose vocabulary gains the tokenizer's extra pieces as new rows."""
+  if c.weights == "scratch":
+    return configs.get(c.model, vocab_size=tokenizer_size)
+  base = configs.get(c.model)
+  return base.replace(num_new_tokens=tokenizer_size - base.vocab_size)
+
+
 def build_model(c, tokenizer, num_new_tokens: int, mesh) -> Decoder:
   """A from-scratch decoder sized to the tokenizer, or the pretrained one (GGUF or HF
   safetensors) whose vocabulary gains `num_new_tokens` new rows."""
   dtype = jnp.dtype(c.dtype)  # activations; parameters stay float32
+  config = decoder_config(c, tokenizer.vocab_size)
   if c.weights == "scratch":
-    config = configs.get(c.model, vocab_size=tokenizer.vocab_size)
     return parallel.shard_model(Decoder(config, nnx.Rngs(c.seed), dtype=dtype), mesh)
   kind, _, where = c.weights.partition(":")
-  config = configs.get(c.model, num_new_tokens=num_new_tokens)
-  if config.vocab_size + num_new_tokens != tokenizer.vocab_size:
+  if config.num_new_tokens != num_new_tokens:
     raise ValueError(f"model {c.model} has {config.vocab_size} + {num_new_tokens} new token "
                      f"rows, its tokenizer {tokenizer.vocab_size} pieces")
   load = params.load_gguf if kind == "gguf" else params.load_safetensors
@@ -93,12 +101,15 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   multihost.sync("lm:tokenizer")
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   model = build_model(c, tokenizer, len(sid_tokens), mesh)
-  train_sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"), items, sids,
-                                c.max_history, c.seed)
-  eval_sources = tasks.sources(tfds_builders.sequences_source(data_dir, "validation"), items,
-                               sids, c.max_history, c.seed, held_out=True)
+  train_sources = tasks.without_empty(tasks.sources(
+      tfds_builders.sequences_source(data_dir, "train"), items, sids, c.max_history, c.seed),
+                                      "training")
+  eval_sources = tasks.without_empty(tasks.sources(
+      tfds_builders.sequences_source(data_dir, "validation"), items, sids, c.max_history, c.seed,
+      held_out=True), "held-out")
   eval_batches = held_out_batches(eval_sources, tokenizer, c)
-  weights = dict(c.task_weights)
+  weights = {name: w for name, w in c.task_weights.items()  # unknown names still fail below
+             if name in train_sources or name not in tasks.TASKS}
   metrics_path = os.path.join(out_dir, "metrics.jsonl")
   meta = {"tokenizer": tokenizer.fingerprint(), "config": json.loads(c.to_json())}
   tensorboard_dir = os.path.join(out_dir, "tensorboard")

@@ -25,6 +25,7 @@ import zlib
 
 import grain
 import numpy as np
+from absl import logging
 
 from semrec_jax.data.tfds_builders import text
 
@@ -113,27 +114,31 @@ def read_all(sequences) -> list[dict]:
   return [sequences[u] for u in range(len(sequences))]
 
 
+STEER_KINDS = ("platform", "genre", "brand", "product_type")
+
+
+def constraint(kind: str, value: str) -> str:
+  """A plain-language request for items whose attribute `kind` is `value` ("something for PS4",
+  "a racing game", "something by Nintendo", "an accessory, not a game")."""
+  if kind == "platform":
+    return f"something for {value}"
+  if kind == "genre":
+    return f"a {value.lower()} game"
+  if kind == "brand":
+    return f"something by {value}"
+  if kind == "product_type":
+    return {"Accessory": "an accessory, not a game",
+            "Game": "a game, not an accessory"}.get(value, f"a {value.lower()}")
+  raise ValueError(f"no constraint phrasing for attribute {kind!r}; known: {STEER_KINDS}")
+
+
 def constraints(a: dict[str, str]) -> list[str]:
   """Plain-language constraints an item with attributes `a` satisfies."""
-  out = []
-  if "platform" in a:
-    out.append(f"something for {a['platform']}")
-  if "genre" in a:
-    out.append(f"a {a['genre'].lower()} game")
-  if "brand" in a:
-    out.append(f"something by {a['brand']}")
-  kind = a.get("product_type")
-  if kind == "Accessory":
-    out.append("an accessory, not a game")
-  elif kind == "Game":
-    out.append("a game, not an accessory")
-  elif kind:
-    out.append(f"a {kind.lower()}")
-  return out
+  return [constraint(kind, a[kind]) for kind in STEER_KINDS if kind in a]
 
 
 # product_type -> (one, several)
-_KIND_NOUNS = {"Game": ("game", "games"), "Accessory": ("accessory", "accessories"),
+KIND_NOUNS = {"Game": ("game", "games"), "Accessory": ("accessory", "accessories"),
                "Bundle": ("bundle", "bundles"), "Hardware": ("hardware", "hardware"),
                "DLC": ("add-on", "add-ons")}
 
@@ -144,7 +149,7 @@ def _a(phrase: str) -> str:
 
 def describe(a: dict[str, str]) -> str:
   """Attributes in words: "a racing game for PS4 by Sony, from the Gran Turismo series"."""
-  noun = _KIND_NOUNS.get(a.get("product_type"), ("item",))[0]
+  noun = KIND_NOUNS.get(a.get("product_type"), ("item",))[0]
   words = _a(f"{a['genre'].lower()} {noun}" if "genre" in a else noun)
   if "platform" in a:
     words += f" for {a['platform']}"
@@ -166,7 +171,7 @@ def reason(shared: dict[str, str]) -> str:
 
 def bundle_name(shared: dict[str, str]) -> str:
   """A name from the attributes every item of a bundle has: "Nintendo 3DS accessories"."""
-  noun = _KIND_NOUNS.get(shared.get("product_type"), (None, "picks"))[1]
+  noun = KIND_NOUNS.get(shared.get("product_type"), (None, "picks"))[1]
   words = [shared.get("franchise") or shared.get("brand", ""), shared.get("platform", ""),
            shared.get("genre", "").lower(), noun]
   return " ".join(w for w in words if w)
@@ -363,6 +368,32 @@ def multi_turn(sequences, attrs: list[dict], sids: list[str], max_history: int,
                                       constraint=new[int(rng.integers(len(new)))])}
 
   return grain.MapDataset.source(usable).map_with_index(build)
+
+
+# What each task needs from the data: the reason logged when a task has no examples.
+NEEDS = {
+    "next_item": "user histories",
+    "steering": "next items with a platform, genre, brand or product type",
+    "co_purchase": "users with two or more items",
+    "text_to_sid": "catalog items",
+    "sid_to_text": "catalog items",
+    "explanation": "next items sharing an attribute (platform, genre, brand, franchise, product "
+                   "type) with an item of the history",
+    "bundle": "items sharing an attribute (platform, brand, franchise, genre)",
+    "multi_turn": "users with two or more history items and a next item with an attribute",
+}
+
+
+def without_empty(found: dict[str, grain.MapDataset], what: str) -> dict[str, grain.MapDataset]:
+  """The tasks that have examples; each empty one is named in the log with what it lacks."""
+  for name, source in found.items():
+    if len(source) == 0:
+      logging.info("lm task %s: no %s examples (the data has no %s); left out of the mixture",
+                   name, what, NEEDS[name])
+  kept = {name: source for name, source in found.items() if len(source)}
+  if not kept:
+    raise ValueError(f"no LM task has {what} examples")
+  return kept
 
 
 def sources(sequences, items, sids: list[str], max_history: int, seed: int,

@@ -79,10 +79,12 @@ class Attention(nnx.Module):
       k_pos, k_seg = positions, segment_ids
     else:  # write this step's keys at their positions, then attend over the whole cache
       batch = jnp.arange(x.shape[0])[:, None]
-      written = jnp.where(segment_ids != 0, positions, -1)
-      cache = {"k": cache["k"].at[batch, positions].set(k.astype(cache["k"].dtype)),
-               "v": cache["v"].at[batch, positions].set(v.astype(cache["v"].dtype)),
-               "pos": cache["pos"].at[batch, positions].max(written)}
+      # Padding (segment 0) writes to a slot past the end, which mode="drop" discards: a padded
+      # row must leave the cache exactly as the unpadded row would.
+      slot = jnp.where(segment_ids != 0, positions, cache["pos"].shape[1])
+      cache = {"k": cache["k"].at[batch, slot].set(k.astype(cache["k"].dtype), mode="drop"),
+               "v": cache["v"].at[batch, slot].set(v.astype(cache["v"].dtype), mode="drop"),
+               "pos": cache["pos"].at[batch, slot].set(positions, mode="drop")}
       k, v, k_pos = cache["k"].astype(dtype), cache["v"].astype(dtype), cache["pos"]
       k_seg = (k_pos >= 0).astype(segment_ids.dtype)
     mask = ((q_seg[:, :, None] == k_seg[:, None, :]) & (q_seg[:, :, None] != 0)
@@ -162,6 +164,20 @@ class Embedder(nnx.Module):
     x = x.astype(dtype)
     return x * jnp.sqrt(jnp.asarray(self.c.embed_dim, dtype)) if self.c.is_gemma else x
 
+  def output_rows(self, token_ids: jax.Array) -> jax.Array:
+    """Output-table rows [..., D] of the given token ids (base or new)."""
+    base, new = self._tables(output=True)
+    rows = base[jnp.clip(token_ids, 0, self.c.vocab_size - 1)]
+    if new is not None:
+      rows = jnp.where((token_ids >= self.c.vocab_size)[..., None],
+                       new[jnp.clip(token_ids - self.c.vocab_size, 0, new.shape[0] - 1)], rows)
+    return rows
+
+  def decode_subset(self, x: jax.Array, token_ids: jax.Array) -> jax.Array:
+    """Float32 logits [..., n] of hidden states x [..., D] for only the n tokens `token_ids`
+    (e.g. one semantic-ID level's 256 codes instead of the whole vocabulary)."""
+    return (x @ self.output_rows(token_ids).astype(x.dtype).T).astype(jnp.float32)
+
   def decode(self, x: jax.Array) -> jax.Array:
     base, new = self._tables(output=True)
     logits = x @ base.astype(x.dtype).T
@@ -183,8 +199,17 @@ class Decoder(nnx.Module):
     """tokens [B, T] -> logits [B, T, V] (float32), and the updated cache when one is given.
 
     positions default to 0..T-1 and segment_ids to all ones (one unpadded sequence per row);
-    packed rows give each sequence its own segment id and positions restarting at 0.
+    packed rows give each sequence its own segment id and positions restarting at 0. Padding
+    (segment 0) never enters the cache.
     """
+    x, new_cache = self.hidden(tokens, positions, segment_ids, cache)
+    logits = self.embedder.decode(x)
+    logits = parallel.constrain(logits, "batch", None, "vocab").astype(jnp.float32)
+    return (logits, new_cache) if cache is not None else logits
+
+  def hidden(self, tokens, positions=None, segment_ids=None, cache=None):
+    """The final (normed) hidden states [B, T, D] and the updated cache (None without one): what
+    the output table turns into logits, for callers that score only a few vocabulary rows."""
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     if segment_ids is None:
@@ -195,9 +220,7 @@ class Decoder(nnx.Module):
       x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i])
       x = parallel.constrain(x, "batch", None, None)
       new_cache.append(layer_cache)
-    logits = self.embedder.decode(self.final_norm(x))
-    logits = parallel.constrain(logits, "batch", None, "vocab").astype(jnp.float32)
-    return (logits, new_cache) if cache is not None else logits
+    return self.final_norm(x), (new_cache if cache is not None else None)
 
   def init_cache(self, batch: int, length: int, dtype=None) -> list[dict]:
     c = self.config

@@ -39,14 +39,35 @@ def test_token_string_offsets_each_level():
 
 def test_trie_tables():
   ids = np.array([[0, 1, 0], [0, 1, 1], [2, 0, 0], [0, 3, 0]])
-  tables = trie.build(ids, 4)
-  assert [t.shape for t in tables] == [(1, 4), (2, 4), (3, 4)]
-  assert sorted(np.flatnonzero(tables[0][0] >= 0)) == [0, 2]
+  t = trie.build(ids, 4)
+  assert [t.num_rows(level) for level in range(3)] == [1, 2, 3]
+  assert [t.dense(level).shape for level in range(3)] == [(1, 4), (2, 4), (3, 4)]
+  assert sorted(np.flatnonzero(t.dense(0)[0] >= 0)) == [0, 2]
+  assert [t.max_fanout(level) for level in range(3)] == [2, 2, 2]
   for item, row in enumerate(ids):
-    assert trie.lookup(tables, row) == item
-  assert trie.lookup(tables, [1, 0, 0]) == -1 and trie.lookup(tables, [0, 1, 2]) == -1
+    assert t.lookup(row) == item
+  assert t.lookup([1, 0, 0]) == -1 and t.lookup([0, 1, 2]) == -1
   with pytest.raises(ValueError, match="not unique"):
     trie.build(np.array([[0, 0], [0, 0]]), 4)
+
+
+def test_trie_csr_equals_the_dense_walk(tmp_path):
+  """CSR lookups agree with a walk over the dense tables on random IDs, and survive save/load."""
+  rng = np.random.default_rng(0)
+  ids = np.unique(rng.integers(0, 16, (3000, 4)), axis=0)
+  ids = ids[rng.permutation(len(ids))]
+  t = trie.build(ids, 16)
+  trie.save(str(tmp_path / "trie.npz"), t)
+  t = trie.load(str(tmp_path / "trie.npz"))
+  tables = [t.dense(level) for level in range(4)]
+  for item in rng.choice(len(ids), 200, replace=False):
+    row = 0
+    for level in range(4):
+      row = tables[level][row, ids[item, level]]
+    assert row == item == t.lookup(ids[item])
+  known = {tuple(r) for r in ids}
+  for codes in rng.integers(0, 16, (200, 4)):
+    assert (t.lookup(codes) >= 0) == (tuple(codes) in known)
 
 
 def test_metrics_on_a_small_assignment():

@@ -40,5 +40,5 @@ def test_semantic_ids_file_and_trie_agree(ids_dir, demo_workdir):
   c0, c1, c2, c3 = codes[7]
   assert rows[7][3] == (f"<|sid_start|><|sid_{c0}|><|sid_{256 + c1}|><|sid_{512 + c2}|>"
                         f"<|sid_{768 + c3}|><|sid_end|>")
-  tables = trie.load(os.path.join(ids_dir, "trie.npz"))
-  assert all(trie.lookup(tables, c) == i for i, c in enumerate(codes))
+  t = trie.load(os.path.join(ids_dir, "trie.npz"))
+  assert all(t.lookup(c) == i for i, c in enumerate(codes))

@@ -27,18 +27,6 @@ def tokenizer(data):
 
 
 @pytest.fixture
-def lm_workdir(tmp_path, demo_workdir, demo_ids):
-  """(workdir, out_dir) for running the lm stage: the sample's data and IDs linked in."""
-  workdir = tmp_path / "w"
-  workdir.mkdir()
-  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
-  os.symlink(demo_ids, workdir / "ids")
-  out = tmp_path / "lm"
-  out.mkdir()
-  return workdir, out
-
-
-@pytest.fixture
 def main_workdir(tmp_path, demo_workdir, demo_ids):
   """A workdir where `python -m semrec_jax.main --stages=lm` finds the sample's data and IDs (the
   IDs fixture gets a fingerprint stamp, as the ids stage would leave)."""

@@ -3,18 +3,15 @@
 import json
 import os
 
-from configs import demo
 from semrec_jax.lm import tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
-from semrec_jax.lm.stage import train_lm
 
 
-def test_lm_stage_trains_and_reports(lm_workdir):
-  workdir, out = lm_workdir
-  config = demo.get_config()
-  config.lm.stage_steps, config.lm.log_every, config.lm.checkpoint_every = (12,), 4, 6
-  config.lm.eval_examples, config.lm.eval_every = 16, 6
-  info = train_lm(config, str(workdir), str(out))
+def test_lm_stage_trains_and_reports(trained_lm):
+  workdir, _ = trained_lm
+  out = workdir / "lm"
+  with open(out / "info.json") as f:
+    info = json.load(f)
   tokenizer = tokenizer_lib.Tokenizer(str(out / "tokenizer.model"))
   assert tokenizer.vocab_size == 4096 == info["vocab_size"]
   assert tokenizer.piece_id("<|sid_1023|>") == 4 + 3 + 1023  # reserved right after specials

@@ -71,6 +71,40 @@ def test_kv_cache_matches_full_forward(model):
     np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-4)
 
 
+def test_padded_prefill_and_cached_steps_equal_unpadded():
+  """Right-padded prompts of different lengths, then cached steps at each row's own positions,
+  with sliding windows shorter than the sequence: every row equals its unpadded run."""
+  m = Decoder(tiny(sliding_window=4, global_every=2, num_layers=3), nnx.Rngs(4))
+  rng = np.random.default_rng(4)
+  lengths, steps, width = [9, 5, 2], 5, 9
+  prompts = [rng.integers(1, 552, n) for n in lengths]
+  follow = rng.integers(1, 552, (len(lengths), steps))
+  tokens = np.zeros((len(lengths), width), np.int32)
+  segments = np.zeros_like(tokens)
+  for b, p in enumerate(prompts):
+    tokens[b, :len(p)], segments[b, :len(p)] = p, 1
+  positions = np.where(segments > 0, np.arange(width), 0)  # padding at position 0, as packed
+  cache = m.init_cache(len(lengths), width + steps)
+  logits, cache = m(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(segments), cache)
+  padded = [[logits[b, n - 1]] for b, n in enumerate(lengths)]
+  for t in range(steps):
+    step, cache = m(jnp.asarray(follow[:, t:t + 1]), jnp.asarray(np.array(lengths)[:, None] + t),
+                    cache=cache)
+    for b in range(len(lengths)):
+      padded[b].append(step[b, 0])
+  for b, p in enumerate(prompts):
+    full = m(jnp.asarray(np.concatenate([p, follow[b]])[None]))[0]
+    np.testing.assert_allclose(np.stack(padded[b]), full[len(p) - 1:], atol=1e-4)
+
+
+def test_hidden_states_score_a_subset_of_the_vocabulary(model):
+  tokens = jnp.asarray(np.random.default_rng(5).integers(1, 552, (2, 7)))
+  x, _ = model.hidden(tokens)
+  subset = jnp.asarray([3, 511, 512, 551])  # base and new rows
+  np.testing.assert_allclose(model.embedder.decode_subset(x, subset), model(tokens)[..., subset],
+                             atol=1e-4)
+
+
 def _sharded(config, mesh):
   m = Decoder(config, nnx.Rngs(0))
   return parallel.shard_model(m, mesh)

@@ -1,0 +1,140 @@
+"""Language metrics: title -> semantic ID, semantic ID -> title, explanation faithfulness and
+bundle naming, on held-out items and users, from greedy generation and constrained beam search.
+
+Explanations are taught as "<item>: like <history item>, it is <reason>." with a reason built from
+the attributes the two items share ("for PS4 and by Sony"); each clause of a generated reason is
+a claim, true when both items hold that attribute value. A bundle name is accurate when every
+attribute value it mentions is held by all the bundle's items."""
+
+import re
+
+import numpy as np
+
+from semrec_jax.data.tfds_builders import text
+from semrec_jax.eval import prompts
+from semrec_jax.lm import tasks
+
+_SID = re.compile(r"<\|sid_start\|>((?:<\|sid_\d+\|>)*)<\|sid_end\|>")
+_CODE = re.compile(r"<\|sid_(\d+)\|>")
+ATTRIBUTE_KINDS = ("platform", "genre", "brand", "franchise", "product_type")
+
+
+def normalise(s: str) -> str:
+  return " ".join(re.sub(r"[^0-9a-z]+", " ", s.lower()).split())
+
+
+def parse_items(generated: str, trie) -> list[int]:
+  """Item indices of the semantic IDs written in `generated` (-1 for an ID naming no item)."""
+  out = []
+  for body in _SID.findall(generated):
+    numbers = [int(n) for n in _CODE.findall(body)]
+    codes = [n - level * trie.codebook_size for level, n in enumerate(numbers)]
+    valid = len(codes) == trie.levels and all(0 <= c < trie.codebook_size for c in codes)
+    out.append(trie.lookup(codes) if valid else -1)
+  return out
+
+
+def item_values(items) -> list[dict[str, set[str]]]:
+  """Each item's lower-cased value set per attribute kind."""
+  return [{kind: {v.strip().lower() for v in text(items[i][kind]).split("|") if v.strip()}
+           for kind in ATTRIBUTE_KINDS} for i in range(len(items))]
+
+
+def claims(reason: str) -> list[tuple[str, str]]:
+  """(kind, value) claims of an explanation's reason, in the phrasing of tasks.reason."""
+  out = []
+  for part in reason.strip().rstrip(".").split(" and "):
+    part = part.strip()
+    if part.startswith("for "):
+      out.append(("platform", part[4:]))
+    elif part.startswith("by "):
+      out.append(("brand", part[3:]))
+    elif part.startswith("part of the ") and part.endswith(" series"):
+      out.append(("franchise", part[len("part of the "):-len(" series")]))
+    elif (m := re.fullmatch(r"an? (.+) game", part)):
+      out.append(("genre", m.group(1)))
+    elif (m := re.fullmatch(r"an? (.+)", part)):
+      out.append(("product_type", m.group(1)))
+  return [(k, v.lower()) for k, v in out]
+
+
+def explanation_claims(generated: str, trie, values) -> tuple[int, int, dict]:
+  """(true claims, claims, parsed) of one generated explanation."""
+  found = parse_items(generated, trie)
+  reason = generated.split(", it is ", 1)[1] if ", it is " in generated else ""
+  said = claims(reason)
+  pair = found[:2] if len(found) >= 2 else [-1, -1]
+  true = sum(all(i >= 0 and v in values[i][k] for i in pair) for k, v in said)
+  return true, len(said), {"items": pair, "claims": said}
+
+
+def bundle_name_accurate(name: str, members: list[int], values) -> bool:
+  """Every attribute value the name mentions is held by all members (and the name is not
+  empty)."""
+  words = f" {normalise(name)} "
+  if not words.strip():
+    return False
+  for kind in ATTRIBUTE_KINDS:
+    if kind == "product_type":
+      continue
+    for value in set().union(*(values[i][kind] for i in members)):
+      if f" {normalise(value)} " in words and not all(value in values[i][kind]
+                                                         for i in members):
+        return False
+  for kind_value, (one, several) in tasks.KIND_NOUNS.items():
+    if f" {several} " in words or f" {one} " in words:
+      if not all(kind_value.lower() in values[i]["product_type"] for i in members):
+        return False
+  return True
+
+
+def _decode(tokenizer, rows: np.ndarray) -> list[str]:
+  out = []
+  for row in rows.tolist():
+    if tokenizer.eos_id in row:
+      row = row[:row.index(tokenizer.eos_id)]
+    out.append(tokenizer.decode(row))
+  return out
+
+
+def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundles,
+             max_history: int, reasons: dict) -> tuple[dict, list[dict]]:
+  """(metrics, samples) for the four language metrics (None, with the reason in `reasons`, where
+  one cannot be computed)."""
+  tok, out, samples = lm.tokenizer, {}, []
+  values = item_values(lm.items)
+  titles = [text(lm.items[int(i)]["title"]) for i in held_out_items]
+  found, _ = decoder.items(prompts.encode(tok, [prompts.text_to_sid(t) for t in titles]), 10)
+  out["lang/text_to_sid_accuracy"] = float(np.mean(found[:, 0] == held_out_items))
+  generated = _decode(tok, decoder.generate(prompts.encode(
+      tok, [prompts.sid_to_text(lm.sids[int(i)]) for i in held_out_items]), 48))
+  matches = [normalise(g) == normalise(t) for g, t in zip(generated, titles)]
+  out["lang/sid_to_text_match"] = float(np.mean(matches))
+  samples += [{"kind": "sid_to_text", "item": int(i), "title": t, "generated": g}
+              for i, t, g in list(zip(held_out_items, titles, generated))[:3]]
+
+  generated = _decode(tok, decoder.generate(prompts.encode(
+      tok, [prompts.explanation(r["history"], lm.sids, max_history) for r in records]), 48))
+  true = total = 0
+  for r, g in zip(records, generated):
+    t, n, parsed = explanation_claims(g, lm.trie, values)
+    true, total = true + t, total + n
+    if len(samples) < 6:
+      samples.append({"kind": "explanation", "history": [int(i) for i in r["history"]][
+          -max_history:], "generated": g, **parsed, "true_claims": t, "claims_made": n})
+  out["lang/explanation_faithfulness"] = true / total if total else None
+  if not total:
+    reasons["lang/explanation_faithfulness"] = "no generated explanation made a claim"
+
+  members = [[int(i) for i in parse_items(b["prompt"], lm.trie)] for b in bundles]
+  if members:
+    names = _decode(tok, decoder.generate(prompts.encode(
+        tok, [prompts.bundle(m, lm.sids) for m in members]), 24))
+    accurate = [bundle_name_accurate(n, m, values) for n, m in zip(names, members)]
+    out["lang/bundle_name_accuracy"] = float(np.mean(accurate))
+    samples += [{"kind": "bundle", "items": m, "generated": n, "accurate": a}
+                for m, n, a in list(zip(members, names, accurate))[:3]]
+  else:
+    out["lang/bundle_name_accuracy"] = None
+    reasons["lang/bundle_name_accuracy"] = "no held-out item shares an attribute with others"
+  return out, samples

@@ -1,0 +1,78 @@
+"""Ranking metrics, one implementation for the LM, the baselines and popularity.
+
+Full ranking: each user has a ranked list of item indices (best first, -1 = no item) and one
+target. Recall@K (= HR@K with one target) is 1 when the target is in the top K; NDCG@K is
+1 / log2(rank + 1) when it is; MRR is 1 / rank over the whole list (0 when the target is not in it,
+so a generative model's MRR counts only its beam). Sampled protocol (the seed's): the target's
+score against scores of sampled negatives; its rank is 1 + the number of negatives scoring at
+least as high (ties count against the model).
+"""
+
+import numpy as np
+
+CUTOFFS = (5, 10, 20)
+
+
+def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
+  """1-based rank of each target in its list ([users, list]), or 0 when absent."""
+  ranked, targets = np.asarray(ranked), np.asarray(targets)
+  hit = ranked == targets[:, None]
+  return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
+
+
+def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, prefix: str,
+                    cutoffs=CUTOFFS) -> dict[str, float]:
+  """{prefix/recall@K, prefix/ndcg@K for K in cutoffs, prefix/mrr}, means over users."""
+  ranks = target_ranks(ranked, targets)
+  found = ranks > 0
+  gain = np.where(found, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+  out = {}
+  for k in cutoffs:
+    out[f"{prefix}/recall@{k}"] = float(np.mean(found & (ranks <= k)))
+  for k in cutoffs:
+    out[f"{prefix}/ndcg@{k}"] = float(np.mean(np.where(ranks <= k, gain, 0.0)))
+  out[f"{prefix}/mrr"] = float(np.mean(np.where(found, 1.0 / np.maximum(ranks, 1), 0.0)))
+  return out
+
+
+def sampled_metrics(target_scores: np.ndarray, negative_scores: np.ndarray, prefix: str,
+                    k: int = 10) -> dict[str, float]:
+  """hit@k and ndcg@k of each target among its negatives: scores [users], [users, negatives]."""
+  ranks = 1 + np.sum(negative_scores >= np.asarray(target_scores)[:, None], axis=1)
+  hit = ranks <= k
+  return {f"{prefix}/hit@{k}": float(np.mean(hit)),
+          f"{prefix}/ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)))}
+
+
+def sample_negatives(num_items: int, exclude: list[set], count: int,
+                     seed: int) -> np.ndarray:
+  """[users, count] distinct items per user, none of them in that user's `exclude` set (the
+  target and the history), drawn uniformly with a fixed seed."""
+  rng = np.random.default_rng([seed, 1000])
+  out = np.empty((len(exclude), count), np.int64)
+  for u, banned in enumerate(exclude):
+    if num_items - len(banned) < count:
+      raise ValueError(f"{count} negatives asked from a catalog of {num_items} items, "
+                       f"{len(banned)} of them excluded")
+    picked = []
+    while len(picked) < count:
+      draw = rng.choice(num_items, count - len(picked) + len(banned), replace=False)
+      picked = list(dict.fromkeys(picked + [int(i) for i in draw if i not in banned]))[:count]
+    out[u] = picked
+  return out
+
+
+def popularity_ranking(train_items: np.ndarray, num_items: int, length: int) -> np.ndarray:
+  """The `length` most frequent training items (ties: lower index first)."""
+  counts = np.bincount(np.asarray(train_items, np.int64), minlength=num_items)
+  return np.lexsort((np.arange(num_items), -counts))[:length]
+
+
+def list_quality(ranked: np.ndarray, num_items: int) -> dict[str, float]:
+  """invalid_rate: share of list entries that name no catalog item; duplicate_rate: share of
+  valid entries repeating an earlier entry of the same list."""
+  ranked = np.asarray(ranked)
+  valid = (ranked >= 0) & (ranked < num_items)
+  duplicates = sum(int(v.sum()) - len(set(r[v].tolist())) for r, v in zip(ranked, valid))
+  return {"invalid_rate": float(1 - valid.mean()),
+          "duplicate_rate": float(duplicates / max(1, int(valid.sum())))}

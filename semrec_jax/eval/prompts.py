@@ -1,0 +1,38 @@
+"""The prompts evaluation and chat send to the LM: the first phrasing of each training template
+(semrec_jax/lm/tasks.py), so the model is asked the way it was taught."""
+
+from semrec_jax.lm import tasks
+
+
+def history_items(history, sids: list[str], max_history: int) -> str:
+  return ", ".join(sids[int(i)] for i in list(history)[-max_history:])
+
+
+def next_item(history, sids: list[str], max_history: int) -> str:
+  return tasks.NEXT_ITEM[0].format(items=history_items(history, sids, max_history))
+
+
+def steered(history, sids: list[str], max_history: int, request: str) -> str:
+  return tasks.STEERING[1].format(items=history_items(history, sids, max_history),
+                                  constraint=request)
+
+
+def text_to_sid(title: str) -> str:
+  return tasks.TEXT_TO_SID["title"][0].format(text=title)
+
+
+def sid_to_text(sid: str) -> str:
+  return tasks.SID_TO_TEXT["title"][0].format(sid=sid)
+
+
+def explanation(history, sids: list[str], max_history: int) -> str:
+  return tasks.EXPLANATION[0].format(items=history_items(history, sids, max_history))
+
+
+def bundle(items, sids: list[str]) -> str:
+  return tasks.BUNDLE[0].format(items=", ".join(sids[int(i)] for i in items))
+
+
+def encode(tokenizer, texts: list[str]) -> list[list[int]]:
+  """Token lists as the LM saw prompts in training: [bos] + the prompt's pieces."""
+  return [tokenizer.encode(t, bos=True) for t in texts]

@@ -1,0 +1,108 @@
+"""The `eval` stage: restore the LM's parameters from its Orbax checkpoint and measure it.
+
+Output in WORKDIR/eval/: metrics.json (ranking over the full catalog by constrained beam search
+per split, the seed's sampled protocol, popularity on the same users, invalid/duplicate rates,
+steering and language metrics; `null_reasons` says why a metric is null), samples.jsonl (readable
+examples) and info.json (protocol, users, step, timings).
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from semrec_jax import decoding, multihost, parallel
+from semrec_jax.data import tfds_builders
+from semrec_jax.data.tfds_builders import text
+from semrec_jax.eval import language, metrics, ranking, restore, steering
+from semrec_jax.lm import tasks
+
+PROTOCOL = ("leave-one-out (last item test, second-to-last validation); full ranking over the "
+            "catalog by trie-constrained beam search; sampled: target vs {n} random items outside "
+            "the user's history, by the sum of code log-probabilities")
+
+
+def _titles(items, indices) -> list[str]:
+  return [text(items[int(i)]["title"]) if i >= 0 else "(none)" for i in indices]
+
+
+def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dict:
+  c, started = config.eval, time.time()
+  mesh = parallel.make_mesh(config.mesh)
+  lm = restore.load(workdir, step=step if step is not None else
+                    (None if c.step < 0 else c.step), mesh=mesh)
+  logging.info("eval: LM %s step %d restored (%d items)", lm.stage, lm.step, len(lm.codes))
+  decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
+                                batch_size=c.batch_size)
+  max_history = lm.config.max_history
+  data_dir = os.path.join(workdir, "data")
+  read = lambda split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
+  train_records = read("train")
+  users = ranking.users_to_evaluate(len(train_records), c.max_users, c.seed)
+  width = max(c.beam_width, max(metrics.CUTOFFS))
+  out, reasons, samples, timings = {}, {}, [], {}
+  ranked = {}
+  for split in c.splits:
+    tick = time.time()
+    split_records = read(split)
+    records = [split_records[int(u)] for u in users]
+    ranked[split] = ranking.rank(decoder, lm, records, width, max_history)
+    targets = np.asarray([int(r["target"]) for r in records])
+    out.update(metrics.ranking_metrics(ranked[split], targets, split))
+    out.update(ranking.popularity(train_records, records, len(lm.codes), split))
+    timings[f"rank_{split}_s"] = round(time.time() - tick, 1)
+    logging.info("eval: %s recall@10 %.4f ndcg@10 %.4f (%d users, %.0f s)", split,
+                 out[f"{split}/recall@10"], out[f"{split}/ndcg@10"], len(users),
+                 time.time() - tick)
+  split = c.splits[-1]  # the reported split (test by default): `records` are its users
+  out.update(metrics.list_quality(np.concatenate([ranked[s] for s in c.splits]),
+                                  len(lm.codes)))
+  for r, row in list(zip(records, ranked[split]))[:5]:
+    history = [int(i) for i in r["history"]][-max_history:]
+    samples.append({"kind": "next_item", "split": split, "history": _titles(lm.items, history),
+                    "recommended": _titles(lm.items, row[:10]),
+                    "target": _titles(lm.items, [int(r["target"])])[0],
+                    "hit": bool(int(r["target"]) in row[:10].tolist())})
+  tick = time.time()
+  if c.sampled_negatives:
+    out.update(ranking.sampled(decoder, lm, records, c.sampled_negatives, max_history, c.seed))
+  timings["sampled_s"] = round(time.time() - tick, 1)
+
+  tick = time.time()
+  values = steering.attribute_values(lm.items)
+  n = min(c.steer_users, len(records))
+  found, steer_samples = steering.evaluate(decoder, lm, records[:n], ranked[split][:n], values,
+                                           max_history, c.seed, reasons)
+  out.update(found)
+  samples += steer_samples
+  timings["steering_s"] = round(time.time() - tick, 1)
+
+  tick = time.time()
+  held_out = tasks.held_out_items(len(lm.codes), lm.config.seed)
+  bundles = tasks.bundles(tasks.item_attributes(lm.items), lm.sids, lm.config.seed,
+                          held_out=True)
+  bundles = [bundles[i] for i in range(min(len(bundles), c.max_bundles))]
+  found, lang_samples = language.evaluate(decoder, lm, held_out, records[:c.explain_users],
+                                          bundles, max_history, reasons)
+  out.update(found)
+  samples += lang_samples
+  timings["language_s"] = round(time.time() - tick, 1)
+
+  out = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in out.items()}
+  out["null_reasons"] = reasons
+  info = {"step": lm.step, "stage": lm.stage, "users": len(users), "beam_width": width,
+          "splits": list(c.splits), "protocol": PROTOCOL.format(n=c.sampled_negatives),
+          "steer_users": n, "held_out_items": len(held_out), "bundles": len(bundles),
+          "seconds": round(time.time() - started, 1), **timings}
+  if multihost.is_primary():
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+      json.dump(out, f, indent=2)
+    with open(os.path.join(out_dir, "info.json"), "w") as f:
+      json.dump(info, f, indent=2)
+    with open(os.path.join(out_dir, "samples.jsonl"), "w", encoding="utf-8") as f:
+      for sample in samples:
+        f.write(json.dumps(sample, ensure_ascii=False, default=int) + "\n")
+  logging.info("eval: %s", {k: v for k, v in out.items() if k != "null_reasons"})
+  return out

@@ -1,0 +1,53 @@
+r"""Evaluates a trained LM from its Orbax checkpoint (parameters only, on this machine's devices).
+
+  python -m semrec_jax.evaluate --workdir=/tmp/semrec_demo [--step=N] [--split=test] \
+      [--max_users=N] [--config=configs/demo.py --config.eval.beam_width=50]
+
+Writes WORKDIR/eval/metrics.json, samples.jsonl and info.json (what the `eval` stage of
+semrec_jax.main writes; a later main run redoes that stage, since these files carry no stage stamp).
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from semrec_jax import defaults, multihost
+from semrec_jax.eval import restore
+from semrec_jax.eval.stage import evaluate
+from semrec_jax.stages import FINGERPRINT
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run whose lm stage finished.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Optional config file for the eval section (default: semrec_jax/defaults.py).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step of the final LM stage (default: latest).")
+_SPLIT = flags.DEFINE_enum("split", None, ["validation", "test"],
+                           "Rank only this split (default: validation and test).")
+_MAX_USERS = flags.DEFINE_integer("max_users", None, "Users per split (0 = all).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value or defaults.base_config()
+  if _SPLIT.value:
+    config.eval.splits = (_SPLIT.value,)
+  if _MAX_USERS.value is not None:
+    config.eval.max_users = _MAX_USERS.value
+  out_dir = os.path.join(_WORKDIR.value, "eval")
+  os.makedirs(out_dir, exist_ok=True)
+  try:
+    metrics = evaluate(config, _WORKDIR.value, out_dir, step=_STEP.value)
+  except (restore.MissingArtifact, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  if multihost.is_primary() and os.path.exists(os.path.join(out_dir, FINGERPRINT)):
+    os.remove(os.path.join(out_dir, FINGERPRINT))
+  logging.info("wrote %s", os.path.join(out_dir, "metrics.json"))
+  print({k: v for k, v in metrics.items() if k.startswith(("test/recall@10", "validation/recall@10",
+                                                         "popularity/", "invalid", "steer/p"))})
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,49 @@
+"""The metrics module on hand-computed rankings."""
+
+import numpy as np
+import pytest
+
+from semrec_jax.eval import metrics
+
+
+def test_ranking_metrics_by_hand():
+  ranked = np.array([[4, 7, 1, 9, 3, 0, 2, 5, 6, 8, 11, 12],
+                     [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+                     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]])
+  targets = np.array([1, 12, 99])  # rank 3, rank 12, absent
+  out = metrics.ranking_metrics(ranked, targets, "test")
+  assert metrics.target_ranks(ranked, targets).tolist() == [3, 12, 0]
+  assert out["test/recall@5"] == pytest.approx(1 / 3)
+  assert out["test/recall@10"] == pytest.approx(1 / 3)
+  assert out["test/recall@20"] == pytest.approx(2 / 3)
+  assert out["test/ndcg@5"] == pytest.approx(0.5 / 3)  # 1 / log2(3 + 1) = 0.5
+  assert out["test/ndcg@20"] == pytest.approx((0.5 + 1 / np.log2(13)) / 3)
+  assert out["test/mrr"] == pytest.approx((1 / 3 + 1 / 12) / 3)
+  assert list(out) == [f"test/{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)] + [
+      "test/mrr"]
+
+
+def test_sampled_metrics_count_ties_against_the_model():
+  target = np.array([0.5, 0.5, -1.0])
+  negatives = np.array([[0.1] * 20, [0.5] + [0.1] * 19, [0.0] * 20])
+  out = metrics.sampled_metrics(target, negatives, "sampled20")
+  # ranks 1, 2 (a tie), 21
+  assert out["sampled20/hit@10"] == pytest.approx(2 / 3)
+  assert out["sampled20/ndcg@10"] == pytest.approx((1 + 1 / np.log2(3)) / 3)
+
+
+def test_negatives_avoid_history_and_target():
+  exclude = [{0, 1, 2}, set(range(50))]
+  neg = metrics.sample_negatives(60, exclude, 10, seed=0)
+  assert neg.shape == (2, 10)
+  for row, banned in zip(neg, exclude):
+    assert len(set(row)) == 10 and not set(row) & banned
+  np.testing.assert_array_equal(neg, metrics.sample_negatives(60, exclude, 10, seed=0))
+  with pytest.raises(ValueError, match="negatives"):
+    metrics.sample_negatives(60, [set(range(55))], 10, seed=0)
+
+
+def test_popularity_and_list_quality():
+  assert metrics.popularity_ranking(np.array([3, 3, 1, 2, 2, 3]), 5, 4).tolist() == [3, 2, 1, 0]
+  quality = metrics.list_quality(np.array([[1, 2, 2, -1], [4, 5, 6, 7]]), num_items=7)
+  assert quality == {"invalid_rate": pytest.approx(2 / 8), "duplicate_rate": pytest.approx(1 / 6)}

@@ -1,0 +1,130 @@
+"""The eval stage on the briefly trained sample LM: restore, metrics.json keys, constrained
+decoding quality, mesh independence, prompt hygiene and clear errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from semrec_jax import decoding, parallel
+from semrec_jax.data import tfds_builders
+from semrec_jax.eval import prompts, ranking, restore, stage, steering
+from semrec_jax.lm import tasks
+from semrec_jax.lm import tokenizer as tokenizer_lib
+from tests.conftest import REPO
+
+RANKING_KEYS = [f"{s}/{m}@{k}" for s in ("validation", "test") for m in ("recall", "ndcg")
+                for k in (5, 10, 20)] + ["validation/mrr", "test/mrr"]
+EXPECTED_KEYS = set(RANKING_KEYS) | {
+    "sampled100/hit@10", "sampled100/ndcg@10", "popularity/test/recall@10",
+    "popularity/test/ndcg@10", "popularity/validation/recall@10",
+    "popularity/validation/ndcg@10", "invalid_rate", "duplicate_rate",
+    "steer/precision@10", "steer/baseline_precision@10", "lang/text_to_sid_accuracy",
+    "lang/sid_to_text_match", "lang/explanation_faithfulness", "lang/bundle_name_accuracy",
+    "null_reasons"} | {f"steer/{k}/{m}" for k in tasks.STEER_KINDS
+                       for m in ("precision@10", "baseline_precision@10", "recall@10")}
+
+
+def small(config):
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.eval.update(max_users=24, steer_users=8, explain_users=4, max_bundles=4,
+                     sampled_negatives=100, batch_size=8)
+  return config
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_lm, tmp_path_factory):
+  workdir, config = trained_lm
+  out = tmp_path_factory.mktemp("eval")
+  return stage.evaluate(small(config), str(workdir), str(out)), out
+
+
+def test_metrics_json_has_every_key_and_constrained_lists(evaluated):
+  found, out = evaluated
+  with open(out / "metrics.json") as f:
+    written = json.load(f)
+  assert written == found and set(written) == EXPECTED_KEYS
+  assert written["invalid_rate"] == 0.0 and written["duplicate_rate"] == 0.0
+  for key in RANKING_KEYS:
+    assert 0.0 <= written[key] <= 1.0
+  assert written["test/recall@5"] <= written["test/recall@10"] <= written["test/recall@20"]
+  nulls = {k for k, v in written.items() if v is None}
+  assert nulls == set(written["null_reasons"])  # every null metric says why
+  assert not any(k.startswith(("steer/platform", "lang/text", "lang/sid")) for k in nulls)
+  with open(out / "samples.jsonl") as f:
+    samples = [json.loads(line) for line in f]
+  kinds = {s["kind"] for s in samples}
+  assert {"next_item", "steering", "sid_to_text", "explanation", "bundle"} <= kinds
+  first = samples[0]
+  assert len(first["recommended"]) == 10 and isinstance(first["target"], str)
+  with open(out / "info.json") as f:
+    info = json.load(f)
+  assert info["step"] == 12 and info["users"] == 24 and info["beam_width"] == 20
+
+
+def test_a_checkpoint_restores_on_any_mesh_with_the_same_rankings(trained_lm):
+  workdir, config = trained_lm
+  records = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:16]
+  results = []
+  for mesh in (parallel.make_mesh(parallel.mesh_config(data=1, fsdp=8)),
+               parallel.make_mesh(devices=jax.devices()[:1])):
+    lm = restore.load(str(workdir), step=6, mesh=mesh)
+    assert lm.step == 6
+    leaf = lm.model.layers[0].mlp.up[...]
+    assert len(leaf.sharding.device_set) == mesh.size
+    dec = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
+                              batch_size=8)
+    texts = [prompts.next_item(r["history"], lm.sids, config.lm.max_history) for r in records]
+    results.append(dec.items(prompts.encode(lm.tokenizer, texts), 20))
+  np.testing.assert_array_equal(results[0][0], results[1][0])
+  np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-4)
+
+
+def test_prompts_never_hold_the_test_target(trained_lm):
+  workdir, config = trained_lm
+  lm = restore.load(str(workdir))
+  dec = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, batch_size=8)
+  records = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:8]
+  # Ranking prompts read only the history: records without their target still rank.
+  blind = [{"history": r["history"]} for r in records]
+  assert ranking.rank(dec, lm, blind, 20, config.lm.max_history).shape == (8, 20)
+  seen = []
+  original = prompts.encode
+  try:
+    prompts.encode = lambda tok, texts: seen.extend(texts) or original(tok, texts)
+    steering.evaluate(dec, lm, records, ranking.rank(dec, lm, records, 20, 20),
+                      steering.attribute_values(lm.items), config.lm.max_history, 0, {})
+  finally:
+    prompts.encode = original
+  assert len(seen) > len(records)
+  for r in records:  # the target's own attribute may be asked for, never the target itself
+    target = lm.sids[int(r["target"])]
+    assert not any(target in text and prompts.history_items(r["history"], lm.sids, 20) in text
+                   for text in seen)
+
+
+def test_missing_or_inconsistent_checkpoints_get_one_clear_line(trained_lm, tmp_path):
+  workdir, _ = trained_lm
+  with pytest.raises(restore.MissingArtifact, match="no trained LM"):
+    restore.load(str(tmp_path))
+  with pytest.raises(restore.MissingArtifact, match=r"no checkpoint for step 7 .* \[6, 12\]"):
+    restore.load(str(workdir), step=7)
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir / "lm", copy / "lm")
+  proto = tokenizer_lib.load_proto(str(copy / "lm" / "tokenizer.model"))
+  proto.pieces[100].score += 1.0  # another (valid) tokenizer
+  (copy / "lm" / "tokenizer.model").write_bytes(proto.SerializeToString())
+  with pytest.raises(restore.MissingArtifact, match="tokenizer"):
+    restore.load(str(copy))
+  result = subprocess.run([sys.executable, "-m", "semrec_jax.evaluate",
+                           f"--workdir={tmp_path}/none"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: no trained LM in")
+  assert "Traceback" not in result.stderr
