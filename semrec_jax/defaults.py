@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.max_users = 500        # users per split (a fixed random subset); 0 = all
   config.eval.beam_width = 20        # beams (>= 20: Recall@20 needs 20 distinct items)
   config.eval.sampled_negatives = 1000  # the seed's protocol; 0 skips it
+  config.eval.sampled_users = 100    # users scored by it (1,001 candidates each: slow on a CPU)
   config.eval.steer_users = 200      # users per steering attribute kind
   config.eval.explain_users = 100    # users asked for an explanation
   config.eval.max_bundles = 100      # held-out bundles to name

@@ -67,7 +67,8 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
                     "hit": bool(int(r["target"]) in row[:10].tolist())})
   tick = time.time()
   if c.sampled_negatives:
-    out.update(ranking.sampled(decoder, lm, records, c.sampled_negatives, max_history, c.seed))
+    out.update(ranking.sampled(decoder, lm, records[:c.sampled_users], c.sampled_negatives,
+                               max_history, c.seed))
   timings["sampled_s"] = round(time.time() - tick, 1)
 
   tick = time.time()
@@ -94,6 +95,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   out["null_reasons"] = reasons
   info = {"step": lm.step, "stage": lm.stage, "users": len(users), "beam_width": width,
           "splits": list(c.splits), "protocol": PROTOCOL.format(n=c.sampled_negatives),
+          "sampled_users": min(c.sampled_users, len(records)) if c.sampled_negatives else 0,
           "steer_users": n, "held_out_items": len(held_out), "bundles": len(bundles),
           "seconds": round(time.time() - started, 1), **timings}
   if multihost.is_primary():

@@ -28,13 +28,16 @@ def collision_stats(codes: np.ndarray) -> dict:
           "distinct_code_tuples": int(len(sizes))}
 
 
-def prefix_purity(first_codes: np.ndarray, platforms: list[str]) -> float:
-  """Share of items with a platform whose level-0 group's majority platform is their own."""
+def prefix_purity(first_codes: np.ndarray, platforms: list[str]) -> float | None:
+  """Share of items with a platform whose level-0 group's majority platform is their own (None
+  when no item has a platform: there is nothing to be pure about)."""
   groups = collections.defaultdict(collections.Counter)
   for code, platform in zip(first_codes, platforms):
     if platform:
       groups[code][platform] += 1
   with_platform = sum(sum(c.values()) for c in groups.values())
+  if not with_platform:
+    return None
   agreeing = sum(c.most_common(1)[0][1] for c in groups.values())
   return round(agreeing / max(with_platform, 1), 4)
 

@@ -63,6 +63,7 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
             "collision_rate_nearest_codes":
                 metrics.collision_stats(assigned["nearest_codes"])["collision_rate"],
             "prefix_purity": metrics.prefix_purity(assigned["codes"][:, 0], platforms),
+            **({} if any(platforms) else {"prefix_purity_reason": "no item has a platform"}),
             "final_ids_unique": len({tuple(r) for r in ids}) == len(ids),
             "best_step": result.best_step, "best_val_loss": round(result.best_val_loss, 6),
             "train_seconds": round(train_seconds, 1),

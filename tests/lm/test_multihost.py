@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import pytest
 
+from configs import demo
+from semrec_jax.eval.stage import evaluate
 from tests.lm import multihost_common as common
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,6 +114,26 @@ def test_main_runs_the_lm_stage_on_two_processes(tmp_path, main_workdir):
   assert [r["step"] for r in records if "loss" not in r] == [2, 4]
   assert sorted(os.listdir(out / "checkpoints" / "all" / "4" / "data_iterator")) == [
       "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
+
+  # Both processes evaluate the checkpoint together; one process restoring it alone on its own
+  # mesh measures the same.
+  small_eval = {"config.eval.max_users": 16, "config.eval.steer_users": 4,
+                "config.eval.explain_users": 2, "config.eval.max_bundles": 2,
+                "config.eval.sampled_negatives": 50, "config.eval.sampled_users": 4,
+                "config.eval.batch_size": 8}
+  runs = _processes(main + ["--stages=lm,eval"], coordinator_address=f"127.0.0.1:{_free_port()}",
+                    **lm, **small_eval)
+  for i, (code, output) in enumerate(runs):
+    assert code == 0, f"process {i} failed:\n{output[-4000:]}"
+  with open(workdir / "eval" / "metrics.json") as f:
+    two_processes = json.load(f)
+  config = demo.get_config()
+  config.eval.update({k.split(".")[-1]: v for k, v in small_eval.items()})
+  one_process = evaluate(config, str(workdir), str(tmp_path))
+  assert set(one_process) == set(two_processes)
+  for key, value in one_process.items():
+    assert two_processes[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float)
+                                  else value), key
 
   # Single-process stages say so instead of racing each other.
   runs = _processes(main + ["--stages=prepare", f"--workdir={tmp_path / 'fresh'}"],

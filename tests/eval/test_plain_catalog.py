@@ -1,0 +1,63 @@
+"""The whole default pipeline on a real catalog that has titles but no attributes (no platform,
+brand, genre or product type): tasks that need attributes leave the LM mixture, metrics that
+cannot be computed are null with a reason, and everything else is measured."""
+
+import csv
+import gzip
+import json
+import os
+
+import pytest
+
+from configs import demo
+from semrec_jax import defaults, pipeline, stages
+
+NUM_ITEMS = 600  # the sample's first 600 items, titles only
+
+
+def _write_plain_catalog(folder):
+  with gzip.open(os.path.join(defaults.SAMPLE_DIR, "items.csv.gz"), "rt", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))[:NUM_ITEMS]
+  known = {r["asin"] for r in rows}
+  with open(folder / "items.jsonl", "w", encoding="utf-8") as f:
+    for r in rows:
+      f.write(json.dumps({"item_id": r["asin"], "title": r["title"]}) + "\n")
+  with gzip.open(os.path.join(defaults.SAMPLE_DIR, "sequences.tsv.gz"), "rt") as f, \
+      open(folder / "interactions.csv", "w", encoding="utf-8") as out:
+    out.write("user_id,item_id,timestamp\n")
+    for line in list(f)[1:6001]:
+      user, asins = line.rstrip("\n").split("\t")
+      for t, asin in enumerate(a for a in asins.split() if a in known):
+        out.write(f"{user},{asin},{t}\n")
+
+
+@pytest.mark.slow
+def test_default_pipeline_on_a_catalog_without_attributes(tmp_path, caplog):
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  _write_plain_catalog(raw)
+  config = demo.get_config()
+  config.data.format, config.data.path, config.data.kcore = "generic", str(raw), 3
+  config.ids.steps, config.ids.eval_every = 30, 15
+  config.lm.stage_steps, config.lm.checkpoint_every, config.lm.eval_every = (10,), 10, 10
+  config.lm.eval_examples = 8
+  config.eval.update(max_users=16, steer_users=8, explain_users=4, max_bundles=4,
+                     sampled_negatives=50, batch_size=8)
+  workdir = tmp_path / "w"
+  with caplog.at_level("INFO"):
+    stages.run(config, str(workdir), list(pipeline.STAGES), pipeline.STAGES)
+  with open(workdir / "ids" / "metrics.json") as f:
+    ids = json.load(f)
+  assert ids["prefix_purity"] is None and ids["prefix_purity_reason"] == "no item has a platform"
+  left_out = [r.getMessage() for r in caplog.records if "left out of the mixture" in r.getMessage()]
+  assert any(m.startswith("lm task steering: no training examples") for m in left_out)
+  assert any(m.startswith("lm task bundle: no training examples") for m in left_out)
+  with open(workdir / "eval" / "metrics.json") as f:
+    m = json.load(f)
+  assert m["invalid_rate"] == 0.0 and m["duplicate_rate"] == 0.0
+  assert 0.0 <= m["test/recall@10"] <= 1.0 and 0.0 <= m["lang/text_to_sid_accuracy"] <= 1.0
+  for kind in ("platform", "genre", "brand", "product_type"):
+    assert m[f"steer/{kind}/precision@10"] is None
+    assert "no " + kind in m["null_reasons"][f"steer/{kind}/precision@10"]
+  assert m["steer/precision@10"] is None and m["lang/bundle_name_accuracy"] is None
+  assert set(m["null_reasons"]) == {k for k, v in m.items() if v is None}
