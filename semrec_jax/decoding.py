@@ -8,7 +8,7 @@ Only codes that continue a real item's prefix in the trie are allowed, so every 
 catalog item, and distinct beams are distinct items.
 
 Every call is one jitted program per (batch, bucketed prompt length): prompts are right-padded
-to a power of two, padding never enters the fixed-size cache (see Decoder.hidden).
+to a few bucketed lengths, padding never enters the fixed-size cache (see Decoder.hidden).
 """
 
 import contextlib
@@ -26,12 +26,16 @@ from semrec_jax.ids.trie import Trie
 from semrec_jax.models.decoder import Decoder
 
 MIN_BUCKET = 16
+BUCKET_STEP = 64  # above this, prompt lengths round up to multiples of it (not powers of two)
 DENSE_LIMIT = 1 << 22  # trie levels with at most this many rows x K entries are dense tables
 _NEG = -1e30  # the score of a forbidden code (finite, so sums stay finite)
 
 
 def bucket(n: int) -> int:
-  """Prompt lengths round up to powers of two (at least MIN_BUCKET): few compiled programs."""
+  """Padded prompt length: a power of two up to BUCKET_STEP (at least MIN_BUCKET), then a multiple
+  of BUCKET_STEP: few compiled programs, at most BUCKET_STEP - 1 padding tokens."""
+  if n > BUCKET_STEP:
+    return -(-n // BUCKET_STEP) * BUCKET_STEP
   return max(MIN_BUCKET, 1 << max(0, n - 1).bit_length())
 
 

@@ -17,7 +17,9 @@ BATCH_KEYS = ("tokens", "mask", "segment_ids", "positions")
 
 
 def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
-  """[bos] prompt answer [eos] as int32 tokens; mask is 1 on answer and eos tokens.
+  """[bos] prompt answer [eos] as int32 tokens; mask is 1 on answer and eos tokens, and, for an
+  example marked `history_loss`, on the codes and <|sid_end|> of every item written in the prompt
+  (each history item is then a next-item target given the items before it, as in SASRec).
 
   An example longer than max_len loses the start of its prompt, never its answer.
   """
@@ -30,6 +32,13 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
   tokens = np.asarray([tokenizer.bos_id] + prompt + answer, np.int32)
   mask = np.zeros(len(tokens), np.int32)
   mask[len(tokens) - len(answer):] = 1
+  if example.get("history_loss"):
+    start, end = tokenizer.sid_start_id, tokenizer.sid_end_id
+    inside = False  # a truncated first item (no <|sid_start|> kept) is not a target
+    for i in range(1, len(prompt) + 1):
+      if inside:
+        mask[i] = 1
+      inside = (inside or tokens[i] == start) and tokens[i] != end
   return {"tokens": tokens, "mask": mask}
 
 

@@ -102,8 +102,8 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   model = build_model(c, tokenizer, len(sid_tokens), mesh)
   train_sources = tasks.without_empty(tasks.sources(
-      tfds_builders.sequences_source(data_dir, "train"), items, sids, c.max_history, c.seed),
-                                      "training")
+      tfds_builders.sequences_source(data_dir, "train"), items, sids, c.max_history, c.seed,
+      history_loss=c.history_loss), "training")
   eval_sources = tasks.without_empty(tasks.sources(
       tfds_builders.sequences_source(data_dir, "validation"), items, sids, c.max_history, c.seed,
       held_out=True), "held-out")

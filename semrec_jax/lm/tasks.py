@@ -77,8 +77,10 @@ def _rng(seed: int, task: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(task.encode()), index])
 
 
-def next_item(sequences, sids: list[str], max_history: int, seed: int) -> grain.MapDataset:
-  """One example per sequence: the last 1..max_history history items -> the target."""
+def next_item(sequences, sids: list[str], max_history: int, seed: int,
+              history_loss: bool = False) -> grain.MapDataset:
+  """One example per sequence: the last 1..max_history history items -> the target (with
+  history_loss, every history item is a target too: see pipeline.tokenize)."""
 
   def build(index, example):
     rng = _rng(seed, "next_item", index)
@@ -87,7 +89,7 @@ def next_item(sequences, sids: list[str], max_history: int, seed: int) -> grain.
     items = ", ".join(sids[i] for i in history[len(history) - keep:])
     template = NEXT_ITEM[int(rng.integers(len(NEXT_ITEM)))]
     return {"task": "next_item", "user": index, "prompt": template.format(items=items),
-            "answer": sids[int(example["target"])]}
+            "answer": sids[int(example["target"])], "history_loss": history_loss}
 
   return grain.MapDataset.source(sequences).map_with_index(build)
 
@@ -397,11 +399,11 @@ def without_empty(found: dict[str, grain.MapDataset], what: str) -> dict[str, gr
 
 
 def sources(sequences, items, sids: list[str], max_history: int, seed: int,
-            held_out: bool = False) -> dict[str, grain.MapDataset]:
+            held_out: bool = False, history_loss: bool = False) -> dict[str, grain.MapDataset]:
   """Every task's source: training examples, or (held_out=True) the evaluation examples
   (`sequences` is then the validation split)."""
   sequences, attrs = read_all(sequences), item_attributes(items)
-  out = {"next_item": next_item(sequences, sids, max_history, seed),
+  out = {"next_item": next_item(sequences, sids, max_history, seed, history_loss),
          "steering": steering(sequences, attrs, sids, max_history, seed),
          "co_purchase": co_purchase(sequences, sids, seed),
          **item_tasks(items, sids, seed, held_out=held_out),

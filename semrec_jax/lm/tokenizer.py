@@ -104,6 +104,9 @@ class Tokenizer:
     self.serialized = proto if isinstance(proto, bytes) else proto.SerializeToString()
     self.sp = spm.SentencePieceProcessor(model_proto=self.serialized)
     self.bos_id, self.eos_id, self.pad_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()
+    # The item delimiters (-1 for a tokenizer without semantic-ID tokens).
+    self.sid_start_id, self.sid_end_id = (self.sp.piece_to_id(p) if self.sp.id_to_piece(
+        self.sp.piece_to_id(p)) == p else -1 for p in ("<|sid_start|>", "<|sid_end|>"))
 
   @property
   def vocab_size(self) -> int:

@@ -178,6 +178,25 @@ def test_tokenize_masks_the_answer_and_keeps_it_when_truncating(tokenizer):
     pipeline.tokenize(example, tokenizer, 5)
 
 
+def test_history_loss_masks_the_codes_of_every_history_item(tokenizer):
+  one, two, target = ("<|sid_start|><|sid_1|><|sid_257|><|sid_513|><|sid_769|><|sid_end|>",
+                      "<|sid_start|><|sid_2|><|sid_258|><|sid_514|><|sid_770|><|sid_end|>",
+                      "<|sid_start|><|sid_3|><|sid_259|><|sid_515|><|sid_771|><|sid_end|>")
+  example = {"prompt": f"Items so far: {one}, {two}. Next: <|rec|>", "answer": target}
+  plain = pipeline.tokenize(example, tokenizer, 64)
+  row = pipeline.tokenize({**example, "history_loss": True}, tokenizer, 64)
+  np.testing.assert_array_equal(row["tokens"], plain["tokens"])
+  masked = [tokenizer.decode([t]) for t, m in zip(row["tokens"], row["mask"] - plain["mask"]) if m]
+  assert masked == ["<|sid_1|>", "<|sid_257|>", "<|sid_513|>", "<|sid_769|>", "<|sid_end|>",
+                    "<|sid_2|>", "<|sid_258|>", "<|sid_514|>", "<|sid_770|>", "<|sid_end|>"]
+  assert plain["mask"].sum() == 7  # the answer's 6 tokens and eos
+  # Truncation that cuts into the first item leaves that item's remains out of the loss.
+  first_start = plain["tokens"].tolist().index(tokenizer.sid_start_id)
+  cut = pipeline.tokenize({**example, "history_loss": True}, tokenizer,
+                          len(plain["tokens"]) - first_start)  # drops <|sid_start|><|sid_1|>
+  assert cut["mask"].sum() == 7 + 5
+
+
 def test_packed_and_padded_batches_give_the_same_loss(train_sources, tokenizer):
   stream = pipeline.mixture(train_sources, {t: 1 for t in tasks.TASKS}, 0, tokenizer, 96)
   examples = list(itertools.islice(iter(stream), 24))

@@ -1,0 +1,1 @@
+"""Evaluation of a trained LM: restore from Orbax, rank with constrained decoding, measure."""
