@@ -69,15 +69,15 @@ def explanation_claims(generated: str, trie, values) -> tuple[int, int, dict]:
 
 
 def bundle_name_accurate(name: str, members: list[int], values) -> bool:
-  """Every attribute value the name mentions is held by all members (and the name is not
-  empty)."""
+  """Every catalog attribute value the name mentions (any item's, not only the members') is held
+  by all members, and the name is not empty."""
   words = f" {normalise(name)} "
   if not words.strip():
     return False
   for kind in ATTRIBUTE_KINDS:
     if kind == "product_type":
       continue
-    for value in set().union(*(values[i][kind] for i in members)):
+    for value in _known_values(values, kind):
       if f" {normalise(value)} " in words and not all(value in values[i][kind]
                                                          for i in members):
         return False
@@ -86,6 +86,17 @@ def bundle_name_accurate(name: str, members: list[int], values) -> bool:
       if not all(kind_value.lower() in values[i]["product_type"] for i in members):
         return False
   return True
+
+
+_KNOWN: dict = {}
+
+
+def _known_values(values, kind: str) -> set[str]:
+  """Every value of `kind` in the catalog (cached per item_values list)."""
+  key = (id(values), kind)
+  if key not in _KNOWN:
+    _KNOWN[key] = set().union(*(v[kind] for v in values)) - {""}
+  return _KNOWN[key]
 
 
 def _decode(tokenizer, rows: np.ndarray) -> list[str]:

@@ -47,3 +47,28 @@ def test_popularity_and_list_quality():
   assert metrics.popularity_ranking(np.array([3, 3, 1, 2, 2, 3]), 5, 4).tolist() == [3, 2, 1, 0]
   quality = metrics.list_quality(np.array([[1, 2, 2, -1], [4, 5, 6, 7]]), num_items=7)
   assert quality == {"invalid_rate": pytest.approx(2 / 8), "duplicate_rate": pytest.approx(1 / 6)}
+
+
+def test_language_parsers_by_hand():
+  from semrec_jax.eval import language  # pylint: disable=import-outside-toplevel
+  from semrec_jax.ids import trie as trie_lib  # pylint: disable=import-outside-toplevel
+  assert language.claims("for PS4 and a racing game.") == [("platform", "ps4"),
+                                                           ("genre", "racing")]
+  assert language.claims("by Sony and part of the Halo series") == [("brand", "sony"),
+                                                                    ("franchise", "halo")]
+  assert language.claims("an accessory") == [("product_type", "accessory")]
+  t = trie_lib.build(np.array([[1, 2], [3, 0]]), 4)
+  text = ("<|sid_start|><|sid_3|><|sid_4|><|sid_end|>: like <|sid_start|><|sid_1|><|sid_6|>"
+          "<|sid_end|>, it is for PS4 and by Sony.")
+  assert language.parse_items(text, t) == [1, 0]
+  values = [{"platform": {"ps4"}, "brand": {"sony"}, "genre": set(), "franchise": set(),
+             "product_type": {"game"}},
+            {"platform": {"ps4"}, "brand": {"ea"}, "genre": set(), "franchise": set(),
+             "product_type": {"game"}},
+            {"platform": {"ps3"}, "brand": {"sony"}, "genre": set(), "franchise": set(),
+             "product_type": {"accessory"}}]
+  assert language.explanation_claims(text, t, values)[:2] == (1, 2)  # PS4 shared, Sony not
+  assert language.bundle_name_accurate("PS4 games", [0, 1], values)
+  assert not language.bundle_name_accurate("Sony PS4 games", [0, 1], values)
+  assert not language.bundle_name_accurate("PS3 picks", [0, 1], values)  # a value none holds
+  assert not language.bundle_name_accurate("", [0, 1], values)
