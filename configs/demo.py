@@ -7,10 +7,8 @@ from semrec_jax import defaults
 def get_config():
   config = defaults.base_config()
   config.ids.steps = 150  # 2,000 items: batch 1,900, about 15 s of RQ-VAE training on 2 cores
-  # Short histories pack 2-3 examples per 96-token row: more examples per CPU second.
+  # Short histories pack 2-3 examples per 128-token row: more examples per CPU second.
   config.lm.max_history = 5
-  config.lm.seq_len = 96
-  config.lm.batch_size = 12
   config.lm.stage_steps = (400,)
   config.lm.eval_every = 200
   config.lm.checkpoint_every = 200

@@ -45,9 +45,19 @@ def main(argv):
   if multihost.is_primary() and os.path.exists(os.path.join(out_dir, FINGERPRINT)):
     os.remove(os.path.join(out_dir, FINGERPRINT))
   logging.info("wrote %s", os.path.join(out_dir, "metrics.json"))
-  print({k: v for k, v in metrics.items() if k.startswith(("test/recall@10", "validation/recall@10",
-                                                         "popularity/", "invalid", "steer/p"))})
+  print(summary(metrics, config.eval.splits))
 
+
+def summary(m: dict, splits) -> str:
+  """A few readable lines of the headline numbers."""
+  number = lambda v: "n/a" if v is None else f"{v:.4f}"
+  lines = [f"{s}: recall@10 {number(m[f'{s}/recall@10'])} ndcg@10 {number(m[f'{s}/ndcg@10'])} "
+           f"(popularity {number(m[f'popularity/{s}/recall@10'])} / "
+           f"{number(m[f'popularity/{s}/ndcg@10'])})" for s in splits]
+  lines.append(f"invalid {m['invalid_rate']:.3f}, duplicate {m['duplicate_rate']:.3f}; steering "
+               f"precision@10 {number(m['steer/precision@10'])} vs "
+               f"{number(m['steer/baseline_precision@10'])} unsteered")
+  return "\n".join(lines)
 
 if __name__ == "__main__":
   app.run(main)
