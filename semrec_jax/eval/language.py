@@ -131,8 +131,11 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
     t, n, parsed = explanation_claims(g, lm.trie, values)
     true, total = true + t, total + n
     if len(samples) < 6:
-      samples.append({"kind": "explanation", "history": [int(i) for i in r["history"]][
-          -max_history:], "generated": g, **parsed, "true_claims": t, "claims_made": n})
+      titles = [text(lm.items[int(i)]["title"]) if i >= 0 else None for i in parsed["items"]]
+      samples.append({"kind": "explanation", "history": [
+          text(lm.items[int(i)]["title"]) for i in list(r["history"])[-max_history:]],
+                      "generated": g, **parsed, "item_titles": titles, "true_claims": t,
+                      "claims_made": n})
   out["lang/explanation_faithfulness"] = true / total if total else None
   if not total:
     reasons["lang/explanation_faithfulness"] = "no generated explanation made a claim"
@@ -143,7 +146,8 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
         tok, [prompts.bundle(m, lm.sids) for m in members]), 24))
     accurate = [bundle_name_accurate(n, m, values) for n, m in zip(names, members)]
     out["lang/bundle_name_accuracy"] = float(np.mean(accurate))
-    samples += [{"kind": "bundle", "items": m, "generated": n, "accurate": a}
+    samples += [{"kind": "bundle", "items": [text(lm.items[i]["title"]) for i in m],
+                 "generated": n, "accurate": a}
                 for m, n, a in list(zip(members, names, accurate))[:3]]
   else:
     out["lang/bundle_name_accuracy"] = None

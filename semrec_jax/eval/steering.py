@@ -61,9 +61,11 @@ def evaluate(decoder, lm, records: list[dict], baseline: np.ndarray, values: dic
     out[f"steer/{kind}/baseline_precision@10"] = _share(baseline[:, :k], values[kind], wanted)
     precision.append(out[f"steer/{kind}/precision@10"])
     base_precision.append(out[f"steer/{kind}/baseline_precision@10"])
+    title = lambda i: text(lm.items[int(i)]["title"])
     samples += [{"kind": "steering", "attribute": kind, "request": tasks.constraint(kind, w),
-                 "history": [int(i) for i in r["history"]][-max_history:],
-                 "recommended": s[:k].tolist(), "satisfied": [w in values[kind][i] for i in s[:k]]}
+                 "history": [title(i) for i in list(r["history"])[-max_history:]],
+                 "recommended": [title(i) for i in s[:k]],
+                 "satisfied": [w in values[kind][i] for i in s[:k]]}
                 for r, w, s in list(zip(records, wanted, steered))[:3]]
     # Recall: ask for the true next item's own value.
     own = [(r, sorted(values[kind][int(r["target"])] & set(options))) for r in records]
