@@ -68,16 +68,23 @@ def explanation_claims(generated: str, trie, values) -> tuple[int, int, dict]:
   return true, len(said), {"items": pair, "claims": said}
 
 
-def bundle_name_accurate(name: str, members: list[int], values) -> bool:
+def known_values(values) -> dict[str, set[str]]:
+  """Every value of each attribute kind in the catalog."""
+  return {kind: set().union(*(v[kind] for v in values)) - {""} for kind in ATTRIBUTE_KINDS}
+
+
+def bundle_name_accurate(name: str, members: list[int], values, known=None) -> bool:
   """Every catalog attribute value the name mentions (any item's, not only the members') is held
-  by all members, and the name is not empty."""
+  by all members, and the name is not empty. `known`: known_values(values), computed once by
+  callers that check many names."""
   words = f" {normalise(name)} "
   if not words.strip():
     return False
+  known = known or known_values(values)
   for kind in ATTRIBUTE_KINDS:
     if kind == "product_type":
       continue
-    for value in _known_values(values, kind):
+    for value in known[kind]:
       if f" {normalise(value)} " in words and not all(value in values[i][kind]
                                                          for i in members):
         return False
@@ -86,17 +93,6 @@ def bundle_name_accurate(name: str, members: list[int], values) -> bool:
       if not all(kind_value.lower() in values[i]["product_type"] for i in members):
         return False
   return True
-
-
-_KNOWN: dict = {}
-
-
-def _known_values(values, kind: str) -> set[str]:
-  """Every value of `kind` in the catalog (cached per item_values list)."""
-  key = (id(values), kind)
-  if key not in _KNOWN:
-    _KNOWN[key] = set().union(*(v[kind] for v in values)) - {""}
-  return _KNOWN[key]
 
 
 def _decode(tokenizer, rows: np.ndarray) -> list[str]:
@@ -144,7 +140,8 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
   if members:
     names = _decode(tok, decoder.generate(prompts.encode(
         tok, [prompts.bundle(m, lm.sids) for m in members]), 24))
-    accurate = [bundle_name_accurate(n, m, values) for n, m in zip(names, members)]
+    known = known_values(values)
+    accurate = [bundle_name_accurate(n, m, values, known) for n, m in zip(names, members)]
     out["lang/bundle_name_accuracy"] = float(np.mean(accurate))
     samples += [{"kind": "bundle", "items": [text(lm.items[i]["title"]) for i in m],
                  "generated": n, "accurate": a}
