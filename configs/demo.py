@@ -8,6 +8,11 @@ def get_config():
   config = defaults.base_config()
   config.ids.steps = 150  # 2,000 items: batch 1,900, about 15 s of RQ-VAE training on 2 cores
   # Short histories pack 2-3 examples per 128-token row: more examples per CPU second.
+  config.baselines.max_len = 20
+  config.baselines.steps = 1500      # ~10 epochs of the sample's 19,080 users; stops early
+  config.baselines.eval_every = 150
+  config.baselines.patience = 3
+  config.baselines.val_users = 2000
   config.lm.max_history = 5
   config.lm.stage_steps = (700,)
   config.lm.eval_every = 350

@@ -22,8 +22,9 @@ METADATA_FILE = "_CHECKPOINT_METADATA"
 
 
 def manager(directory: str, max_to_keep: int = 1, best_metric: str | None = None,
-            async_save: bool = True) -> ocp.CheckpointManager:
-  """A CheckpointManager; with best_metric it keeps the lowest-`best_metric` checkpoints.
+            async_save: bool = True, best_mode: str = "min") -> ocp.CheckpointManager:
+  """A CheckpointManager; with best_metric it keeps the checkpoints with the lowest (best_mode
+  "min") or highest ("max") `best_metric`.
 
   Checkpoints a kill left half-written are ignored: Orbax's temporary folders are cleaned up, and
   a step folder without Orbax's metadata file (written last) is removed with a warning.
@@ -40,7 +41,7 @@ def manager(directory: str, max_to_keep: int = 1, best_metric: str | None = None
       max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
       best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
-      best_mode="min")
+      best_mode=best_mode)
   return ocp.CheckpointManager(directory, options=options)
 
 

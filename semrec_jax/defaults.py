@@ -45,6 +45,29 @@ def base_config() -> ml_collections.ConfigDict:
   config.ids.val_fraction = 0.05     # items held out for validation loss (all get IDs)
   config.ids.seed = 0
 
+  config.baselines = ml_collections.ConfigDict()  # semrec_jax/baselines/
+  config.baselines.models = ("popularity", "sasrec_id", "sasrec_sid")
+  config.baselines.loss = "ce"        # sasrec_id: ce (full softmax) | sampled | bce
+  config.baselines.negatives = 256    # sampled softmax: uniform negatives shared by a batch
+  config.baselines.max_len = 50       # newest history items a SASRec reads
+  config.baselines.dim = 64
+  config.baselines.heads = 2
+  config.baselines.layers = 2
+  config.baselines.dropout = 0.2
+  config.baselines.steps = 4000       # at most; early stopping usually ends sooner
+  config.baselines.batch_size = 128   # users per step
+  config.baselines.learning_rate = 1e-3
+  config.baselines.warmup_steps = 100
+  config.baselines.weight_decay = 0.0
+  config.baselines.log_every = 100
+  config.baselines.eval_every = 200   # validation NDCG@10 (early stopping) + checkpoint
+  config.baselines.patience = 5       # evaluations without a better validation NDCG@10
+  config.baselines.val_users = 5000   # validation users for early stopping (fixed subset; 0 = all)
+  config.baselines.max_users = 0      # users measured per split in metrics.json (0 = all)
+  config.baselines.sampled_negatives = 1000  # the seed's protocol on test; 0 skips it
+  config.baselines.eval_batch_size = 256
+  config.baselines.seed = 0
+
   config.lm = ml_collections.ConfigDict()
   config.lm.model = "tiny"           # a named decoder config (semrec_jax/models/configs.py)
   config.lm.weights = "scratch"      # scratch (tokenizer trained on the catalog) | gguf:PATH

@@ -1,5 +1,6 @@
 """The stages of the pipeline, in the order data flows through them (DESIGN.md 1)."""
 
+from semrec_jax.baselines.stage import baselines
 from semrec_jax.data.prepare import prepare
 from semrec_jax.embed.stage import embed
 from semrec_jax.eval.stage import evaluate
@@ -15,6 +16,8 @@ STAGES: dict[str, Stage] = {
               depends_on=("prepare",)),
         Stage("ids", output="ids", run=semantic_ids, config_keys=("ids",),
               depends_on=("prepare", "embed")),
+        Stage("baselines", output="baselines", run=baselines, config_keys=("baselines",),
+              depends_on=("prepare", "ids")),
         Stage("lm", output="lm", run=train_lm, config_keys=("lm",), depends_on=("prepare", "ids"),
               multihost=True),
         Stage("eval", output="eval", run=evaluate, config_keys=("eval",),

@@ -62,10 +62,10 @@ def sample_negatives(num_items: int, exclude: list[set], count: int,
   return out
 
 
-def popularity_ranking(train_items: np.ndarray, num_items: int, length: int) -> np.ndarray:
-  """The `length` most frequent training items (ties: lower index first)."""
-  counts = np.bincount(np.asarray(train_items, np.int64), minlength=num_items)
-  return np.lexsort((np.arange(num_items), -counts))[:length]
+def popularity_ranking(counts: np.ndarray, length: int) -> np.ndarray:
+  """The `length` items with the highest training counts [num_items] (ties: lower index first)."""
+  counts = np.asarray(counts)
+  return np.lexsort((np.arange(len(counts)), -counts))[:length]
 
 
 def list_quality(ranked: np.ndarray, num_items: int) -> dict[str, float]:

@@ -4,6 +4,7 @@ through semrec_jax.eval.metrics."""
 
 import numpy as np
 
+from semrec_jax.baselines import popularity as popularity_lib
 from semrec_jax.eval import metrics, prompts
 
 
@@ -38,9 +39,8 @@ def sampled(decoder, lm, records: list[dict], negatives: int, max_history: int,
 def popularity(train_records: list[dict], records: list[dict], num_items: int,
                split: str) -> dict[str, float]:
   """Popularity (training-split interaction counts) on the same users and metrics."""
-  train_items = np.concatenate([np.append(np.asarray(r["history"], np.int64), int(r["target"]))
-                                for r in train_records])
-  top = metrics.popularity_ranking(train_items, num_items, max(metrics.CUTOFFS))
+  counts = popularity_lib.train_counts(train_records, num_items)
+  top = metrics.popularity_ranking(counts, max(metrics.CUTOFFS))
   ranked = np.broadcast_to(top, (len(records), len(top)))
   targets = np.asarray([int(r["target"]) for r in records])
   found = metrics.ranking_metrics(ranked, targets, f"popularity/{split}")

@@ -15,7 +15,7 @@ from flax import nnx
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.ids import trie as trie_lib
+from semrec_jax.ids import assign, trie as trie_lib
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.lm.stage import decoder_config
 from semrec_jax.models.decoder import Decoder
@@ -38,16 +38,6 @@ class TrainedLM:
   code_tokens: np.ndarray            # [levels, K] token id of each code
   sid_start: int
   items: object                      # the catalog data source (item i = row i)
-
-
-def _read_ids(path: str) -> tuple[list[str], np.ndarray]:
-  """(token string per item, codes [items, levels]) from ids/semantic_ids.tsv, in one pass."""
-  with open(path, encoding="utf-8") as f:
-    header = f.readline().rstrip("\n").split("\t")
-    rows = [line.rstrip("\n").split("\t") for line in f]
-  codes, tokens = header.index("codes"), header.index("tokens")
-  return ([r[tokens] for r in rows],
-          np.asarray([[int(c) for c in r[codes].split()] for r in rows], np.int32))
 
 
 def checkpoint_dir(workdir: str) -> tuple[str, str]:
@@ -99,7 +89,7 @@ def load(workdir: str, step: int | None = None, mesh=None) -> TrainedLM:
   code_tokens = np.asarray([[tokenizer.piece_id(f"<|sid_{level * trie.codebook_size + code}|>")
                              for code in range(trie.codebook_size)]
                             for level in range(trie.levels)], np.int32)
-  sids, codes = _read_ids(os.path.join(ids_dir, "semantic_ids.tsv"))
+  sids, codes = assign.read_table(os.path.join(ids_dir, "semantic_ids.tsv"))
   return TrainedLM(
       model=nnx.merge(graphdef, state), tokenizer=tokenizer, step=step, stage=stage, config=c,
       sids=sids, codes=codes, trie=trie,

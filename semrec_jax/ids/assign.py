@@ -88,3 +88,13 @@ def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
   return {"codes": codes, "nearest_codes": nearest,
           "ids": np.concatenate([codes, extra[:, None]], axis=1),
           "recon_mse": float(np.mean((recon - embeddings) ** 2))}
+
+
+def read_table(path: str) -> tuple[list[str], np.ndarray]:
+  """(token string per item, codes [items, levels]) from the ids stage's semantic_ids.tsv."""
+  with open(path, encoding="utf-8") as f:
+    header = f.readline().rstrip("\n").split("\t")
+    rows = [line.rstrip("\n").split("\t") for line in f]
+  codes, tokens = header.index("codes"), header.index("tokens")
+  return ([r[tokens] for r in rows],
+          np.asarray([[int(c) for c in r[codes].split()] for r in rows], np.int32))

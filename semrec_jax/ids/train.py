@@ -1,16 +1,14 @@
 """RQ-VAE training: data-parallel jitted steps, k-means seeding, dead-code restarts, Orbax.
 
-Batches come from a grain pipeline over item indices (shuffled, repeated, batched; batch s is a
-pure function of the seed and s, so a resumed run sees the same batches). The state (model +
-optimizer) is replicated and each batch is split over the mesh's data axes. Checkpoints: the
-latest (for resuming) and the best by validation loss (for assignment).
+Batches come from a grain pipeline over item indices (semrec_jax.batches: a resumed run sees the
+same batches). The state (model + optimizer) is replicated and each batch is split over the mesh's
+data axes. Checkpoints: the latest (for resuming) and the best by validation loss (for assignment).
 """
 
 import dataclasses
 import os
 import time
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +17,7 @@ from absl import logging
 from flax import nnx
 
 from semrec_jax import checkpoint, parallel
+from semrec_jax.batches import index_batches
 from semrec_jax.ids.kmeans import kmeans
 from semrec_jax.ids.recipes import Recipe
 from semrec_jax.ids.rqvae import RQVAE, RQVAEConfig
@@ -50,15 +49,6 @@ def optimizer(recipe: Recipe, steps: int) -> optax.GradientTransformation:
   adamw = optax.adamw(lr, weight_decay=recipe.weight_decay)
   return optax.chain(optax.clip_by_global_norm(recipe.clip_norm), adamw) if recipe.clip_norm \
       else adamw
-
-
-def batches(num_items: int, batch_size: int, seed: int, start_step: int = 0):
-  """Index batches: grain shuffles every epoch with its own seed; batch s is fixed by (seed, s)."""
-  batch_size = min(batch_size, num_items)
-  dataset = (grain.MapDataset.range(num_items).shuffle(seed=seed).repeat()
-             .batch(batch_size, drop_remainder=True))
-  return iter(dataset[start_step:].to_iter_dataset(
-      grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
 
 
 class Trainer:
@@ -170,13 +160,13 @@ def train(c, recipe: Recipe, embeddings: np.ndarray, mesh: jax.sharding.Mesh,
   key = jax.random.key(c.seed)
   if start is None:
     start = 0
-    first = x_train[next(batches(len(x_train), batch_size, c.seed))]
+    first = x_train[next(index_batches(len(x_train), batch_size, c.seed))]
     trainer.seed_codebooks(x_train if recipe.init == "all" else first, jax.random.fold_in(key, 1 << 30))
   else:
     trainer.state, meta = checkpoint.restore(latest, start, trainer.state, with_meta=True)
     history = meta["history"]
     logging.info("resuming RQ-VAE training from step %d", start)
-  stream = batches(len(x_train), batch_size, c.seed, start)
+  stream = index_batches(len(x_train), batch_size, c.seed, start)
   tick = time.time()
   for step in range(start, c.steps):
     trainer.state, losses = trainer.train_step(trainer.state, trainer.put(x_train[next(stream)]))

@@ -1,0 +1,129 @@
+"""The `baselines` stage: popularity, item-ID SASRec and semantic-ID SASRec on the LM's split.
+
+Output in WORKDIR/baselines/<model>/: metrics.json with the key names of WORKDIR/eval/metrics.json
+(full-catalog ranking per split, the seed's sampled protocol on test), info.json (users, steps,
+best step, validation history, seconds) and, for SASRec, Orbax checkpoints (best and latest). A
+model whose metrics.json exists is skipped, so an interrupted stage resumes with the next model
+(and a SASRec run from its latest checkpoint).
+"""
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from semrec_jax import parallel
+from semrec_jax.baselines import losses, popularity, sequences
+from semrec_jax.baselines.trainer import Trainer, train
+from semrec_jax.data import tfds_builders
+from semrec_jax.eval import metrics, ranking
+from semrec_jax.ids import assign
+from semrec_jax.lm import tasks
+from semrec_jax.models.sasrec import CodeSASRec, ItemSASRec, SASRecConfig
+
+MODELS = ("popularity", "sasrec_id", "sasrec_sid")
+SPLITS = ("validation", "test")
+PROTOCOL = ("leave-one-out (last item test, second-to-last validation); full ranking over the "
+            "catalog, history items not excluded; sampled: target vs {n} random items outside the "
+            "user's history")
+
+
+def build(name: str, c, num_items: int, codes: np.ndarray | None) -> nnx.Module:
+  """A SASRec model named `name` (sasrec_id | sasrec_sid) from config.baselines."""
+  config = SASRecConfig(num_items=num_items, max_len=c.max_len, dim=c.dim, heads=c.heads,
+                        layers=c.layers, dropout=c.dropout)
+  if name == "sasrec_id":
+    return ItemSASRec(config, nnx.Rngs(c.seed))
+  config = SASRecConfig(**{**config.__dict__, "levels": codes.shape[1],
+                           "codebook_size": int(codes.max()) + 1})
+  return CodeSASRec(config, codes, nnx.Rngs(c.seed))
+
+
+def measure(top: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+            sampled: np.ndarray | None, negatives: int) -> dict[str, float]:
+  """metrics.json of one model: ranked lists per split; `sampled` [users, 1 + negatives] scores
+  of each test target (column 0) and its negatives."""
+  out = {}
+  for split in SPLITS:
+    out.update(metrics.ranking_metrics(top[split], targets[split], split))
+  if sampled is not None:
+    out.update(metrics.sampled_metrics(sampled[:, 0], sampled[:, 1:], f"sampled{negatives}"))
+  return {k: round(v, 5) for k, v in out.items()}
+
+
+def _write(folder: str, name: str, value) -> None:
+  with open(os.path.join(folder, name), "w") as f:
+    json.dump(value, f, indent=2)
+
+
+def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
+  c = config.baselines
+  unknown = sorted(set(c.models) - set(MODELS))
+  if unknown or c.loss not in losses.ITEM_LOSSES:
+    raise ValueError(f"config.baselines: unknown models {unknown} (known: {MODELS}) or loss "
+                     f"{c.loss!r} (known: {losses.ITEM_LOSSES})")
+  data_dir = os.path.join(workdir, "data")
+  read = lambda split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
+  train_records = read("train")
+  num_items = len(tfds_builders.items_source(data_dir))
+  users = ranking.users_to_evaluate(len(train_records), c.max_users, c.seed)
+  evaluated = {split: [records[int(u)] for u in users]
+               for split, records in ((s, read(s)) for s in SPLITS)}
+  targets = {split: np.asarray([int(r["target"]) for r in evaluated[split]]) for split in SPLITS}
+  if c.sampled_negatives:
+    exclude = [set(int(i) for i in r["history"]) | {int(r["target"])} for r in evaluated["test"]]
+    candidates = np.concatenate([targets["test"][:, None], metrics.sample_negatives(
+        num_items, exclude, c.sampled_negatives, c.seed)], axis=1)
+  val_users = ranking.users_to_evaluate(len(train_records), c.val_users, c.seed + 1)
+  validation = read("validation")
+  val_rows = sequences.history_rows([validation[int(u)] for u in val_users], num_items, c.max_len)
+  val_targets = np.asarray([int(validation[int(u)]["target"]) for u in val_users])
+  inputs, next_items = sequences.train_rows(train_records, num_items, c.max_len)
+  mesh = parallel.make_mesh(config.mesh)
+  results = {}
+  for name in c.models:
+    folder = os.path.join(out_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    if os.path.exists(os.path.join(folder, "metrics.json")):
+      logging.info("baselines: %s already measured in %s", name, folder)
+      with open(os.path.join(folder, "metrics.json")) as f:
+        results[name] = json.load(f)
+      continue
+    started, k = time.time(), max(metrics.CUTOFFS)
+    info = {"model": name, "users": len(users), "protocol": PROTOCOL.format(
+        n=c.sampled_negatives), "sampled_users": len(users) if c.sampled_negatives else 0}
+    if name == "popularity":
+      counts = popularity.train_counts(train_records, num_items)
+      top = {s: np.broadcast_to(metrics.popularity_ranking(counts, k), (len(users), k))
+             for s in SPLITS}
+      sampled = counts[candidates].astype(np.float64) if c.sampled_negatives else None
+    else:
+      codes = (assign.read_table(os.path.join(workdir, "ids", "semantic_ids.tsv"))[1]
+               if name == "sasrec_sid" else None)
+      trainer = Trainer(build(name, c, num_items, codes), c, mesh)
+      result = train(trainer, inputs, next_items, val_rows, val_targets,
+                     os.path.join(folder, "checkpoints"), name)
+      top, sampled = {}, None
+      for split in SPLITS:
+        rows = sequences.history_rows(evaluated[split], num_items, c.max_len)
+        wanted = candidates if split == "test" and c.sampled_negatives else targets[split][:, None]
+        top[split], scores = trainer.rank(rows, wanted, k, c.eval_batch_size)
+        if split == "test" and c.sampled_negatives:
+          sampled = scores
+      info.update({"loss": c.loss if name == "sasrec_id" else "code cross-entropy",
+                   "parameters": int(sum(x.size for x in jax.tree.leaves(nnx.state(trainer.model, nnx.Param)))),
+                   "best_step": result.best_step, "stopped_early": result.stopped_early,
+                   "steps": result.history[-1]["step"], "train_seconds": round(result.seconds, 1),
+                   "history": result.history})
+    results[name] = measure(top, targets, sampled, c.sampled_negatives)
+    info["seconds"] = round(time.time() - started, 1)
+    _write(folder, "metrics.json", results[name])
+    _write(folder, "info.json", info)
+    logging.info("baselines: %s test Recall@10 %.4f NDCG@10 %.4f (%d users, %.0f s)", name,
+                 results[name]["test/recall@10"], results[name]["test/ndcg@10"], len(users),
+                 info["seconds"])
+  return results
