@@ -11,7 +11,7 @@ from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import prompts
 from semrec_jax.lm import tasks
 
-MIN_ITEMS_PER_VALUE = 10  # a request needs at least 10 matching items for precision@10 = 1
+MIN_ITEMS_PER_VALUE = tasks.MIN_ITEMS_PER_VALUE  # as training draws requests
 
 
 def attribute_values(items) -> dict[str, list[set[str]]]:

@@ -101,12 +101,13 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   multihost.sync("lm:tokenizer")
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   model = build_model(c, tokenizer, len(sid_tokens), mesh)
+  split = lambda name: tfds_builders.sequences_source(data_dir, name)
   train_sources = tasks.without_empty(tasks.sources(
-      tfds_builders.sequences_source(data_dir, "train"), items, sids, c.max_history, c.seed,
-      history_loss=c.history_loss), "training")
+      split("train"), items, sids, c.max_history, c.seed, history_loss=c.history_loss,
+      later=tasks.later_items(split("validation"), split("test"))), "training")
   eval_sources = tasks.without_empty(tasks.sources(
-      tfds_builders.sequences_source(data_dir, "validation"), items, sids, c.max_history, c.seed,
-      held_out=True), "held-out")
+      split("validation"), items, sids, c.max_history, c.seed, held_out=True,
+      later=tasks.later_items(split("test"))), "held-out")
   eval_batches = held_out_batches(eval_sources, tokenizer, c)
   weights = {name: w for name, w in c.task_weights.items()  # unknown names still fail below
              if name in train_sources or name not in tasks.TASKS}

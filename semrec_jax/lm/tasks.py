@@ -9,8 +9,9 @@ items left out of training.
 
 Templates (the phrasing is drawn per example from a seeded generator, so runs are reproducible):
   next_item    "<history phrasing with items joined by ', '> <|rec|>" -> target SID
-  steering     history + a constraint in words from one of the target's attributes ("something for
-               PS4", "a racing game", "something by Nintendo", "an accessory, not a game") -> target
+  steering     history + a request in words ("something for PS4", "a racing game", "something by
+               Nintendo", "an accessory, not a game"): one the target meets -> target, or one
+               drawn from the catalog -> the item meeting it nearest the target
   co_purchase  an item -> an item the same user bought within the next 3
   text_to_sid  the title, a fragment of it (half its words), the start of the description, or the
                attributes in words -> SID
@@ -28,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from semrec_jax.data.tfds_builders import text
+from semrec_jax.ids import assign
 
 NEXT_ITEM = (
     "A user bought, in order: {items}. What will they buy next? <|rec|>",
@@ -125,7 +127,7 @@ def constraint(kind: str, value: str) -> str:
   if kind == "platform":
     return f"something for {value}"
   if kind == "genre":
-    return f"a {value.lower()} game"
+    return _a(f"{value.lower()} game")
   if kind == "brand":
     return f"something by {value}"
   if kind == "product_type":
@@ -179,27 +181,97 @@ def bundle_name(shared: dict[str, str]) -> str:
   return " ".join(w for w in words if w)
 
 
+def _informative(options: list[str], said: list[str]) -> list[str]:
+  """The constraints in `options` that `said` (what the last item already satisfies) lacks, or all
+  of them: a request the history alone would answer teaches the model to ignore the words."""
+  return [c for c in options if c not in said] or options
+
+
 def _shared(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
   return {k: v for k, v in a.items() if b.get(k) == v}
 
 
-def steering(sequences, attrs: list[dict], sids: list[str], max_history: int,
-             seed: int) -> grain.MapDataset:
-  """History + a constraint the target satisfies -> target; users whose target has no usable
-  attribute are left out (counted by the difference in length)."""
+MIN_ITEMS_PER_VALUE = 10  # a value asked for by name needs 10 items (precision@10 can reach 1)
+FREE_REQUEST_SHARE = 0.75  # steering examples whose request is drawn from the catalog
+
+
+def _codes(sid: str) -> tuple[str, ...]:
+  """The code tokens of a SID token string (without its start and end markers)."""
+  return tuple(sid.split("><")[1:-1])
+
+
+class _Nearest:
+  """For each requestable (kind, value): the items holding it, indexed by every prefix of their
+  semantic IDs, so the nearest item with a value is the one sharing the longest prefix."""
+
+  def __init__(self, attrs: list[dict], sids: list[str]):
+    holders: dict[tuple[str, str], list[int]] = {}
+    for i, a in enumerate(attrs):
+      for kind in STEER_KINDS:
+        if kind in a:
+          holders.setdefault((kind, a[kind]), []).append(i)
+    self.values = {key: items for key, items in sorted(holders.items())
+                   if len(items) >= MIN_ITEMS_PER_VALUE}
+    self.codes = [_codes(s) for s in sids]
+    self.index = {key: {} for key in self.values}
+    for key, items in self.values.items():
+      for i in items:
+        for depth in range(len(self.codes[i])):
+          self.index[key].setdefault(self.codes[i][:depth], []).append(i)
+    kinds = sorted({kind for kind, _ in self.values})
+    self.by_kind = {kind: [key for key in self.values if key[0] == kind] for kind in kinds}
+
+  def draw(self, rng: np.random.Generator, target: int,
+           banned: set[int]) -> tuple[str, str, int]:
+    """(kind, value, item): a kind, a value weighted by its item count (as the evaluation draws
+    requests), and the item with that value nearest the target, never one in `banned` (fewer
+    than MIN_ITEMS_PER_VALUE items, so one is always left)."""
+    assert len(banned) < MIN_ITEMS_PER_VALUE, banned
+    keys = self.by_kind[list(self.by_kind)[int(rng.integers(len(self.by_kind)))]]
+    weights = np.asarray([len(self.values[k]) for k in keys], np.float64)
+    key = keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
+    codes = self.codes[target]
+    for depth in range(len(codes) - 1, -1, -1):
+      found = [i for i in self.index[key].get(codes[:depth], ()) if i not in banned]
+      if found:
+        return key[0], key[1], found[int(rng.integers(len(found)))]
+    raise AssertionError("depth 0 holds every item with the value")
+
+
+def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, seed: int,
+             later: list[set[int]] | None = None) -> grain.MapDataset:
+  """History + a request in words -> an item that meets it. In half of the examples the request
+  is one the next item meets (preferably one the last history item does not) and the answer is
+  the next item; in the other half the request is drawn from the catalog as the evaluation draws
+  it, and the answer is the item with that value nearest the next item (longest shared
+  semantic-ID prefix): the user's taste, moved to what they asked for. That item is never one of
+  the user's `later` items (their held-out validation and test items), so no held-out pair is
+  trained on by coincidence. Users whose target has no usable attribute, in a catalog with no
+  requestable value, are left out."""
   item_constraints = [constraints(a) for a in attrs]
+  nearest = _Nearest(attrs, sids)
   usable = [u for u in range(len(sequences))
-            if item_constraints[int(sequences[u]["target"])]]
+            if item_constraints[int(sequences[u]["target"])] or nearest.values]
 
   def build(index, u):
     example = sequences[u]
     rng = _rng(seed, "steering", index)
-    history = [int(i) for i in example["history"]][-max_history:]
-    options = item_constraints[int(example["target"])]
+    history = [int(i) for i in example["history"]]
+    history = history[len(history) - int(rng.integers(1, min(max_history, len(history)) + 1)):] \
+        if history else []  # the last 1..max_history items, as next_item
+    target = int(example["target"])
+    options = item_constraints[target]
+    if nearest.values and (not options or rng.random() < FREE_REQUEST_SHARE):
+      kind, value, target = nearest.draw(rng, target, later[u] if later else set())
+      request = constraint(kind, value)
+    else:
+      if history:
+        options = _informative(options, item_constraints[history[-1]])
+      request = options[int(rng.integers(len(options)))]
     template = STEERING[int(rng.integers(len(STEERING)))]
-    return {"task": "steering", "user": u, "answer": sids[int(example["target"])],
+    return {"task": "steering", "user": u, "answer": sids[target],
             "prompt": template.format(items=", ".join(sids[i] for i in history),
-                                      constraint=options[int(rng.integers(len(options)))])}
+                                      constraint=request)}
 
   return grain.MapDataset.source(usable).map_with_index(build)
 
@@ -362,7 +434,7 @@ def multi_turn(sequences, attrs: list[dict], sids: list[str], max_history: int,
     rng = _rng(seed, "multi_turn", index)
     history = [int(i) for i in example["history"]][-max_history - 1:]
     options = item_constraints[int(example["target"])]
-    new = [c for c in options if c not in item_constraints[history[-1]]] or options
+    new = _informative(options, item_constraints[history[-1]])
     template = MULTI_TURN[int(rng.integers(len(MULTI_TURN)))]
     return {"task": "multi_turn", "user": u, "answer": sids[int(example["target"])],
             "prompt": template.format(items=", ".join(sids[i] for i in history[:-1]),
@@ -398,13 +470,21 @@ def without_empty(found: dict[str, grain.MapDataset], what: str) -> dict[str, gr
   return kept
 
 
+def later_items(*splits) -> list[set[int]]:
+  """Per user, the targets of the given later splits (what training must never answer with)."""
+  records = [read_all(split) for split in splits]
+  return [{int(split[u]["target"]) for split in records} for u in range(len(records[0]))]
+
+
 def sources(sequences, items, sids: list[str], max_history: int, seed: int,
-            held_out: bool = False, history_loss: bool = False) -> dict[str, grain.MapDataset]:
+            held_out: bool = False, history_loss: bool = False,
+            later: list[set[int]] | None = None) -> dict[str, grain.MapDataset]:
   """Every task's source: training examples, or (held_out=True) the evaluation examples
-  (`sequences` is then the validation split)."""
+  (`sequences` is then the validation split). `later`: each user's items of the later splits
+  (later_items), which the steering task's catalog-drawn answers avoid."""
   sequences, attrs = read_all(sequences), item_attributes(items)
   out = {"next_item": next_item(sequences, sids, max_history, seed, history_loss),
-         "steering": steering(sequences, attrs, sids, max_history, seed),
+         "steering": steering(sequences, attrs, sids, max_history, seed, later),
          "co_purchase": co_purchase(sequences, sids, seed),
          **item_tasks(items, sids, seed, held_out=held_out),
          "explanation": explanation(sequences, attrs, sids, max_history, seed),
@@ -416,7 +496,4 @@ def sources(sequences, items, sids: list[str], max_history: int, seed: int,
 
 def load_sids(path: str) -> list[str]:
   """Token strings per item index from WORKDIR/ids/semantic_ids.tsv."""
-  with open(path, encoding="utf-8") as f:
-    header = f.readline().rstrip("\n").split("\t")
-    column = header.index("tokens")
-    return [line.rstrip("\n").split("\t")[column] for line in f]
+  return assign.read_table(path)[0]

@@ -17,7 +17,9 @@ from semrec_jax.models.decoder import Decoder
 
 @pytest.fixture(scope="module")
 def train_sources(data):
-  return tasks.sources(data["split"]["train"], data["items"], data["sids"], 20, seed=0)
+  later = tasks.later_items(data["split"]["validation"], data["split"]["test"])
+  return tasks.sources(data["split"]["train"], data["items"], data["sids"], 20, seed=0,
+                       later=later)
 
 
 SID = re.compile(r"<\|sid_start\|>.*?<\|sid_end\|>")
@@ -37,7 +39,9 @@ def test_user_tasks_only_show_the_users_training_part(data, train_sources, task)
     u = example["user"]
     part = {sids[int(i)] for i in train[u]["history"]} | {sids[int(train[u]["target"])]}
     shown = set(SID.findall(example["prompt"])) | set(SID.findall(example["answer"]))
-    assert shown and shown <= part, (task, u)
+    # Steering may answer a request drawn from the catalog with an item outside the part.
+    inside = set(SID.findall(example["prompt"])) if task == "steering" else shown
+    assert inside and inside <= part, (task, u)
     assert not {sids[int(valid[u]["target"])], sids[int(test[u]["target"])]} & shown
 
 
@@ -246,23 +250,35 @@ def test_pipeline_is_deterministic_and_resumes_exactly(train_sources, tokenizer)
   assert efficiency >= 0.9  # share of non-padding tokens
 
 
-def test_steering_constraints_hold_for_the_target(data):
+def test_steering_answers_meet_the_request_and_free_ones_are_the_nearest(data):
   train = data["split"]["train"]
-  examples = tasks.steering(train, data["attrs"], data["sids"], 20, seed=0)
-  assert 0.5 * 19_080 < len(examples) <= 19_080  # users whose target has an attribute
+  later = tasks.later_items(data["split"]["validation"], data["split"]["test"])
+  examples = tasks.steering(train, data["attrs"], data["sids"], 20, seed=0, later=later)
+  assert len(examples) == 19_080  # the sample has requestable values: every user is usable
   sid_to_item = {sid: i for i, sid in enumerate(data["sids"])}
-  phrasings = set()
+  codes = [tuple(s.split("><")[1:-1]) for s in data["sids"]]
+  shared = lambda a, b: next((n for n in range(len(a)) if a[n] != b[n]), len(a))
+  phrasings, free = set(), 0
   for k in range(0, len(examples), 11):
     example = examples[k]
-    target = data["items"][sid_to_item[example["answer"]]]
-    stated = [c for c in tasks.constraints(tasks.attributes(target)) if c in example["prompt"]]
+    answer = sid_to_item[example["answer"]]
+    stated = [c for c in tasks.constraints(data["attrs"][answer]) if c in example["prompt"]]
     assert stated, example
-    phrasings.add(stated[0].split()[0] + " " + stated[0].split()[1])
-  assert len(phrasings) >= 3  # platform, brand, genre or type constraints all occur
+    phrasings.add(" ".join(stated[0].split()[:2]))
+    target = int(train[example["user"]]["target"])
+    if answer != target:  # a request drawn from the catalog: the nearest item that meets it
+      free += 1
+      holders = [i for i, a in enumerate(data["attrs"])
+                 if any(c in stated for c in tasks.constraints(a)) and i not in later[example["user"]]]
+      assert shared(codes[answer], codes[target]) == max(shared(codes[i], codes[target])
+                                                         for i in holders)
+  assert len(phrasings) >= 3  # platform, brand, genre or type requests all occur
+  share = free / len(range(0, len(examples), 11))  # targets without attributes are always free
+  assert tasks.FREE_REQUEST_SHARE - 0.1 < share < tasks.FREE_REQUEST_SHARE + 0.15
   assert tasks.constraints(tasks.attributes({
-      "platform": b"PS4", "brand": b"Sony", "genre": b"Racing|Action", "franchise": b"",
+      "platform": b"PS4", "brand": b"Sony", "genre": b"Action|Racing", "franchise": b"",
       "product_type": b"Accessory"})) == [
-      "something for PS4", "a racing game", "something by Sony", "an accessory, not a game"]
+      "something for PS4", "an action game", "something by Sony", "an accessory, not a game"]
 
 
 def test_co_purchase_pairs_stay_inside_the_training_part(data):
