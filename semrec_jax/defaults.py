@@ -81,7 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.batch_size = 8          # sequences (packed rows) per step, over all processes
   config.lm.max_history = 20
   config.lm.history_loss = True      # next_item also learns each history item from those before
-  config.lm.task_weights = {"next_item": 3.0, "steering": 1.0, "co_purchase": 1.0,
+  config.lm.task_weights = {"next_item": 3.0, "steering": 3.0, "co_purchase": 1.0,
                             "text_to_sid": 1.0, "sid_to_text": 1.0, "explanation": 0.5,
                             "bundle": 0.5, "multi_turn": 0.5}  # semrec_jax/lm/tasks.py
   config.lm.warmup_steps = 20

@@ -84,7 +84,7 @@ def test_overwrite_replaces_and_ignores_a_half_written_run(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
   bad_stage = _main("--config=configs/demo.py", f"--workdir={tmp_path}", "--stages=prepare,train")
   assert bad_stage.returncode != 0
-  assert "unknown stage(s) ['train']; known stages: ['prepare', 'embed', 'ids', 'lm', 'eval']" in bad_stage.stderr
+  assert "unknown stage(s) ['train']; known stages: ['prepare', 'embed', 'ids', 'baselines', 'lm', 'eval']" in bad_stage.stderr
   missing = _main("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert missing.returncode != 0 and "configs/nope.py" in missing.stderr
   blocker = tmp_path / "file"

@@ -7,6 +7,7 @@ model whose metrics.json exists is skipped, so an interrupted stage resumes with
 (and a SASRec run from its latest checkpoint).
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -24,6 +25,7 @@ from semrec_jax.eval import metrics, ranking
 from semrec_jax.ids import assign
 from semrec_jax.lm import tasks
 from semrec_jax.models.sasrec import CodeSASRec, ItemSASRec, SASRecConfig
+from semrec_jax.stages import StageError
 
 MODELS = ("popularity", "sasrec_id", "sasrec_sid")
 SPLITS = ("validation", "test")
@@ -38,8 +40,7 @@ def build(name: str, c, num_items: int, codes: np.ndarray | None) -> nnx.Module:
                         layers=c.layers, dropout=c.dropout)
   if name == "sasrec_id":
     return ItemSASRec(config, nnx.Rngs(c.seed))
-  config = SASRecConfig(**{**config.__dict__, "levels": codes.shape[1],
-                           "codebook_size": int(codes.max()) + 1})
+  config = dataclasses.replace(config, levels=codes.shape[1], codebook_size=int(codes.max()) + 1)
   return CodeSASRec(config, codes, nnx.Rngs(c.seed))
 
 
@@ -64,7 +65,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
   c = config.baselines
   unknown = sorted(set(c.models) - set(MODELS))
   if unknown or c.loss not in losses.ITEM_LOSSES:
-    raise ValueError(f"config.baselines: unknown models {unknown} (known: {MODELS}) or loss "
+    raise StageError(f"config.baselines: unknown models {unknown} (known: {MODELS}) or loss "
                      f"{c.loss!r} (known: {losses.ITEM_LOSSES})")
   data_dir = os.path.join(workdir, "data")
   read = lambda split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
@@ -77,7 +78,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
   if c.sampled_negatives:
     exclude = [set(int(i) for i in r["history"]) | {int(r["target"])} for r in evaluated["test"]]
     candidates = np.concatenate([targets["test"][:, None], metrics.sample_negatives(
-        num_items, exclude, c.sampled_negatives, c.seed)], axis=1)
+        num_items, exclude, c.sampled_negatives, c.seed)], axis=1).astype(np.int32)
   val_users = ranking.users_to_evaluate(len(train_records), c.val_users, c.seed + 1)
   validation = read("validation")
   val_rows = sequences.history_rows([validation[int(u)] for u in val_users], num_items, c.max_len)

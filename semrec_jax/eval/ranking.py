@@ -4,7 +4,6 @@ through semrec_jax.eval.metrics."""
 
 import numpy as np
 
-from semrec_jax.baselines import popularity as popularity_lib
 from semrec_jax.eval import metrics, prompts
 
 
@@ -36,10 +35,9 @@ def sampled(decoder, lm, records: list[dict], negatives: int, max_history: int,
   return metrics.sampled_metrics(scores[:, 0], scores[:, 1:], f"sampled{negatives}")
 
 
-def popularity(train_records: list[dict], records: list[dict], num_items: int,
-               split: str) -> dict[str, float]:
-  """Popularity (training-split interaction counts) on the same users and metrics."""
-  counts = popularity_lib.train_counts(train_records, num_items)
+def popularity(counts: np.ndarray, records: list[dict], split: str) -> dict[str, float]:
+  """Popularity (training-split interaction `counts`, baselines.popularity.train_counts) on the
+  same users and metrics."""
   top = metrics.popularity_ranking(counts, max(metrics.CUTOFFS))
   ranked = np.broadcast_to(top, (len(records), len(top)))
   targets = np.asarray([int(r["target"]) for r in records])

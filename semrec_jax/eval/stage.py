@@ -14,6 +14,7 @@ import numpy as np
 from absl import logging
 
 from semrec_jax import decoding, multihost, parallel
+from semrec_jax.baselines import popularity
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import language, metrics, ranking, restore, steering
@@ -42,6 +43,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   train_records = read("train")
   users = ranking.users_to_evaluate(len(train_records), c.max_users, c.seed)
   width = max(c.beam_width, max(metrics.CUTOFFS))
+  counts = popularity.train_counts(train_records, len(lm.codes))
   out, reasons, samples, timings = {}, {}, [], {}
   ranked = {}
   for split in c.splits:
@@ -51,7 +53,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
     ranked[split] = ranking.rank(decoder, lm, records, width, max_history)
     targets = np.asarray([int(r["target"]) for r in records])
     out.update(metrics.ranking_metrics(ranked[split], targets, split))
-    out.update(ranking.popularity(train_records, records, len(lm.codes), split))
+    out.update(ranking.popularity(counts, records, split))
     timings[f"rank_{split}_s"] = round(time.time() - tick, 1)
     logging.info("eval: %s recall@10 %.4f ndcg@10 %.4f (%d users, %.0f s)", split,
                  out[f"{split}/recall@10"], out[f"{split}/ndcg@10"], len(users),

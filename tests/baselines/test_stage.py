@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import defaults, parallel
 from semrec_jax.baselines import sequences, stage as stage_lib
 from semrec_jax.baselines.trainer import Trainer
 from semrec_jax.data import tfds_builders
 from semrec_jax.eval import ranking
 from semrec_jax.ids import assign
 from semrec_jax.lm import tasks
-from semrec_jax import defaults
+from semrec_jax.stages import StageError
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,33 @@ def test_stage_writes_the_eval_metric_names_and_resumes(demo_workdir, demo_ids, 
   mtime = os.path.getmtime(out / "sasrec_id" / "metrics.json")
   assert stage_lib.baselines(config, str(workdir), str(out)) == results
   assert os.path.getmtime(out / "sasrec_id" / "metrics.json") == mtime
+
+
+def test_unknown_model_or_loss_is_one_clear_error(tmp_path):
+  config = defaults.base_config()
+  config.baselines.models = ("popularity", "gru4rec")
+  with pytest.raises(StageError, match=r"unknown models \['gru4rec'\]"):
+    stage_lib.baselines(config, str(tmp_path), str(tmp_path / "out"))
+  config.baselines.models, config.baselines.loss = ("sasrec_id",), "hinge"
+  with pytest.raises(StageError, match=r"loss 'hinge' \(known: \('ce', 'sampled', 'bce'\)\)"):
+    stage_lib.baselines(config, str(tmp_path), str(tmp_path / "out"))
+
+
+def test_an_interrupted_training_resumes_to_the_same_model(splits, tmp_path):
+  from semrec_jax.baselines.trainer import train  # pylint: disable=import-outside-toplevel
+  inputs, targets = sequences.train_rows(splits["train"][:512], 2000, 10)
+  val_rows = sequences.history_rows(splits["validation"][:64], 2000, 10)
+  val_targets = np.asarray([int(r["target"]) for r in splits["validation"][:64]])
+
+  def run(steps, folder):
+    c = _config(steps=steps, eval_every=4, patience=100)
+    trainer = Trainer(stage_lib.build("sasrec_id", c, 2000, None), c, parallel.make_mesh())
+    result = train(trainer, inputs, targets, val_rows, val_targets, str(folder), "sasrec_id")
+    return result, np.asarray(nnx.state(result.trainer.model, nnx.Param)["embedding"][...])
+
+  whole, whole_table = run(12, tmp_path / "whole")
+  run(8, tmp_path / "cut")  # killed after step 8: its latest checkpoint is step 8
+  resumed, resumed_table = run(12, tmp_path / "cut")
+  assert [r["val_ndcg@10"] for r in resumed.history] == [r["val_ndcg@10"] for r in whole.history]
+  assert resumed.best_step == whole.best_step
+  np.testing.assert_allclose(resumed_table, whole_table, atol=1e-6)

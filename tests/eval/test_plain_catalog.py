@@ -41,6 +41,8 @@ def test_default_pipeline_on_a_catalog_without_attributes(tmp_path, caplog):
   config.ids.steps, config.ids.eval_every = 30, 15
   config.lm.stage_steps, config.lm.checkpoint_every, config.lm.eval_every = (10,), 10, 10
   config.lm.eval_examples = 8
+  config.baselines.update(steps=10, eval_every=5, val_users=50, max_users=50,
+                          sampled_negatives=50)
   config.eval.update(max_users=16, steer_users=8, explain_users=4, max_bundles=4,
                      sampled_negatives=50, batch_size=8)
   workdir = tmp_path / "w"
@@ -52,6 +54,9 @@ def test_default_pipeline_on_a_catalog_without_attributes(tmp_path, caplog):
   left_out = [r.getMessage() for r in caplog.records if "left out of the mixture" in r.getMessage()]
   assert any(m.startswith("lm task steering: no training examples") for m in left_out)
   assert any(m.startswith("lm task bundle: no training examples") for m in left_out)
+  for name in ("popularity", "sasrec_id", "sasrec_sid"):
+    with open(workdir / "baselines" / name / "metrics.json") as f:
+      assert 0.0 <= json.load(f)["test/recall@10"] <= 1.0
   with open(workdir / "eval" / "metrics.json") as f:
     m = json.load(f)
   assert m["invalid_rate"] == 0.0 and m["duplicate_rate"] == 0.0
