@@ -9,7 +9,7 @@ def get_config():
   config = defaults.base_config()
   config.ids.steps = 150  # 2,000 items: batch 1,900, about 15 s of RQ-VAE training on 2 cores
   config.baselines.max_len = 20
-  config.baselines.steps = 1500      # ~10 epochs of the sample's 19,080 users; stops early
+  config.baselines.steps = 450       # 3 epochs of the sample's 19,080 users: ~45 s per SASRec
   config.baselines.eval_every = 150
   config.baselines.patience = 2
   config.baselines.val_users = 2000

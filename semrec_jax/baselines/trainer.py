@@ -103,7 +103,7 @@ class TrainResult:
   best_step: int
   history: list[dict]
   stopped_early: bool
-  seconds: float
+  seconds: float  # training time summed over the interrupted runs, if any
 
 
 def validation_ndcg(trainer: Trainer, rows: np.ndarray, targets: np.ndarray,
@@ -119,12 +119,12 @@ def train(trainer: Trainer, inputs: np.ndarray, targets: np.ndarray, val_rows: n
   latest = checkpoint.manager(os.path.join(ckpt_dir, "latest"), max_to_keep=1)
   best = checkpoint.manager(os.path.join(ckpt_dir, "best"), max_to_keep=1,
                             best_metric="val_ndcg@10", best_mode="max")
-  start, history, stopped = latest.latest_step(), [], False
+  start, history, stopped, before = latest.latest_step(), [], False, 0.0
   if start is None:
     start = 0
   else:
     trainer.state, meta = checkpoint.restore(latest, start, trainer.state, with_meta=True)
-    history, stopped = meta["history"], meta["stopped_early"]
+    history, stopped, before = meta["history"], meta["stopped_early"], meta["seconds"]
     logging.info("%s: resuming from step %d", name, start)
   batch_size = min(c.batch_size, len(inputs)) // parallel.data_parallel_size(trainer.mesh) * \
       parallel.data_parallel_size(trainer.mesh)
@@ -154,7 +154,8 @@ def train(trainer: Trainer, inputs: np.ndarray, targets: np.ndarray, val_rows: n
     logging.info("%s: step %d loss %.4f validation NDCG@10 %.4f (best %.4f)%s", name, step + 1,
                  record["train_loss"], ndcg, best_so_far,
                  ", stopping early" if stopped else "")
-    meta = {"history": history, "stopped_early": stopped}
+    meta = {"history": history, "stopped_early": stopped,
+            "seconds": before + time.time() - started}  # over every run that trained it
     checkpoint.save(latest, step + 1, trainer.state, meta=meta)
     checkpoint.save(best, step + 1, trainer.state, meta=meta, metrics={"val_ndcg@10": ndcg})
     tick, losses_seen = time.time(), []
@@ -164,4 +165,4 @@ def train(trainer: Trainer, inputs: np.ndarray, targets: np.ndarray, val_rows: n
   trainer.state = checkpoint.restore(best, best_step, trainer.state)
   latest.close()
   best.close()
-  return TrainResult(trainer, best_step, history, stopped, time.time() - started)
+  return TrainResult(trainer, best_step, history, stopped, before + time.time() - started)
