@@ -68,19 +68,19 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
     raise StageError(f"config.baselines: unknown models {unknown} (known: {MODELS}) or loss "
                      f"{c.loss!r} (known: {losses.ITEM_LOSSES})")
   data_dir = os.path.join(workdir, "data")
-  read = lambda split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
-  train_records = read("train")
+  split_records = {split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
+                   for split in ("train", *SPLITS)}
+  train_records = split_records["train"]
   num_items = len(tfds_builders.items_source(data_dir))
   users = ranking.users_to_evaluate(len(train_records), c.max_users, c.seed)
-  evaluated = {split: [records[int(u)] for u in users]
-               for split, records in ((s, read(s)) for s in SPLITS)}
+  evaluated = {split: [split_records[split][int(u)] for u in users] for split in SPLITS}
   targets = {split: np.asarray([int(r["target"]) for r in evaluated[split]]) for split in SPLITS}
   if c.sampled_negatives:
     exclude = [set(int(i) for i in r["history"]) | {int(r["target"])} for r in evaluated["test"]]
     candidates = np.concatenate([targets["test"][:, None], metrics.sample_negatives(
         num_items, exclude, c.sampled_negatives, c.seed)], axis=1).astype(np.int32)
   val_users = ranking.users_to_evaluate(len(train_records), c.val_users, c.seed + 1)
-  validation = read("validation")
+  validation = split_records["validation"]
   val_rows = sequences.history_rows([validation[int(u)] for u in val_users], num_items, c.max_len)
   val_targets = np.asarray([int(validation[int(u)]["target"]) for u in val_users])
   inputs, next_items = sequences.train_rows(train_records, num_items, c.max_len)
@@ -116,7 +116,8 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
         if split == "test" and c.sampled_negatives:
           sampled = scores
       info.update({"loss": c.loss if name == "sasrec_id" else "code cross-entropy",
-                   "parameters": int(sum(x.size for x in jax.tree.leaves(nnx.state(trainer.model, nnx.Param)))),
+                   "parameters": sum(int(x.size) for x in
+                                     jax.tree.leaves(nnx.state(trainer.model, nnx.Param))),
                    "best_step": result.best_step, "stopped_early": result.stopped_early,
                    "steps": result.history[-1]["step"], "train_seconds": round(result.seconds, 1),
                    "history": result.history})

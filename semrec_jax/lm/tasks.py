@@ -79,6 +79,13 @@ def _rng(seed: int, task: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(task.encode()), index])
 
 
+def _recent(history, max_history: int, rng: np.random.Generator) -> list[int]:
+  """The last 1..max_history items of a history (how many drawn from rng), or [] if it is empty."""
+  history = [int(i) for i in history]
+  keep = int(rng.integers(1, min(max_history, len(history)) + 1)) if history else 0
+  return history[len(history) - keep:]
+
+
 def next_item(sequences, sids: list[str], max_history: int, seed: int,
               history_loss: bool = False) -> grain.MapDataset:
   """One example per sequence: the last 1..max_history history items -> the target (with
@@ -86,9 +93,7 @@ def next_item(sequences, sids: list[str], max_history: int, seed: int,
 
   def build(index, example):
     rng = _rng(seed, "next_item", index)
-    history = [int(i) for i in example["history"]]
-    keep = int(rng.integers(1, min(max_history, len(history)) + 1)) if history else 0
-    items = ", ".join(sids[i] for i in history[len(history) - keep:])
+    items = ", ".join(sids[i] for i in _recent(example["history"], max_history, rng))
     template = NEXT_ITEM[int(rng.integers(len(NEXT_ITEM)))]
     return {"task": "next_item", "user": index, "prompt": template.format(items=items),
             "answer": sids[int(example["target"])], "history_loss": history_loss}
@@ -240,10 +245,10 @@ class _Nearest:
 
 def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, seed: int,
              later: list[set[int]] | None = None) -> grain.MapDataset:
-  """History + a request in words -> an item that meets it. In half of the examples the request
-  is one the next item meets (preferably one the last history item does not) and the answer is
-  the next item; in the other half the request is drawn from the catalog as the evaluation draws
-  it, and the answer is the item with that value nearest the next item (longest shared
+  """The last 1..max_history items + a request in words -> an item that meets it. In a quarter of
+  the examples (1 - FREE_REQUEST_SHARE) the request is one the next item meets (preferably one the
+  last history item does not) and the answer is the next item; in the rest the request is drawn
+  from the catalog as the evaluation draws it, and the answer is the item with that value nearest the next item (longest shared
   semantic-ID prefix): the user's taste, moved to what they asked for. That item is never one of
   the user's `later` items (their held-out validation and test items), so no held-out pair is
   trained on by coincidence. Users whose target has no usable attribute, in a catalog with no
@@ -256,9 +261,7 @@ def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, se
   def build(index, u):
     example = sequences[u]
     rng = _rng(seed, "steering", index)
-    history = [int(i) for i in example["history"]]
-    history = history[len(history) - int(rng.integers(1, min(max_history, len(history)) + 1)):] \
-        if history else []  # the last 1..max_history items, as next_item
+    history = _recent(example["history"], max_history, rng)
     target = int(example["target"])
     options = item_constraints[target]
     if nearest.values and (not options or rng.random() < FREE_REQUEST_SHARE):
