@@ -112,10 +112,11 @@ def _top_p_filter(logits, top_p):
   return jnp.where(probs >= threshold, logits, _NEG)
 
 
-def _walk(graphdef, state, trie: DeviceTrie, code_tokens, tokens, lengths, key, *, width: int,
-          cache_len: int, temperature: float, top_p: float, mesh):
+def _walk(graphdef, state, trie: DeviceTrie, allowed, code_tokens, tokens, lengths, key, *,
+          width: int, cache_len: int, temperature: float, top_p: float, mesh):
   """Constrained decoding of `width` items per prompt: beam search when temperature == 0, else
-  `width` independent samples (temperature, top-p) among the allowed codes."""
+  `width` independent samples (temperature, top-p) among the allowed codes. `allowed`: per level,
+  a bool mask over that level's children (Trie.allowed), restricting results to a subset."""
   with _mesh_context(mesh):
     model = nnx.merge(graphdef, state)
     batch, k = tokens.shape[0], trie.codebook_size
@@ -130,7 +131,8 @@ def _walk(graphdef, state, trie: DeviceTrie, code_tokens, tokens, lengths, key, 
     for level in range(trie.levels):
       logp = _code_logprobs(model, hidden, code_tokens[level])
       nxt = trie.next_rows(level, rows)
-      logp = jnp.where(nxt >= 0, logp, _NEG).reshape(batch, width, k)
+      ok = (nxt >= 0) & allowed[level][jnp.maximum(nxt, 0)]
+      logp = jnp.where(ok, logp, _NEG).reshape(batch, width, k)
       if temperature > 0:
         key, sub = jax.random.split(key)
         logits = _top_p_filter(logp / temperature, top_p)
@@ -203,9 +205,27 @@ def _generate(graphdef, state, tokens, lengths, key, *, max_new: int, cache_len:
     return out
 
 
+def _text_logprob(graphdef, state, tokens, lengths, starts, *, span: int, mesh):
+  """Sum of log p(token) over positions starts..lengths-1 of right-padded rows [B, T]: how
+  likely each row's continuation is after its prefix (teacher forcing, no cache)."""
+  with _mesh_context(mesh):
+    model = nnx.merge(graphdef, state)
+    width = tokens.shape[1]
+    segment_ids = (jnp.arange(width) < lengths[:, None]).astype(jnp.int32)
+    hidden, _ = model.hidden(tokens, jnp.broadcast_to(jnp.arange(width), tokens.shape) *
+                             segment_ids, segment_ids)
+    at = jnp.minimum(starts[:, None] + jnp.arange(span), width - 1)  # predicted positions
+    rows = jnp.arange(tokens.shape[0])[:, None]
+    logp = jax.nn.log_softmax(model.embedder.decode(hidden[rows, at - 1]).astype(jnp.float32))
+    picked = jnp.take_along_axis(logp, tokens[rows, at][..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(starts[:, None] + jnp.arange(span) < lengths[:, None], picked, 0.0),
+                   axis=1)
+
+
 _walk_jit = jax.jit(_walk, static_argnames=("graphdef", "width", "cache_len", "temperature",
                                            "top_p", "mesh"))
 _score_jit = jax.jit(_score, static_argnames=("graphdef", "cache_len", "mesh"))
+_text_logprob_jit = jax.jit(_text_logprob, static_argnames=("graphdef", "span", "mesh"))
 _generate_jit = jax.jit(_generate, static_argnames=("graphdef", "max_new", "cache_len",
                                                    "temperature", "mesh"))
 
@@ -223,6 +243,8 @@ class SidDecoder:
     self.code_tokens = jnp.asarray(code_tokens, jnp.int32)
     self.sid_start, self.mesh, self.levels = sid_start, mesh, trie.levels
     self.trie = DeviceTrie.from_trie(trie, dense_limit)
+    self._host_trie = trie
+    self._everything = tuple(jnp.asarray(m) for m in trie.allowed(np.ones(self.num_items, bool)))
     share = parallel.data_parallel_size(mesh) if mesh is not None else 1
     self.batch_size = -(-batch_size // share) * share  # rows per call split over the mesh
 
@@ -252,18 +274,32 @@ class SidDecoder:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
+  @property
+  def num_items(self) -> int:
+    return len(self._host_trie.children[-1])
+
   def _with_start(self, prompts):
     return [list(p) + [self.sid_start] for p in prompts]
 
   def items(self, prompts: list[list[int]], width: int, temperature: float = 0.0,
-            top_p: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Items [n, width] (index, or -1 past the catalog's end) and their scores, best first for
-    beam search (temperature 0); with temperature > 0, `width` samples per prompt."""
+            top_p: float = 1.0, seed: int = 0,
+            allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Items [n, width] (index, or -1 where fewer items qualify) and their scores, best first for
+    beam search (temperature 0); with temperature > 0, `width` samples per prompt. `allowed`: a
+    bool mask [items] restricting the results to a subset of the catalog (default: all items);
+    any subset runs the same compiled program."""
+    if allowed is None:
+      masks = self._everything
+    else:
+      if np.shape(allowed) != (self.num_items,):
+        raise ValueError(f"allowed has shape {np.shape(allowed)}; expected ({self.num_items},)")
+      masks = tuple(jnp.asarray(m) for m in self._host_trie.allowed(allowed))
     prompts = self._with_start(prompts)
     items, scores = [], []
     key = jax.random.key(seed)
     for start, tokens, lengths, cache_len in self._batches(prompts, self.levels):
-      i, s = _walk_jit(self.graphdef, self.state, self.trie, self.code_tokens, tokens, lengths,
+      i, s = _walk_jit(self.graphdef, self.state, self.trie, masks, self.code_tokens, tokens,
+                       lengths,
                         jax.random.fold_in(key, start), width=width, cache_len=cache_len,
                         temperature=float(temperature), top_p=float(top_p), mesh=self.mesh)
       items.append(self._fetch(i))
@@ -288,6 +324,18 @@ class SidDecoder:
           self._put(rows[:, c:c + chunk]), cache_len=cache_len, mesh=self.mesh))
                                  for c in range(0, codes.shape[1], chunk)], axis=1))
     return np.concatenate(out)[:len(prompts), :count]
+
+  def text_logprob(self, prompt: list[int], continuations: list[list[int]]) -> np.ndarray:
+    """log p(continuation | prompt) [n] for each token list of `continuations` (a choice among a
+    few candidate texts, e.g. the reasons an explanation may give)."""
+    span = bucket(max(len(c) for c in continuations))
+    rows = [list(prompt) + list(c) for c in continuations]
+    starts = np.full(self.batch_size, len(prompt), np.int32)
+    out = []
+    for _, tokens, lengths, _ in self._batches(rows, 0):
+      out.append(self._fetch(_text_logprob_jit(self.graphdef, self.state, tokens, lengths,
+                                               self._put(starts), span=span, mesh=self.mesh)))
+    return np.concatenate(out)[:len(rows)]
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
                seed: int = 0) -> np.ndarray:

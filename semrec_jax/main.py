@@ -8,6 +8,7 @@ Multi-host (every worker runs the same command): --multihost on Cloud TPU / SLUR
 processes on one machine).
 """
 
+import json
 import os
 import sys
 import tempfile
@@ -15,14 +16,15 @@ import tempfile
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from semrec_jax import multihost, pipeline
+from semrec_jax import console, defaults, multihost, pipeline
 from semrec_jax.data.errors import DataError
 from semrec_jax.eval.restore import MissingArtifact
-from semrec_jax.stages import StageError, run
+from semrec_jax.stages import Interrupted, StageError, run
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "ml_collections config file (configs/*.py); override fields with "
-    "--config.<field>=<value>.", lock_config=True)
+    "--config.<field>=<value>. Fields and their defaults (semrec_jax/defaults.py):\n" +
+    console.config_help(defaults.base_config()), lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for all artifacts of this experiment.")
 _STAGES = flags.DEFINE_list(
     "stages", ",".join(pipeline.STAGES), f"Stages to run, from: {', '.join(pipeline.STAGES)}.")
@@ -55,16 +57,33 @@ def main(argv):
   unknown = [s for s in _STAGES.value if s not in pipeline.STAGES]
   if unknown:
     raise app.UsageError(f"unknown stage(s) {unknown}; known stages: {list(pipeline.STAGES)}")
+  console.setup()
+  config = console.config_value(_CONFIG)
   if _COORDINATOR.value or _MULTIHOST.value:
     multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   workdir = _writable_workdir(_WORKDIR.value)
-  logging.info("config:\n%s", _CONFIG.value)
+  console.log_to(os.path.join(workdir, "logs", f"main.{jax_process()}.log"))
+  logging.info("config:\n%s", config)
+  if multihost.is_primary():
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
   try:
-    run(_CONFIG.value, workdir, _STAGES.value, pipeline.STAGES, overwrite=_OVERWRITE.value)
-  except (DataError, StageError, MissingArtifact) as e:
+    run(config, workdir, _STAGES.value, pipeline.STAGES, overwrite=_OVERWRITE.value)
+  except (DataError, StageError, MissingArtifact, Interrupted) as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")
+  except KeyboardInterrupt:
+    sys.exit("interrupted; nothing was half-written (re-run the same command to go on)")
+  summary = os.path.join(workdir, "report", "summary.txt")
+  if "report" in _STAGES.value and os.path.isfile(summary) and multihost.is_primary():
+    with open(summary, encoding="utf-8") as f:
+      print(f.read(), end="", flush=True)
+
+
+def jax_process() -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index()
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

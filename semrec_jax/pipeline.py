@@ -6,6 +6,7 @@ from semrec_jax.embed.stage import embed
 from semrec_jax.eval.stage import evaluate
 from semrec_jax.ids.stage import semantic_ids
 from semrec_jax.lm.stage import train_lm
+from semrec_jax.report.stage import report
 from semrec_jax.stages import Stage
 
 STAGES: dict[str, Stage] = {
@@ -22,5 +23,7 @@ STAGES: dict[str, Stage] = {
               multihost=True),
         Stage("eval", output="eval", run=evaluate, config_keys=("eval",),
               depends_on=("prepare", "ids", "lm"), multihost=True),
+        Stage("report", output="report", run=report, config_keys=(),
+              depends_on=("prepare", "ids", "baselines", "lm", "eval")),
     ]
 }

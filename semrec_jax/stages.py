@@ -12,18 +12,27 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from typing import Callable
 
 import jax
 from absl import logging
 
-from semrec_jax import multihost
+from semrec_jax import console, multihost
 
 FINGERPRINT = "fingerprint.json"
 
 
 class StageError(RuntimeError):
   """A stage cannot run as asked (unknown name, stale artifacts, missing upstream)."""
+
+
+class Interrupted(RuntimeError):
+  """Ctrl-C (or SIGTERM) stopped a stage: what it wrote so far is kept for the next run."""
+
+  def __init__(self, stage: str, scratch: str):
+    super().__init__(f"interrupted during stage {stage!r}; its work so far is kept in {scratch} "
+                     "and running the same command again resumes it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +95,7 @@ def _prepare_scratch(scratch: str, stage: Stage, wanted: dict) -> None:
   if os.path.exists(marker):
     with open(marker) as f:
       if f.read() == wanted["sha256"]:
-        logging.info("stage %s: resuming in %s", stage.name, scratch)
+        console.say(f"{stage.name}: resuming from {scratch}")
         return
   shutil.rmtree(scratch, ignore_errors=True)
   os.makedirs(scratch)
@@ -104,7 +113,7 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
     out_dir = os.path.join(workdir, stage.output)
     if found and not overwrite:
       if found["sha256"] == wanted["sha256"]:
-        logging.info("stage %s: up to date in %s, skipped", name, out_dir)
+        console.say(f"{name}: up to date in {out_dir}, skipped")
         continue
       changes = "; ".join(_differences({k: found.get(k) for k in ("config", "upstream")},
                                        {k: wanted[k] for k in ("config", "upstream")})[:10])
@@ -115,8 +124,12 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
                        f"(WORKER=0 launch/tpu_vm.sh run ... --stages={name}), then the "
                        "multi-host stages on all workers")
     scratch = _scratch(workdir, stage, wanted)
-    logging.info("stage %s: running", name)
-    stage.run(config, workdir, scratch)
+    console.say(f"{name}: running")
+    started = time.time()
+    try:
+      stage.run(config, workdir, scratch)
+    except KeyboardInterrupt:
+      raise Interrupted(name, scratch) from None
     multihost.sync(f"ran:{name}")
     if multihost.is_primary():
       with open(os.path.join(scratch, FINGERPRINT), "w") as f:
@@ -125,4 +138,4 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
       shutil.rmtree(out_dir, ignore_errors=True)
       os.rename(scratch, out_dir)
     multihost.sync(f"done:{name}")
-    logging.info("stage %s: done, artifacts in %s", name, out_dir)
+    console.say(f"{name}: done in {console.duration(time.time() - started)} -> {out_dir}")

@@ -73,6 +73,27 @@ def test_narrow_beams_are_valid_distinct_items(setup):
                                atol=1e-4)
 
 
+def test_beam_search_over_a_subset_equals_brute_force_on_it(setup):
+  model, ids, trie, code_tokens, prompts = setup
+  subset = np.zeros(len(ids), bool)
+  subset[[1, 4, 7, 8, 11]] = True  # five items; the beam is wider, so the rest come back as -1
+  masks = trie.allowed(subset)
+  assert masks[-1].tolist() == subset.tolist()
+  assert masks[0].sum() == len({tuple(r) for r in ids[subset, :1]})
+  for dense_limit in (decoding.DENSE_LIMIT, K):  # dense and sparse trie levels
+    dec = decoding.SidDecoder(model, code_tokens, SID_START, trie, batch_size=2,
+                              dense_limit=dense_limit)
+    width = max(trie.num_rows(level) for level in range(LEVELS))
+    items, scores = dec.items(prompts, width, allowed=subset)
+    for p, prompt in enumerate(prompts):
+      reference = brute_force(model, prompt, ids, code_tokens)
+      top = [int(i) for i in np.argsort(-reference) if subset[i]]
+      assert items[p, :5].tolist() == top and (items[p, 5:] == -1).all()
+      np.testing.assert_allclose(scores[p, :5], reference[top], atol=1e-4)
+  with pytest.raises(ValueError, match="allowed has shape"):
+    dec.items(prompts, 4, allowed=subset[:3])
+
+
 def test_sparse_trie_levels_decode_the_same(setup):
   model, _, trie, code_tokens, prompts = setup
   dense = decoding.SidDecoder(model, code_tokens, SID_START, trie)

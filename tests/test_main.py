@@ -84,9 +84,16 @@ def test_overwrite_replaces_and_ignores_a_half_written_run(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
   bad_stage = _main("--config=configs/demo.py", f"--workdir={tmp_path}", "--stages=prepare,train")
   assert bad_stage.returncode != 0
-  assert "unknown stage(s) ['train']; known stages: ['prepare', 'embed', 'ids', 'baselines', 'lm', 'eval']" in bad_stage.stderr
+  assert ("unknown stage(s) ['train']; known stages: ['prepare', 'embed', 'ids', 'baselines', "
+          "'lm', 'eval', 'report']") in bad_stage.stderr
   missing = _main("--config=configs/nope.py", f"--workdir={tmp_path}")
-  assert missing.returncode != 0 and "configs/nope.py" in missing.stderr
+  assert missing.returncode != 0 and missing.stderr.strip().splitlines() == [
+      "error: cannot load --config=configs/nope.py: [Errno 2] No such file or directory: "
+      "'configs/nope.py'"]
+  typo = _main("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.lm.stage_stepz=3")
+  assert typo.returncode != 0 and typo.stderr.strip().splitlines() == [
+      "error: unknown config field --config.lm.stage_stepz; did you mean "
+      "--config.lm.stage_steps? (see --helpfull)"]
   blocker = tmp_path / "file"
   blocker.write_text("")
   unwritable = _main("--config=configs/demo.py", f"--workdir={blocker}/sub")
@@ -99,7 +106,8 @@ def test_cli_errors_are_clear(tmp_path):
 
 def test_helpfull_documents_the_flags():
   result = _main("--helpfull")
-  for flag in ("--config", "--workdir", "--stages", "--overwrite"):
+  for flag in ("--config", "--workdir", "--stages", "--overwrite", "--config.lm.stage_steps=(150,)",
+               "--config.data.format='games_tsv'"):
     assert flag in result.stdout
 
 
@@ -117,12 +125,12 @@ def test_interrupted_stage_resumes_in_its_scratch_folder(tmp_path):
 
   registry = {"prepare": stages.Stage("prepare", output="data", run=flaky, config_keys=("data",))}
   config = defaults.base_config()
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(stages.Interrupted, match="re-running|running the same command again"):
     stages.run(config, str(tmp_path), ["prepare"], registry)
   stages.run(config, str(tmp_path), ["prepare"], registry)
   assert seen == [[".wanted_fingerprint"], [".wanted_fingerprint", "checkpoint"]]
   assert sorted(os.listdir(tmp_path / "data")) == ["checkpoint", "fingerprint.json"]
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(stages.Interrupted):
     config.data.kcore = 7
     seen.clear()
     stages.run(config, str(tmp_path), ["prepare"], registry, overwrite=True)

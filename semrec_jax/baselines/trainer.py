@@ -17,7 +17,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from semrec_jax import checkpoint, parallel
+from semrec_jax import checkpoint, console, parallel
 from semrec_jax.baselines import losses
 from semrec_jax.batches import index_batches
 from semrec_jax.eval import metrics
@@ -125,21 +125,21 @@ def train(trainer: Trainer, inputs: np.ndarray, targets: np.ndarray, val_rows: n
   else:
     trainer.state, meta = checkpoint.restore(latest, start, trainer.state, with_meta=True)
     history, stopped, before = meta["history"], meta["stopped_early"], meta["seconds"]
-    logging.info("%s: resuming from step %d", name, start)
+    console.say(f"{name}: resuming from step {start}")
   batch_size = min(c.batch_size, len(inputs)) // parallel.data_parallel_size(trainer.mesh) * \
       parallel.data_parallel_size(trainer.mesh)
   stream = index_batches(len(inputs), batch_size, c.seed, start)
   tick, losses_seen = time.time(), []
+  bar = console.Progress(name, c.steps, start)
   for step in range(start, c.steps):
     if stopped:
       break
     rows = next(stream)
     losses_seen.append(trainer.step(inputs[rows], targets[rows], step))
+    bar.update(step + 1)
     if (step + 1) % c.log_every == 0:
       rate = len(losses_seen) / (time.time() - tick)
-      logging.info("%s: step %d/%d loss %.4f, %.0f sequences/s, at most %.0f s left", name,
-                   step + 1, c.steps, float(losses_seen[-1]), rate * batch_size,
-                   (c.steps - step - 1) / rate)
+      bar.update(step + 1, f"loss {float(losses_seen[-1]):.3f}, {rate * batch_size:,.0f} seq/s")
     if (step + 1) % c.eval_every and step + 1 != c.steps:
       continue
     ndcg = validation_ndcg(trainer, val_rows, val_targets, c.eval_batch_size)
@@ -159,6 +159,7 @@ def train(trainer: Trainer, inputs: np.ndarray, targets: np.ndarray, val_rows: n
     checkpoint.save(latest, step + 1, trainer.state, meta=meta)
     checkpoint.save(best, step + 1, trainer.state, meta=meta, metrics={"val_ndcg@10": ndcg})
     tick, losses_seen = time.time(), []
+  bar.close()
   latest.wait_until_finished()
   best.wait_until_finished()
   best_step = best.best_step()

@@ -66,6 +66,12 @@ def canonical_platform(text: str) -> str:
   return _ALIAS_TO_PLATFORM[match.group(1)] if match else ""
 
 
+def platform_mentions(text: str) -> list[tuple[str, str]]:
+  """(alias as written, canonical platform) of every platform named in `text`, longest first."""
+  return [(m.group(1), _ALIAS_TO_PLATFORM[m.group(1)])
+          for m in _ALIAS_RE.finditer((text or "").lower())]
+
+
 def platform_from_title(title: str) -> str:
   """The first unambiguous platform named in a title ('... - PlayStation 4' -> 'PS4'), or ''."""
   for match in _ALIAS_RE.finditer((title or "").lower()):

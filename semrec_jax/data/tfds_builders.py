@@ -6,11 +6,14 @@ Two datasets under `WORKDIR/data/`:
 Read back with `tfds.data_source`-style random access (see `items_source`, `sequences_source`).
 """
 
+import contextlib
+import io
 import os
 import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from semrec_jax.data.catalog import FIELDS, Catalog
 
@@ -80,7 +83,10 @@ def write(data_dir: str, catalog: Catalog, examples: dict[str, list[dict]]) -> N
   for builder in (SemrecItems(catalog=catalog, data_dir=data_dir, file_format="array_record"),
                   SemrecSequences(examples=examples, data_dir=data_dir,
                                   file_format="array_record")):
-    builder.download_and_prepare(download_dir=scratch)
+    printed = io.StringIO()  # TFDS prints "Downloading ... Unknown size": nothing downloads
+    with contextlib.redirect_stdout(printed):
+      builder.download_and_prepare(download_dir=scratch)
+    logging.info("tfds: %s", printed.getvalue().strip())
   shutil.rmtree(scratch, ignore_errors=True)
 
 

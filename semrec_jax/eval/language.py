@@ -81,13 +81,13 @@ def bundle_name_accurate(name: str, members: list[int], values, known=None) -> b
   if not words.strip():
     return False
   known = known or known_values(values)
-  for kind in ATTRIBUTE_KINDS:
-    if kind == "product_type":
-      continue
-    for value in known[kind]:
-      if f" {normalise(value)} " in words and not all(value in values[i][kind]
-                                                         for i in members):
+  named = sorted(((normalise(v), kind, v) for kind in ATTRIBUTE_KINDS if kind != "product_type"
+                  for v in known[kind]), key=lambda n: -len(n[0]))
+  for phrase, kind, value in named:  # longest first: "wii u" is not also a claim of "wii"
+    if phrase and f" {phrase} " in words:
+      if not all(value in values[i][kind] for i in members):
         return False
+      words = words.replace(f" {phrase} ", " | ")
   for kind_value, (one, several) in tasks.KIND_NOUNS.items():
     if f" {several} " in words or f" {one} " in words:
       if not all(kind_value.lower() in values[i]["product_type"] for i in members):

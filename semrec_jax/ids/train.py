@@ -16,7 +16,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from semrec_jax import checkpoint, parallel
+from semrec_jax import checkpoint, console, parallel
 from semrec_jax.batches import index_batches
 from semrec_jax.ids.kmeans import kmeans
 from semrec_jax.ids.recipes import Recipe
@@ -165,11 +165,13 @@ def train(c, recipe: Recipe, embeddings: np.ndarray, mesh: jax.sharding.Mesh,
   else:
     trainer.state, meta = checkpoint.restore(latest, start, trainer.state, with_meta=True)
     history = meta["history"]
-    logging.info("resuming RQ-VAE training from step %d", start)
+    console.say(f"rqvae: resuming from step {start}")
   stream = index_batches(len(x_train), batch_size, c.seed, start)
   tick = time.time()
+  bar = console.Progress("rqvae", c.steps, start)
   for step in range(start, c.steps):
     trainer.state, losses = trainer.train_step(trainer.state, trainer.put(x_train[next(stream)]))
+    bar.update(step + 1)
     if (step + 1) % restart_every == 0 and step + 1 < c.steps:
       batch = x_train[np.random.default_rng((c.seed, step)).choice(len(x_train), batch_size)]
       trainer.state, _ = trainer.restart(trainer.state, trainer.put(batch),
@@ -181,10 +183,12 @@ def train(c, recipe: Recipe, embeddings: np.ndarray, mesh: jax.sharding.Mesh,
                 "val_recon": val["recon"], "steps_per_s": c.eval_every / (time.time() - tick)}
       history.append(record)
       logging.info("rqvae %s", record)
+      bar.update(step + 1, f"val loss {val['loss']:.4f}")
       meta = {"history": history, "recipe": recipe.name}
       checkpoint.save(latest, step + 1, trainer.state, meta=meta)
       checkpoint.save(best, step + 1, trainer.state, meta=meta, metrics={"val_loss": val["loss"]})
       tick = time.time()
+  bar.close()
   latest.wait_until_finished()
   best.wait_until_finished()
   best_step = best.best_step()

@@ -47,6 +47,19 @@ class Trie:
       row = int(self.children[level][at])
     return row
 
+  def allowed(self, items: np.ndarray) -> list[np.ndarray]:
+    """Per level l, a bool mask over the children of level l's edges (rows of level l + 1; at the
+    last level, items): True where some item in the bool mask `items` [N] lies below. Decoding
+    with these masks returns only items of the subset, with no new trie built or compiled."""
+    masks = [np.asarray(items, bool)]
+    for level in range(self.levels - 1, 0, -1):
+      edge_ok = masks[0][self.children[level]]
+      row_ok = np.zeros(self.num_rows(level), bool)
+      np.logical_or.at(row_ok, np.repeat(np.arange(self.num_rows(level)),
+                                         np.diff(self.row_ptr[level])), edge_ok)
+      masks.insert(0, row_ok)
+    return masks
+
 
 def build(ids: np.ndarray, codebook_size: int) -> Trie:
   """ids: [N, levels] distinct code tuples -> their trie."""

@@ -141,6 +141,11 @@ def constraint(kind: str, value: str) -> str:
   raise ValueError(f"no constraint phrasing for attribute {kind!r}; known: {STEER_KINDS}")
 
 
+def price_constraint(max_price: float) -> str:
+  """A request for items at most `max_price` dollars: "something under $20"."""
+  return f"something under ${max_price:g}"
+
+
 def constraints(a: dict[str, str]) -> list[str]:
   """Plain-language constraints an item with attributes `a` satisfies."""
   return [constraint(kind, a[kind]) for kind in STEER_KINDS if kind in a]
@@ -192,7 +197,8 @@ def _informative(options: list[str], said: list[str]) -> list[str]:
   return [c for c in options if c not in said] or options
 
 
-def _shared(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+def common_attributes(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+  """The attributes two items have in common (same first value)."""
   return {k: v for k, v in a.items() if b.get(k) == v}
 
 
@@ -363,7 +369,7 @@ def explanation(sequences, attrs: list[dict], sids: list[str], max_history: int,
     example = sequences[u]
     target = attrs[int(example["target"])]
     for h in reversed([int(i) for i in example["history"]][-max_history:]):
-      shared = _shared(target, attrs[h])
+      shared = common_attributes(target, attrs[h])
       if shared:
         return h, shared
     return None
@@ -414,7 +420,7 @@ def bundles(attrs: list[dict], sids: list[str], seed: int, held_out: bool) -> gr
     chosen = head + [int(i) for i in others]
     shared = attrs[chosen[0]]
     for i in chosen[1:]:
-      shared = _shared(shared, attrs[i])
+      shared = common_attributes(shared, attrs[i])
     template = BUNDLE[int(rng.integers(len(BUNDLE)))]
     return {"task": "bundle", "prompt": template.format(items=", ".join(sids[i] for i in chosen)),
             "answer": bundle_name(shared)}

@@ -18,7 +18,7 @@ from absl import logging
 from flax import nnx
 from tensorboardX import SummaryWriter
 
-from semrec_jax import checkpoint, multihost, parallel
+from semrec_jax import checkpoint, console, multihost, parallel
 from semrec_jax.lm.loss import next_token_loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.models import flops
@@ -162,7 +162,7 @@ class _Log:
     self.writer = SummaryWriter(tensorboard_dir) if self.active and tensorboard_dir else None
 
   def write(self, record: dict, prefix: str) -> None:
-    logging.info("lm %s", record)
+    logging.info("lm %s", record)  # the log file; the terminal shows a progress bar
     if not self.active:
       return
     self.file.write(json.dumps(record) + "\n")
@@ -204,8 +204,9 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
                        f"{saved.get('tokenizer')}, this run has {meta.get('tokenizer')}; "
                        "resume with the same tokenizer or start a new run (--overwrite)")
     start = latest
-    logging.info("resuming LM training at step %d", start)
+    console.say(f"lm {meta.get('stage', '')}: resuming at step {start}")
   preempted, heldout = False, None
+  bar = console.Progress(f"lm {meta.get('stage', '')}".strip(), steps, start)
   log = _Log(metrics_path, tensorboard_dir, step_offset)
   tag = {"stage": meta["stage"]} if "stage" in meta else {}
   eval_every = c.get("eval_every", 0)
@@ -223,11 +224,13 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
         loss = float(metrics["loss"])  # waits for the step
         elapsed = max(time.time() - tick, 1e-9)
         seconds = elapsed / len(token_counts)
+        tokens_per_s = sum(int(n) for n in token_counts) / elapsed
         log.write({**tag, "step": step + 1, "loss": loss,
                    "grad_norm": float(metrics["grad_norm"]), "step_s": round(seconds, 4),
-                   "tokens_per_s": round(sum(int(n) for n in token_counts) / elapsed, 1),
+                   "tokens_per_s": round(tokens_per_s, 1),
                    **flops.utilisation(trainer.model_config, *batch["tokens"].shape, seconds)},
                   "train")
+        bar.update(step + 1, f"loss {loss:.3f}, {tokens_per_s:,.0f} tokens/s")
         tick, token_counts = time.time(), []
       if evaluate and ((eval_every and (step + 1) % eval_every == 0) or done):
         evaluation_start = time.time()
@@ -243,5 +246,6 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
   mngr.wait_until_finished()
   mngr.close()
   log.close()
+  bar.close()
   return {"step": step + 1 if steps > start else start, "preempted": preempted,
           "heldout": heldout}

@@ -68,3 +68,22 @@ def test_precomputed_stage_and_missing_file(demo_workdir, tmp_path):
   config.embed.precomputed_npy = str(tmp_path / "missing.npy")
   with pytest.raises(DataError, match="missing.npy' not found"):
     embed(config, demo_workdir, str(out))
+
+
+def test_an_interrupted_embedding_resumes_at_the_first_missing_part(tmp_path, monkeypatch):
+  from semrec_jax.embed import stage as embed_stage  # pylint: disable=import-outside-toplevel
+  from semrec_jax.embed.encoder import TextEncoder  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(embed_stage, "CHUNK", 4)
+  encoder = TextEncoder(batch_size=4)
+  texts = [f"item {i}: a game for PS{i % 5}" for i in range(10)]
+  reference = embed_stage.encode_resumably(encoder, texts, str(tmp_path / "a"))
+  assert reference.shape == (10, 384) and not (tmp_path / "a").exists()  # parts cleaned up
+  partial = tmp_path / "b"
+  partial.mkdir()
+  np.save(partial / "000000000.npy", reference[:4])  # what a killed run had saved
+  calls = []
+  real = encoder.encode
+  monkeypatch.setattr(encoder, "encode", lambda t: calls.append(len(t)) or real(t))
+  resumed = embed_stage.encode_resumably(encoder, texts, str(partial))
+  assert calls == [4, 2]  # parts 2 and 3 only
+  np.testing.assert_allclose(resumed, reference, atol=1e-5)

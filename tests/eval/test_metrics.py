@@ -72,3 +72,8 @@ def test_language_parsers_by_hand():
   assert not language.bundle_name_accurate("Sony PS4 games", [0, 1], values)
   assert not language.bundle_name_accurate("PS3 picks", [0, 1], values)  # a value none holds
   assert not language.bundle_name_accurate("", [0, 1], values)
+  # A longer value is one claim, not also a claim of the shorter value inside it ("wii").
+  wii = [{"platform": {p}, "brand": set(), "genre": set(), "franchise": set(),
+          "product_type": {"game"}} for p in ("wii u", "wii u", "wii")]
+  assert language.bundle_name_accurate("Wii U games", [0, 1], wii)
+  assert not language.bundle_name_accurate("Wii games", [0, 1], wii)

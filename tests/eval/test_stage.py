@@ -128,3 +128,39 @@ def test_missing_or_inconsistent_checkpoints_get_one_clear_line(trained_lm, tmp_
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("error: no trained LM in")
   assert "Traceback" not in result.stderr
+
+
+def test_report_summarises_every_number_with_live_examples_and_plots(trained_lm, evaluated,
+                                                                      tmp_path):
+  from semrec_jax.report.stage import report  # pylint: disable=import-outside-toplevel
+  trained, config = trained_lm
+  found, eval_dir = evaluated
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  for name in ("data", "ids", "lm"):
+    os.symlink(trained / name, workdir / name)
+  os.symlink(eval_dir, workdir / "eval")
+  (workdir / "report").mkdir()
+  lines = report(config, str(workdir), str(workdir / "report"))
+  text = "\n".join(lines)
+  assert 20 <= len(lines) <= 45
+  assert "2,000 items, 19,080 users, 155,133 interactions" in text
+  assert "codebook use" in text and "prefix purity" in text
+  lm_row = next(line for line in lines if line.strip().startswith("LM (beam 20)"))
+  assert f"{found['test/recall@10']:.4f}  {found['test/ndcg@10']:.4f}" in lm_row
+  assert f"{found['popularity/test/recall@10']:.4f}" in lm_row
+  assert f"platform {found['steer/platform/precision@10']:.2f} / " \
+         f"{found['steer/platform/baseline_precision@10']:.2f}" in text
+  assert "explanations faithful" in text and "invalid IDs 0%" in text
+  for n in (1, 2, 3):
+    assert f"example {n}" in text
+  assert sum(line.startswith("  1. ") for line in lines) == 2  # two top-5 lists with titles
+  written = (workdir / "report" / "summary.txt").read_text()
+  assert written.splitlines() == lines
+  for name in ("report.md", "report.html", "lm_loss.png", "steering.png", "models.png",
+               "code_usage.png"):
+    assert (workdir / "report" / name).stat().st_size > 1000, name
+  markdown = (workdir / "report" / "report.md").read_text()
+  assert "![LM loss](lm_loss.png)" in markdown and lines[0] in markdown
+  assert markdown.count("data:image/png;base64") == 0
+  assert (workdir / "report" / "report.html").read_text().count("data:image/png;base64,") == 4

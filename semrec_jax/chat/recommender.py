@@ -1,0 +1,191 @@
+"""The Python API: one trained workdir -> recommendations, steering, explanations, bundle names.
+
+  from semrec_jax import Recommender
+  rec = Recommender.from_workdir("/tmp/semrec_demo")
+  for item in rec.recommend(["Mario Kart 8", "Splatoon"], text="something for Wii U", k=5):
+      print(item.title, item.score)
+  print(rec.explain(["Mario Kart 8", "Splatoon"], "Super Mario 3D World").text)
+
+Items may be given as catalog indices, ids (ASINs) or titles (any words of one). Recommendations
+come from trie-constrained beam search, so each is a real, distinct item; a steering `text` is put
+to the model in the phrasing it was taught, and the search is restricted to items that meet it and
+that are not in the history.
+"""
+
+import dataclasses
+import itertools
+import re
+
+import numpy as np
+
+from semrec_jax import decoding, parallel
+from semrec_jax.chat.items import Catalog, Item
+from semrec_jax.chat.requests import Reader, Request
+from semrec_jax.eval import language, prompts, restore
+from semrec_jax.lm import tasks
+
+_SID = re.compile(r"<\|sid_start\|>(?:<\|sid_\d+\|>)*<\|sid_end\|>")
+MAX_NEW_TOKENS = 48
+
+
+class NothingMatches(ValueError):
+  """No catalog item meets the request (outside the history)."""
+
+
+@dataclasses.dataclass
+class Explanation:
+  item: Item
+  text: str                          # the model's reason with items written as titles
+  like: Item | None                  # the history item the model compares with
+  claims: list[tuple[str, str, bool]]  # (attribute kind, value, true of both items)
+  generated: str                     # the raw generated text (semantic-ID tokens)
+
+
+@dataclasses.dataclass
+class Bundle:
+  items: list[Item]
+  name: str
+  accurate: bool  # every attribute value the name mentions is held by all the items
+
+
+class Recommender:
+  """A trained LM with its tokenizer, semantic IDs, trie and catalog, on the local devices."""
+
+  def __init__(self, lm: restore.TrainedLM, mesh=None):
+    self.lm, self.catalog = lm, Catalog(lm.items)
+    self.reader = Reader(self.catalog)
+    self.decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie,
+                                       mesh=mesh, batch_size=1)
+    self.max_history = lm.config.max_history
+    self._values = None
+
+  @classmethod
+  def from_workdir(cls, workdir: str, step: int | None = None) -> "Recommender":
+    """Restores the final LM stage's checkpoint at `step` (default: the latest)."""
+    mesh = parallel.make_mesh()
+    return cls(restore.load(workdir, step=step, mesh=mesh), mesh)
+
+  def items(self, named) -> list[int]:
+    """Catalog indices of items named by index, id or title (UnknownItem / AmbiguousItem)."""
+    return [self.catalog.resolve(n) for n in named]
+
+  def recommend(self, history, text: str | Request | None = None, k: int = 10,
+                exclude=()) -> list[Item]:
+    """The k best items after `history` (best first), steered by `text`; never an item of the
+    history or of `exclude`. Raises NothingMatches when no item meets the request."""
+    if k < 1:
+      raise ValueError(f"k must be at least 1, got {k}")
+    history = self.items(history)
+    if not history:
+      raise ValueError("recommend needs at least one history item")
+    request = text if isinstance(text, Request) else self.reader.read(text or "")[0]
+    allowed = request.mask(self.catalog)
+    allowed[history + self.items(exclude)] = False
+    if not allowed.any():
+      raise NothingMatches(f"no item in the catalog is {request.describe() or 'left'} "
+                           "(outside the history)")
+    phrase = request.phrase()
+    said = (prompts.steered(history, self.lm.sids, self.max_history, phrase) if phrase else
+            prompts.next_item(history, self.lm.sids, self.max_history))
+    found, scores = self.decoder.items(prompts.encode(self.lm.tokenizer, [said]), max(k, 10),
+                                       allowed=allowed)
+    return [self.catalog.item(i, s) for i, s in zip(found[0][:k], scores[0][:k]) if i >= 0]
+
+  def _text(self, tokens) -> str:
+    tokens, tok = list(tokens), self.lm.tokenizer
+    return tok.decode(tokens[:tokens.index(tok.eos_id)] if tok.eos_id in tokens else tokens)
+
+  def _generate(self, prompt_tokens: list[int]) -> str:
+    return self._text(self.decoder.generate([prompt_tokens], MAX_NEW_TOKENS)[0].tolist())
+
+  def titled(self, generated: str) -> str:
+    """Generated text with each semantic ID written as its item's title."""
+    def title(m):
+      found = language.parse_items(m.group(0), self.lm.trie)
+      return f'"{self.catalog.titles[found[0]]}"' if found and found[0] >= 0 else "(unknown item)"
+    return _SID.sub(title, generated)
+
+  @property
+  def values(self):
+    if self._values is None:
+      self._values = language.item_values(self.lm.items)
+    return self._values
+
+  def explain(self, history, item) -> Explanation:
+    """Why `item` follows `history`, in the model's words ("like X, it is for Wii U and by
+    Nintendo"): the model picks the history item to compare with (among those sharing an
+    attribute with `item`, when any do) and the reason (among those true of both); when nothing
+    is shared it writes its own reason, and each claim is checked against the catalog."""
+    history, index = self.items(history), self.items([item])[0]
+    tok, sids = self.lm.tokenizer, self.lm.sids
+    prompt = tok.encode(prompts.explanation(history, sids, self.max_history), bos=True)
+    lead = tok.encode(sids[index] + ": like " + "<|sid_start|>")[:-1]  # the taught answer start
+    candidates = [h for h in history[-self.max_history:] if h != index]
+    related = [h for h in candidates if self.true_reasons(index, h)]
+    compared = np.zeros(len(self.catalog), bool)
+    compared[related or candidates] = True  # an item sharing something, when one does
+    like = -1
+    if compared.any():
+      like = int(self.decoder.items([prompt + lead], 1, allowed=compared)[0][0, 0])
+    generated = sids[index] + ": like " + (sids[like] if like >= 0 else "")
+    reasons = self.true_reasons(index, like) if like >= 0 else []
+    if reasons:  # the model picks among reasons true of both items, in the taught phrasing
+      tails = [f", it is {r}." for r in reasons]
+      start = len(tok.encode(sids[like]))
+      scores = self.decoder.text_logprob(prompt + lead, [
+          tok.encode(sids[like] + t)[start:] + [tok.eos_id] for t in tails])
+      generated += tails[int(np.argmax(scores))]
+    else:  # nothing shared: the model's own words, checked below
+      generated += self._generate(prompt + lead + (tok.encode(sids[like]) if like >= 0 else []))
+    _, _, parsed = language.explanation_claims(generated, self.lm.trie, self.values)
+    checked = [(kind, value, bool(like >= 0 and all(value in self.values[i][kind]
+                                                   for i in (index, like))))
+               for kind, value in parsed["claims"]]
+    return Explanation(self.catalog.item(index), self.titled(generated.split(":", 1)[1].strip()),
+                       self.catalog.item(like) if like >= 0 else None, checked, generated)
+
+  def true_reasons(self, a: int, b: int) -> list[str]:
+    """Reasons (tasks.reason) from the attributes items a and b share: each one alone and the
+    two the training answer names."""
+    shared = tasks.common_attributes(tasks.attributes(self.lm.items[a]),
+                                     tasks.attributes(self.lm.items[b]))
+    if not shared:
+      return []
+    out = [tasks.reason({k: v}) for k, v in shared.items()] + [tasks.reason(shared)]
+    return list(dict.fromkeys(out))
+
+  def name_bundle(self, items) -> Bundle:
+    """A short name for a set of items. The model picks among names made from attributes all the
+    items share (every subset of them, in the taught phrasing: tasks.bundle_name); items that
+    share nothing get the model's own words, checked and marked when inaccurate."""
+    members = self.items(items)
+    if len(members) < 2:
+      raise ValueError("a bundle needs at least two items")
+    tok = self.lm.tokenizer
+    prompt = tok.encode(prompts.bundle(members, self.lm.sids), bos=True)
+    common = tasks.attributes(self.lm.items[members[0]])
+    for i in members[1:]:
+      common = tasks.common_attributes(common, tasks.attributes(self.lm.items[i]))
+    keys = list(common)
+    names = list(dict.fromkeys(
+        tasks.bundle_name({k: common[k] for k in subset})
+        for size in range(1, len(keys) + 1) for subset in itertools.combinations(keys, size)))
+    if names:
+      scores = self.decoder.text_logprob(prompt, [tok.encode(n) + [tok.eos_id] for n in names])
+      name = names[int(np.argmax(scores))]
+    else:
+      name = self._generate(prompt).strip()
+    accurate = language.bundle_name_accurate(name, members, self.values)
+    return Bundle([self.catalog.item(i) for i in members], name, accurate)
+
+  def chat(self, messages: list[dict]) -> "Reply":
+    """The reply to the last user message of a conversation [{"role", "content"}, ...]: earlier
+    user messages are replayed to rebuild what was said (items, wishes, the last list)."""
+    from semrec_jax.chat.session import Session  # the session builds on this class
+    session = Session(self)
+    said = [m["content"] for m in messages if m.get("role", "user") == "user"]
+    if not said:
+      raise ValueError("chat needs at least one user message")
+    for message in said[:-1]:
+      session.reply(message)
+    return session.reply(said[-1])

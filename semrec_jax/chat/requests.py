@@ -1,0 +1,164 @@
+"""Requests in plain words ("something for Wii U, not a racing game", "under $20", "an accessory")
+read into constraints on catalog attributes, the phrase the LM was taught for them, and the set of
+items that meet them.
+
+A clause with "not", "no", "without" or "except" negates the values it names. Platforms are
+matched through their aliases ("PlayStation 4" = "PS4"), other kinds by their catalog values as
+whole words, longest first. The model is asked with the taught phrase of the first wish
+(tasks.constraint); decoding is restricted to items meeting all of them (Recommender.recommend)."""
+
+import dataclasses
+import re
+
+import numpy as np
+
+from semrec_jax.chat.items import Catalog, words
+from semrec_jax.data import attributes
+from semrec_jax.lm import tasks
+
+STEER_KINDS = tasks.STEER_KINDS
+_NEGATION = re.compile(r"\b(not|no|without|except|nothing|avoid|never|don ?t|isn ?t)\b")
+_CLAUSES = re.compile(r"[,;.!?]|\bbut\b|\bexcept\b(?=.)")
+_PRODUCT_WORDS = {"accessory": "Accessory", "accessories": "Accessory", "game": "Game",
+                  "games": "Game", "bundle": "Bundle", "bundles": "Bundle", "hardware": "Hardware",
+                  "console": "Hardware", "consoles": "Hardware", "dlc": "DLC", "add on": "DLC"}
+_UNDER = re.compile(r"(?:under|below|less than|cheaper than|at most|up to|max(?:imum)?|within)\s*"
+                    r"\$?\s*(\d+(?:\.\d+)?)|\$\s*(\d+(?:\.\d+)?)\s*(?:or less|or under|max)")
+_OVER = re.compile(r"(?:over|above|more than|at least)\s*\$\s*(\d+(?:\.\d+)?)")
+_CHEAP = re.compile(r"\b(cheap|cheaper|inexpensive|budget|affordable|not too expensive|"
+                    r"not expensive|low price)\b")
+
+
+@dataclasses.dataclass
+class Request:
+  """Wanted and unwanted attribute values per kind, and a price band."""
+  wanted: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+  unwanted: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+  max_price: float | None = None
+  min_price: float | None = None
+  order: list[str] = dataclasses.field(default_factory=list)  # kinds in the order asked
+
+  def __bool__(self) -> bool:
+    return bool(self.wanted or self.unwanted or self.max_price is not None
+                or self.min_price is not None)
+
+  def merge(self, newer: "Request") -> "Request":
+    """A follow-up: a newer wish for a kind replaces the older one; exclusions add up."""
+    out = Request({**self.wanted, **newer.wanted}, {k: set(v) for k, v in self.unwanted.items()},
+                  self.max_price, self.min_price,
+                  [k for k in self.order if k not in newer.order] + newer.order)
+    for kind, values in newer.unwanted.items():
+      out.unwanted[kind] = out.unwanted.get(kind, set()) | values
+    for kind in newer.wanted:
+      out.unwanted.pop(kind, None) if out.unwanted.get(kind) == newer.wanted[kind] else None
+    if newer.max_price is not None or newer.min_price is not None:
+      out.max_price, out.min_price = newer.max_price, newer.min_price
+    return out
+
+  def describe(self) -> str:
+    parts = [f"{kind.replace('_', ' ')} {' or '.join(sorted(v))}"
+             for kind, v in self.wanted.items()]
+    parts += [f"not {' or '.join(sorted(v))}" for v in self.unwanted.values()]
+    if self.max_price is not None:
+      parts.append(f"under ${self.max_price:g}")
+    if self.min_price is not None:
+      parts.append(f"over ${self.min_price:g}")
+    return ", ".join(parts)
+
+  def phrase(self) -> str | None:
+    """The request as the LM was taught it: the first wish asked for, else None."""
+    for kind in self.order:
+      if kind in self.wanted and kind in STEER_KINDS:
+        return tasks.constraint(kind, sorted(self.wanted[kind])[0])
+      if kind == "price" and self.max_price is not None:
+        return tasks.price_constraint(self.max_price)
+    return None
+
+  def mask(self, catalog: Catalog) -> np.ndarray:
+    """[items] bool: the items meeting every wish and no exclusion."""
+    ok = np.ones(len(catalog), bool)
+    for kind, values in self.wanted.items():
+      ok &= np.asarray([bool(v & values) for v in catalog.values[kind]])
+    for kind, values in self.unwanted.items():
+      ok &= ~np.asarray([bool(v & values) for v in catalog.values[kind]])
+    with np.errstate(invalid="ignore"):
+      if self.max_price is not None:
+        ok &= catalog.prices <= self.max_price
+      if self.min_price is not None:
+        ok &= catalog.prices >= self.min_price
+    return ok
+
+
+class Reader:
+  """Reads requests against one catalog's vocabulary of attribute values."""
+
+  def __init__(self, catalog: Catalog):
+    self.catalog = catalog
+    self.platforms: dict[str, set[str]] = {}  # canonical platform -> catalog values
+    for values in catalog.values["platform"]:
+      for v in values:
+        self.platforms.setdefault(attributes.canonical_platform(v) or v, set()).add(v)
+    self.phrases = {}  # (kind, lower-case words) -> catalog value, for genre and brand
+    for kind in ("genre", "brand"):
+      for values in catalog.values[kind]:
+        for v in values:
+          if len(v) >= 3 and words(v):
+            self.phrases.setdefault((kind, " ".join(words(v))), v)
+
+  def read(self, said: str) -> tuple[Request, str]:
+    """(request, what was left unread) for one message."""
+    request, rest = Request(), []
+    for clause in _CLAUSES.split(said.lower()):
+      negative = bool(_NEGATION.search(clause))
+      clause = self._price(clause, request)
+      found, left = self._values(clause)
+      for kind, values in found:
+        side = request.unwanted if negative else request.wanted
+        side[kind] = side.get(kind, set()) | values
+        if not negative and kind not in request.order:
+          request.order.append(kind)
+      rest.append(left)
+    return request, " ".join(" ".join(rest).split())
+
+  def _price(self, clause: str, request: Request) -> str:
+    if (m := _UNDER.search(clause)):
+      request.max_price = float(m.group(1) or m.group(2))
+    elif (m := _OVER.search(clause)):
+      request.min_price = float(m.group(1))
+    elif (m := _CHEAP.search(clause)):
+      request.max_price = cheap_price(self.catalog)
+    else:
+      return clause
+    request.order.append("price")
+    return clause[:m.start()] + " " + clause[m.end():]
+
+  def _values(self, clause: str) -> tuple[list[tuple[str, set[str]]], str]:
+    """Attribute values named in a clause (longest phrases first) and the words left over."""
+    text = " " + " ".join(words(clause)) + " "
+    found = []
+    for alias, name in attributes.platform_mentions(text):
+      if name in self.platforms:
+        found.append(("platform", set(self.platforms[name])))
+        text = text.replace(f" {alias} ", " ", 1)
+    for (kind, phrase), value in sorted(self.phrases.items(), key=lambda p: -len(p[0][1])):
+      for suffix in (" games ", " game ", " "):
+        if f" {phrase}{suffix}" in text:
+          found.append((kind, {value}))
+          text = text.replace(f" {phrase}{suffix}", " ", 1)
+          break
+    for word, value in _PRODUCT_WORDS.items():
+      if f" {word} " in text and any(value in v for v in self.catalog.values["product_type"]):
+        found.append(("product_type", {value}))
+        text = text.replace(f" {word} ", " ", 1)
+    merged: dict[str, set[str]] = {}
+    for kind, values in found:
+      merged[kind] = merged.get(kind, set()) | values
+    return list(merged.items()), text.strip()
+
+
+def cheap_price(catalog: Catalog) -> float:
+  """"Cheap" and "not too expensive": at most the catalog's median price, rounded to dollars
+  (NaN for a catalog without prices)."""
+  if not catalog.has_prices:
+    return float("nan")
+  return float(np.ceil(np.nanmedian(catalog.prices)))

@@ -1,0 +1,86 @@
+"""The run in numbers: what each stage measured, read from its artifacts, as a few readable lines
+(the end of `semrec_jax.main`) and as tables for the report."""
+
+import json
+import os
+
+BASELINES = ("popularity", "sasrec_id", "sasrec_sid")
+STEER_KINDS = ("platform", "genre", "brand", "product_type", "price")
+
+
+def _read(path: str):
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def collect(workdir: str) -> dict:
+  """Every stage's numbers (None for a stage that has not run)."""
+  found = {"data": _read(os.path.join(workdir, "data", "stats.json")),
+           "ids": _read(os.path.join(workdir, "ids", "metrics.json")),
+           "baselines": {}, "lm": None, "lm_info": None,
+           "eval": _read(os.path.join(workdir, "eval", "metrics.json")),
+           "eval_info": _read(os.path.join(workdir, "eval", "info.json"))}
+  for name in BASELINES:
+    metrics = _read(os.path.join(workdir, "baselines", name, "metrics.json"))
+    if metrics is not None:
+      found["baselines"][name] = {**metrics, **(_read(os.path.join(
+          workdir, "baselines", name, "info.json")) or {})}
+  path = os.path.join(workdir, "lm", "metrics.jsonl")
+  if os.path.isfile(path):
+    with open(path) as f:
+      found["lm"] = [json.loads(line) for line in f if line.strip()]
+  return found
+
+
+def number(v, digits: int = 4) -> str:
+  return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def model_rows(found: dict) -> list[tuple[str, str, float | None, float | None, str]]:
+  """(model, users, Recall@10, NDCG@10, note) on the test split, baselines then the LM."""
+  rows = []
+  for name, m in found["baselines"].items():
+    rows.append((name, f"{m.get('users', 0):,}", m.get("test/recall@10"), m.get("test/ndcg@10"),
+                 ""))
+  e, info = found["eval"], found["eval_info"] or {}
+  if e:
+    rows.append((f"LM (beam {info.get('beam_width', '?')})", f"{info.get('users', 0):,}",
+                 e.get("test/recall@10"), e.get("test/ndcg@10"),
+                 f"popularity on these users: {number(e.get('popularity/test/recall@10'))} / "
+                 f"{number(e.get('popularity/test/ndcg@10'))}"))
+  return rows
+
+
+def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
+  """The summary printed at the end of a run (about 30-40 lines)."""
+  out = [f"== semrec_jax: what this run made ({workdir}) =="]
+  d = found["data"]
+  if d:
+    out.append(f"data       {d['num_items']:,} items, {d['num_users']:,} users, "
+               f"{d['num_interactions']:,} interactions ({d.get('kcore', 0)}-core; last item "
+               "test, second-to-last validation)")
+  i = found["ids"]
+  if i:
+    usage = "/".join(f"{100 * u:.0f}" for u in i["codebook_usage"])
+    out.append(f"ids        {i['levels']} levels x {i['codebook_size']} codes; codebook use "
+               f"{usage}%; collisions {100 * i['collision_rate']:.1f}%; prefix purity "
+               f"{i.get('prefix_purity', 0):.2f}")
+  rows = model_rows(found)
+  if rows:
+    out.append("ranking    test split, full catalog, Recall@10 / NDCG@10:")
+    out += [f"  {name:<16} {users:>7} users  {number(r)}  {number(n)}  {note}".rstrip()
+            for name, users, r, n, note in rows]
+  e = found["eval"]
+  if e:
+    kinds = [k for k in STEER_KINDS if e.get(f"steer/{k}/precision@10") is not None]
+    if kinds:
+      n = (found["eval_info"] or {}).get("steer_users", "?")
+      out.append(f"steering   LM precision@10 asked / not asked ({n} users per kind):")
+      out.append("  " + "   ".join(f"{k} {e[f'steer/{k}/precision@10']:.2f} / "
+                                   f"{e[f'steer/{k}/baseline_precision@10']:.2f}" for k in kinds))
+    out.append(f"language   explanations faithful {number(e.get('lang/explanation_faithfulness'), 2)}"
+               f", bundle names accurate {number(e.get('lang/bundle_name_accuracy'), 2)}, invalid "
+               f"IDs {e.get('invalid_rate', 0):.0%}, duplicates {e.get('duplicate_rate', 0):.0%}")
+  return out + examples

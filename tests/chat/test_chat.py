@@ -1,0 +1,128 @@
+"""The Python API, the chat session and the chat command on the briefly trained sample LM."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from semrec_jax import Recommender
+from semrec_jax.chat import AmbiguousItem, NothingMatches, Session, UnknownItem
+from semrec_jax.chat.session import MAX_CHARS
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def rec(trained_lm):
+  workdir, _ = trained_lm
+  return Recommender.from_workdir(str(workdir))
+
+
+def _index(rec, title):
+  return rec.catalog.titles.index(title)
+
+
+def test_recommend_returns_k_distinct_catalog_items_outside_the_history(rec):
+  history = ["Mario Kart 8", "Splatoon", _index(rec, "Super Mario 3D World - Nintendo Wii U")]
+  indices = rec.items(history)
+  for k in (1, 5, 12):
+    found = rec.recommend(history, k=k)
+    assert len(found) == k and len({i.index for i in found}) == k
+    assert all(0 <= i.index < len(rec.catalog) and i.index not in indices for i in found)
+    assert all(i.title == rec.catalog.titles[i.index] and i.id == rec.catalog.ids[i.index]
+               for i in found)
+    scores = [i.score for i in found]
+    assert scores == sorted(scores, reverse=True) and all(np.isfinite(scores))
+  steered = rec.recommend(history, text="something for PS4, not a racing game", k=10)
+  assert len(steered) == 10
+  assert all("PS4" in rec.catalog.values["platform"][i.index] and
+             "Racing" not in rec.catalog.values["genre"][i.index] for i in steered)
+  with pytest.raises(NothingMatches, match="no item in the catalog is"):
+    rec.recommend(history, text="something for PS4 by Nyko, an accessory, not an accessory")
+  with pytest.raises(AmbiguousItem):
+    rec.recommend(["Mario Kart"])
+  with pytest.raises(UnknownItem):
+    rec.recommend(["B0NOTANASIN"])
+  with pytest.raises(ValueError, match="at least 1"):
+    rec.recommend(history, k=0)
+
+
+def test_explanations_and_bundle_names_are_checked_against_the_catalog(rec):
+  history = ["Mario Kart 8", "Splatoon"]
+  pick = _index(rec, "Super Mario 3D World - Nintendo Wii U")
+  e = rec.explain(history, pick)
+  assert e.item.index == pick and e.like is not None and e.like.index in rec.items(history)
+  assert e.claims and all(ok for _, _, ok in e.claims)  # Wii U items: a true reason exists
+  assert e.text.startswith('like "') and "it is" in e.text
+  wii_u = [i for i in range(len(rec.catalog)) if rec.catalog.values["platform"][i] == {"Wii U"}]
+  bundle = rec.name_bundle(wii_u[:3])
+  assert bundle.name and bundle.accurate and len(bundle.items) == 3
+  with pytest.raises(ValueError, match="at least two"):
+    rec.name_bundle(wii_u[:1])
+
+
+def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
+  s = Session(rec, k=4)
+  assert s.reply("").kind == "error" and s.reply("   ").kind == "error"
+  assert "under 2000" in s.reply("x" * (MAX_CHARS + 1)).text
+  assert s.reply("why #2?").text == "Ask for recommendations first, then refer to them by number."
+  first = s.reply("I loved Mario Kart 8 and Splatoon; something for Wii U, not a racing game")
+  assert first.kind == "recommend" and len(first.items) == 4
+  assert all("Wii U" in rec.catalog.values["platform"][i.index] for i in first.items)
+  assert first.text.splitlines()[1].startswith("  1. ")
+  why = s.reply("why #2?")
+  assert why.kind == "explain" and why.items == [first.items[1]]
+  assert s.reply("why #9").text == "There is no #9: the last list has 4 items."
+  bundle = s.reply("make a bundle of 1, 3 and 4 and name it")
+  assert bundle.kind == "bundle" and [i.index for i in bundle.items] == [
+      first.items[n].index for n in (0, 2, 3)]
+  ps4 = s.reply("for PS4")
+  assert all("PS4" in rec.catalog.values["platform"][i.index] for i in ps4.items)
+  assert "not Racing" in ps4.text  # the earlier exclusion is kept
+  more = s.reply("more")
+  assert not {i.index for i in more.items} & {i.index for i in ps4.items}
+  unknown = s.reply("I loved Zzyzx Qwerty")
+  assert 'I could not find "Zzyzx Qwerty" in the catalog.' in unknown.text
+  cheaper = s.reply("cheaper")
+  assert "This catalog has no prices" in cheaper.text
+  assert json.dumps(cheaper.to_json(), default=str)
+  answer = rec.chat([{"role": "user", "content": "I loved Splatoon"},
+                     {"role": "assistant", "content": "..."},
+                     {"role": "user", "content": "something for Wii U"}])
+  assert answer.kind == "recommend" and answer.data["history"] == ["Splatoon"]
+
+
+def _chat(workdir, *args, **kwargs):
+  return subprocess.run([sys.executable, "-m", "semrec_jax.chat", f"--workdir={workdir}", *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=300, **kwargs)
+
+
+def test_chat_command_one_shot_json_repl_and_ctrl_c(trained_lm, tmp_path):
+  workdir, _ = trained_lm
+  done = _chat(workdir, "--prompt=I loved Splatoon; something for Wii U", "--prompt=why #1?",
+               "--json")
+  assert done.returncode == 0, done.stderr
+  replies = [json.loads(line) for line in done.stdout.splitlines()]
+  assert [r["kind"] for r in replies] == ["recommend", "explain"]
+  assert len(replies[0]["items"]) == 5 and "Traceback" not in done.stderr
+  assert _chat(tmp_path, "--prompt=hi").stderr.strip().startswith("error: no trained LM in")
+  out_path = tmp_path / "out.txt"
+  with open(out_path, "w") as out:
+    repl = subprocess.Popen([sys.executable, "-m", "semrec_jax.chat", f"--workdir={workdir}"],
+                            stdin=subprocess.PIPE, stdout=out, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    repl.stdin.write("Zzyzx Qwerty\n\nSplatoon\n")
+    repl.stdin.flush()
+    deadline = time.time() + 240
+    while "  5. " not in out_path.read_text() and time.time() < deadline:
+      time.sleep(0.5)
+    repl.send_signal(signal.SIGINT)
+    _, stderr = repl.communicate(timeout=60)
+  text = out_path.read_text()
+  assert 'I could not find "Zzyzx Qwerty" in the catalog.' in text
+  assert "Say something" in text and "Because you liked Splatoon:" in text
+  assert text.rstrip().endswith("(interrupted) bye") and "Traceback" not in stderr

@@ -1,0 +1,52 @@
+"""Requests in words against the sample's catalog (no model): values, negation, prices, items."""
+
+import numpy as np
+import pytest
+
+from semrec_jax.chat.items import AmbiguousItem, Catalog, UnknownItem
+from semrec_jax.chat.requests import Reader, Request
+from semrec_jax.data import tfds_builders
+
+
+@pytest.fixture(scope="module")
+def catalog(demo_workdir):
+  return Catalog(tfds_builders.items_source(f"{demo_workdir}/data"))
+
+
+def test_items_are_found_by_index_id_title_and_near_spelling(catalog):
+  mk8 = catalog.titles.index("Mario Kart 8 - Nintendo Wii U")
+  assert catalog.resolve(mk8) == mk8
+  assert catalog.resolve(catalog.ids[mk8]) == mk8            # ASIN
+  assert catalog.resolve("Mario Kart 8") == mk8              # words of the title, at its start
+  assert catalog.resolve("mario kart 8 nintendo wii u") == mk8
+  assert catalog.resolve("Splatoon") == catalog.titles.index("Splatoon")  # not the protector
+  with pytest.raises(AmbiguousItem) as e:
+    catalog.resolve("Mario Kart")
+  assert len(e.value.candidates) == 5 and all("Mario Kart" in catalog.titles[i]
+                                              for i in e.value.candidates)
+  with pytest.raises(UnknownItem, match="no item in the catalog matches 'Zzyzx Qwerty'"):
+    catalog.resolve("Zzyzx Qwerty")
+  with pytest.raises(UnknownItem, match="outside the catalog"):
+    catalog.resolve(len(catalog))
+
+
+def test_requests_read_values_negations_and_prices(catalog):
+  reader = Reader(catalog)
+  request, left = reader.read("something for Wii U, not a racing game")
+  assert request.wanted == {"platform": {"Wii U"}} and request.unwanted == {"genre": {"Racing"}}
+  assert left == "something for not a"
+  mask = request.mask(catalog)
+  assert 0 < mask.sum() < len(catalog)
+  for i in np.flatnonzero(mask):
+    assert "Wii U" in catalog.values["platform"][i] and "Racing" not in catalog.values["genre"][i]
+  assert request.phrase() == "something for Wii U"  # what the LM was taught
+  request, _ = reader.read("an accessory, not a game")
+  assert request.wanted == {"product_type": {"Accessory"}}
+  assert request.unwanted == {"product_type": {"Game"}}
+  request, _ = reader.read("by Nintendo for PlayStation 4 under $20")
+  assert request.wanted["brand"] == {"Nintendo"} and request.wanted["platform"] == {"PS4"}
+  assert request.max_price == 20 and request.order == ["price", "platform", "brand"]
+  assert not catalog.has_prices and not request.mask(catalog).any()  # no prices: nothing passes
+  later = Request({"platform": {"PS4"}}, {"genre": {"Racing"}}).merge(
+      reader.read("for Wii U")[0])
+  assert later.wanted == {"platform": {"Wii U"}} and later.unwanted == {"genre": {"Racing"}}
