@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from semrec_jax import defaults, multihost
+from semrec_jax import console, defaults, multihost
 from semrec_jax.eval import restore
 from semrec_jax.eval.stage import evaluate
 from semrec_jax.stages import FINGERPRINT
@@ -31,7 +31,8 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value or defaults.base_config()
+  console.setup()
+  config = console.config_value(_CONFIG) if _CONFIG.value else defaults.base_config()
   if _SPLIT.value:
     config.eval.splits = (_SPLIT.value,)
   if _MAX_USERS.value is not None:
@@ -60,4 +61,4 @@ def summary(m: dict, splits) -> str:
   return "\n".join(lines)
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

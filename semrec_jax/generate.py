@@ -9,10 +9,11 @@ tokenizer comes from the GGUF metadata, or from tokenizer.model in the safetenso
 """
 
 import os
+import sys
 
 from absl import app, flags
 
-from semrec_jax import decoding
+from semrec_jax import console, decoding
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.models import configs, params
 
@@ -40,7 +41,11 @@ def load(model_name: str, weights: str):
 
 def main(argv):
   del argv
-  model, tokenizer = load(_MODEL.value, _WEIGHTS.value)
+  console.setup()
+  try:
+    model, tokenizer = load(_MODEL.value, _WEIGHTS.value)
+  except (FileNotFoundError, ValueError) as e:  # missing weights or package, unknown model
+    sys.exit(f"error: {e}")
   prompt = tokenizer.encode(_PROMPT.value, bos=True)
   out = decoding.greedy(model, prompt, _MAX_NEW.value, eos_id=tokenizer.eos_id)
   print(_PROMPT.value + tokenizer.decode(out))
@@ -48,4 +53,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["prompt"])
-  app.run(main)
+  app.run(main, flags_parser=console.parse_flags)

@@ -68,9 +68,10 @@ def main(argv):
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
   try:
+    pipeline.check(config, _STAGES.value)
     run(config, workdir, _STAGES.value, pipeline.STAGES, overwrite=_OVERWRITE.value)
   except (DataError, StageError, MissingArtifact, Interrupted) as e:
-    logging.error("%s", e)
+    logging.info("error: %s", e)  # the log file; the terminal gets the one line below
     sys.exit(f"error: {e}")
   except KeyboardInterrupt:
     sys.exit("interrupted; nothing was half-written (re-run the same command to go on)")

@@ -5,7 +5,7 @@ from semrec_jax.data.prepare import prepare
 from semrec_jax.embed.stage import embed
 from semrec_jax.eval.stage import evaluate
 from semrec_jax.ids.stage import semantic_ids
-from semrec_jax.lm.stage import train_lm
+from semrec_jax.lm.stage import check as check_lm, train_lm
 from semrec_jax.report.stage import report
 from semrec_jax.stages import Stage
 
@@ -27,3 +27,9 @@ STAGES: dict[str, Stage] = {
               depends_on=("prepare", "ids", "baselines", "lm", "eval")),
     ]
 }
+
+
+def check(config, names: list[str]) -> None:
+  """Config errors found before any stage runs (one StageError line each)."""
+  if "lm" in names:
+    check_lm(config.lm)

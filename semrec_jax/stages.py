@@ -115,8 +115,9 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
       if found["sha256"] == wanted["sha256"]:
         console.say(f"{name}: up to date in {out_dir}, skipped")
         continue
+      as_saved = json.loads(json.dumps(wanted, default=str))  # tuples compare as saved lists
       changes = "; ".join(_differences({k: found.get(k) for k in ("config", "upstream")},
-                                       {k: wanted[k] for k in ("config", "upstream")})[:10])
+                                       {k: as_saved[k] for k in ("config", "upstream")})[:10])
       raise StageError(f"stage {name!r}: {out_dir} was made with a different config ({changes}); "
                        "pass --overwrite to redo it")
     if jax.process_count() > 1 and not stage.multihost:

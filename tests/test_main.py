@@ -98,6 +98,14 @@ def test_cli_errors_are_clear(tmp_path):
   blocker.write_text("")
   unwritable = _main("--config=configs/demo.py", f"--workdir={blocker}/sub")
   assert unwritable.returncode != 0 and "is not a writable folder" in unwritable.stderr
+  model = _main("--config=configs/demo.py", f"--workdir={tmp_path}/m", "--config.lm.model=tinyy")
+  assert model.returncode == 1 and model.stderr.strip().splitlines() == [
+      "error: unknown model config.lm.model='tinyy'; did you mean 'tiny'? (known: gemma3_1b, "
+      "gemma3_270m, gemma3_4b, qwen3_0_6b, qwen3_8b, tiny)"]
+  assert not os.path.exists(tmp_path / "m" / "data")  # refused before any stage ran
+  no_path = _main("--config=configs/games.py", f"--workdir={tmp_path}/p", "--stages=prepare")
+  assert no_path.stderr.strip().splitlines()[-1].startswith(
+      "error: this config needs the data folder: add --config.data.path=FOLDER")
   no_data = _main("--config=configs/games.py", "--config.data.path=/nonexistent",
                   f"--workdir={tmp_path}/w")
   assert no_data.returncode == 1

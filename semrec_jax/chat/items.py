@@ -32,12 +32,9 @@ def words(s: str) -> list[str]:
 
 
 def parse_price(value) -> float | None:
-  """A catalog price string ('19.99', '$1,299.00') as a number; None when absent."""
-  digits = re.sub(r"[^0-9.]", "", text(value))
-  try:
-    return float(digits) if digits else None
-  except ValueError:
-    return None
+  """A prepared catalog's price ("19.99", written by data.catalog.price_text); None when absent
+  (or in a workdir prepared before prices were kept)."""
+  return float(text(value)) if text(value) else None
 
 
 @dataclasses.dataclass

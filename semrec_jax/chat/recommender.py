@@ -118,7 +118,7 @@ class Recommender:
     is shared it writes its own reason, and each claim is checked against the catalog."""
     history, index = self.items(history), self.items([item])[0]
     tok, sids = self.lm.tokenizer, self.lm.sids
-    prompt = tok.encode(prompts.explanation(history, sids, self.max_history), bos=True)
+    prompt = prompts.encode(tok, [prompts.explanation(history, sids, self.max_history)])[0]
     lead = tok.encode(sids[index] + ": like " + "<|sid_start|>")[:-1]  # the taught answer start
     candidates = [h for h in history[-self.max_history:] if h != index]
     related = [h for h in candidates if self.true_reasons(index, h)]
@@ -162,7 +162,7 @@ class Recommender:
     if len(members) < 2:
       raise ValueError("a bundle needs at least two items")
     tok = self.lm.tokenizer
-    prompt = tok.encode(prompts.bundle(members, self.lm.sids), bos=True)
+    prompt = prompts.encode(tok, [prompts.bundle(members, self.lm.sids)])[0]
     common = tasks.attributes(self.lm.items[members[0]])
     for i in members[1:]:
       common = tasks.common_attributes(common, tasks.attributes(self.lm.items[i]))

@@ -66,12 +66,13 @@ class Request:
     return ", ".join(parts)
 
   def phrase(self) -> str | None:
-    """The request as the LM was taught it: the first wish asked for, else None."""
+    """The request as the LM was taught it: the first attribute wish asked for, else the price
+    band, else None (the search is restricted to items meeting every wish either way)."""
     for kind in self.order:
       if kind in self.wanted and kind in STEER_KINDS:
         return tasks.constraint(kind, sorted(self.wanted[kind])[0])
-      if kind == "price" and self.max_price is not None:
-        return tasks.price_constraint(self.max_price)
+    if self.max_price is not None:
+      return tasks.price_constraint(self.max_price)
     return None
 
   def mask(self, catalog: Catalog) -> np.ndarray:

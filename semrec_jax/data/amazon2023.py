@@ -15,7 +15,7 @@ import json
 import os
 
 from semrec_jax.data import attributes
-from semrec_jax.data.catalog import Catalog, CatalogBuilder
+from semrec_jax.data.catalog import Catalog, CatalogBuilder, price_text
 from semrec_jax.data.errors import BadLines, DataError, DropLog
 from semrec_jax.data.files import find, find_optional, json_lines, open_text, require_columns
 from semrec_jax.data.interactions import InteractionBuffer, Interactions
@@ -131,12 +131,15 @@ def _read_meta(path: str, wanted: set[str], max_bad_fraction: float, drops: Drop
     if asin not in wanted:
       continue  # an item nobody interacted with: not part of the dataset
     details = meta.get("details") or {}
+    price = price_text(meta.get("price"))
+    if price is None:
+      drops["unparsed_price"] += 1  # the item stays, without a price
     catalog.add(
         asin, title=meta.get("title"), description=meta.get("description"),
         features=meta.get("features"), categories=meta.get("categories"),
         store=meta.get("store"),
         details=json.dumps(details, ensure_ascii=False) if details else "",
-        **attributes.from_amazon2023(meta))
+        price=price or "", **attributes.from_amazon2023(meta))
   bad.check()
   drops.merge_bad_lines(bad)
   drops["duplicate_item_rows"] += catalog.duplicates

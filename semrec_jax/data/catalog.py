@@ -5,7 +5,8 @@ import dataclasses
 TEXT_FIELDS = ("title", "description", "features", "categories", "store", "details")
 ATTRIBUTE_FIELDS = ("platform", "brand", "product_type", "genre", "franchise", "hardware_type",
                     "multiplayer")
-FIELDS = TEXT_FIELDS + ATTRIBUTE_FIELDS
+PRICE_FIELD = "price"  # US dollars as "19.99", '' where unknown (steering by price band)
+FIELDS = TEXT_FIELDS + ATTRIBUTE_FIELDS + (PRICE_FIELD,)
 # List-valued inputs (features, description paragraphs, categories) are joined with this separator;
 # multi-valued attributes keep '|' between values.
 LIST_SEPARATOR = "\n"
@@ -59,6 +60,18 @@ class CatalogBuilder:
   def build(self) -> Catalog:
     ids = list(self._rows)
     return Catalog(ids, {name: [self._rows[i][name] for i in ids] for name in FIELDS})
+
+
+def price_text(value) -> str | None:
+  """A raw price (19.99, "$1,299.00", None, "") as "19.99"; '' when absent, None when present but
+  not a price (the reader counts it)."""
+  if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null", "-")):
+    return ""
+  try:
+    price = float(str(value).replace("$", "").replace(",", "").strip())
+  except ValueError:
+    return None
+  return f"{price:.2f}" if price >= 0 else None
 
 
 def clean(value) -> str:

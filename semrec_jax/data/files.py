@@ -14,6 +14,9 @@ def find(folder: str, names: list[str], layout: str) -> str:
   `layout` describes the expected files; it goes into the error when none is found.
   """
   if not os.path.isdir(folder):
+    if not folder:
+      raise DataError("this config needs the data folder: add --config.data.path=FOLDER "
+                      f"(holding {layout})")
     raise DataError(f"data folder {folder!r} does not exist; expected {layout}")
   for name in names:
     for candidate in (name, name + ".gz"):

@@ -4,7 +4,8 @@
                          `description`, `features`, `categories` (string or list of strings),
                          `store`, `details` (object), and attributes `platform`, `brand`,
                          `product_type`, `genre`, `franchise`, `hardware_type`, `multiplayer`,
-                         either top-level or inside an `attributes` object.
+                         either top-level or inside an `attributes` object; `price` (US dollars,
+                         a number or "$19.99").
   interactions.csv[.gz]  header `user_id,item_id,timestamp`; timestamp is any integer that orders
                          events (seconds or milliseconds).
 """
@@ -13,7 +14,8 @@ import csv
 import json
 
 from semrec_jax.data import attributes
-from semrec_jax.data.catalog import ATTRIBUTE_FIELDS, TEXT_FIELDS, Catalog, CatalogBuilder
+from semrec_jax.data.catalog import (ATTRIBUTE_FIELDS, TEXT_FIELDS, Catalog, CatalogBuilder,
+                                     price_text)
 from semrec_jax.data.errors import BadLines, DataError, DropLog
 from semrec_jax.data.files import find, json_lines, open_text, require_columns
 from semrec_jax.data.interactions import InteractionBuffer, Interactions
@@ -44,6 +46,10 @@ def _read_items(path: str, max_bad_fraction: float, drops: DropLog) -> Catalog:
       fields.update({k: nested[k] for k in ATTRIBUTE_FIELDS if nested.get(k)})
     if isinstance(fields.get("details"), dict):
       fields["details"] = json.dumps(fields["details"], ensure_ascii=False)
+    price = price_text(record.get("price"))
+    if price is None:
+      drops["unparsed_price"] += 1  # the item stays, without a price
+    fields["price"] = price or ""
     fields["platform"] = (attributes.canonical_platform(str(fields.get("platform", "")))
                           or str(fields.get("platform", "")))
     catalog.add(item_id, **fields)

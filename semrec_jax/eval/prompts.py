@@ -34,5 +34,6 @@ def bundle(items, sids: list[str]) -> str:
 
 
 def encode(tokenizer, texts: list[str]) -> list[list[int]]:
-  """Token lists as the LM saw prompts in training: [bos] + the prompt's pieces."""
-  return [tokenizer.encode(t, bos=True) for t in texts]
+  """Token lists as the LM saw prompts in training: [bos] + the prompt (in Gemma's turns where
+  the tokenizer has them: Tokenizer.prompt_ids)."""
+  return [[tokenizer.bos_id] + tokenizer.prompt_ids(t) for t in texts]

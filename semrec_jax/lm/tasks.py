@@ -10,7 +10,8 @@ items left out of training.
 Templates (the phrasing is drawn per example from a seeded generator, so runs are reproducible):
   next_item    "<history phrasing with items joined by ', '> <|rec|>" -> target SID
   steering     history + a request in words ("something for PS4", "a racing game", "something by
-               Nintendo", "an accessory, not a game"): one the target meets -> target, or one
+               Nintendo", "an accessory, not a game", "something under $20" where the catalog
+               has prices): one the target meets -> target, or one
                drawn from the catalog -> the item meeting it nearest the target
   co_purchase  an item -> an item the same user bought within the next 3
   text_to_sid  the title, a fragment of it (half its words), the start of the description, or the
@@ -123,7 +124,14 @@ def read_all(sequences) -> list[dict]:
   return [sequences[u] for u in range(len(sequences))]
 
 
-STEER_KINDS = ("platform", "genre", "brand", "product_type")
+STEER_KINDS = ("platform", "genre", "brand", "product_type", "price")
+PRICE_BANDS = (10, 20, 30, 50, 100)  # "something under $20": price at most 20 US dollars
+
+
+def price_bands(item: dict) -> list[str]:
+  """The bands ("20", ...) an item's price is within (none when the catalog has no price)."""
+  price = text(item.get("price"))
+  return [str(b) for b in PRICE_BANDS if price and float(price) <= b]
 
 
 def constraint(kind: str, value: str) -> str:
@@ -138,6 +146,8 @@ def constraint(kind: str, value: str) -> str:
   if kind == "product_type":
     return {"Accessory": "an accessory, not a game",
             "Game": "a game, not an accessory"}.get(value, f"a {value.lower()}")
+  if kind == "price":
+    return price_constraint(float(value))
   raise ValueError(f"no constraint phrasing for attribute {kind!r}; known: {STEER_KINDS}")
 
 
@@ -215,12 +225,14 @@ class _Nearest:
   """For each requestable (kind, value): the items holding it, indexed by every prefix of their
   semantic IDs, so the nearest item with a value is the one sharing the longest prefix."""
 
-  def __init__(self, attrs: list[dict], sids: list[str]):
+  def __init__(self, attrs: list[dict], sids: list[str], bands: list[list[str]]):
     holders: dict[tuple[str, str], list[int]] = {}
     for i, a in enumerate(attrs):
       for kind in STEER_KINDS:
         if kind in a:
           holders.setdefault((kind, a[kind]), []).append(i)
+      for band in bands[i]:  # "under $20" holds every item up to $20
+        holders.setdefault(("price", band), []).append(i)
     self.values = {key: items for key, items in sorted(holders.items())
                    if len(items) >= MIN_ITEMS_PER_VALUE}
     self.codes = [_codes(s) for s in sids]
@@ -250,7 +262,8 @@ class _Nearest:
 
 
 def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, seed: int,
-             later: list[set[int]] | None = None) -> grain.MapDataset:
+             later: list[set[int]] | None = None,
+             bands: list[list[str]] | None = None) -> grain.MapDataset:
   """The last 1..max_history items + a request in words -> an item that meets it. In a quarter of
   the examples (1 - FREE_REQUEST_SHARE) the request is one the next item meets (preferably one the
   last history item does not) and the answer is the next item; in the rest the request is drawn
@@ -259,8 +272,10 @@ def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, se
   the user's `later` items (their held-out validation and test items), so no held-out pair is
   trained on by coincidence. Users whose target has no usable attribute, in a catalog with no
   requestable value, are left out."""
-  item_constraints = [constraints(a) for a in attrs]
-  nearest = _Nearest(attrs, sids)
+  bands = bands or [[] for _ in attrs]  # price_bands of each item
+  item_constraints = [constraints(a) + [constraint("price", b[0]) for b in [bands[i]] if b]
+                      for i, a in enumerate(attrs)]
+  nearest = _Nearest(attrs, sids, bands)
   usable = [u for u in range(len(sequences))
             if item_constraints[int(sequences[u]["target"])] or nearest.values]
 
@@ -492,8 +507,9 @@ def sources(sequences, items, sids: list[str], max_history: int, seed: int,
   (`sequences` is then the validation split). `later`: each user's items of the later splits
   (later_items), which the steering task's catalog-drawn answers avoid."""
   sequences, attrs = read_all(sequences), item_attributes(items)
+  bands = [price_bands(items[i]) for i in range(len(items))]
   out = {"next_item": next_item(sequences, sids, max_history, seed, history_loss),
-         "steering": steering(sequences, attrs, sids, max_history, seed, later),
+         "steering": steering(sequences, attrs, sids, max_history, seed, later, bands),
          "co_purchase": co_purchase(sequences, sids, seed),
          **item_tasks(items, sids, seed, held_out=held_out),
          "explanation": explanation(sequences, attrs, sids, max_history, seed),

@@ -107,6 +107,10 @@ class Tokenizer:
     # The item delimiters (-1 for a tokenizer without semantic-ID tokens).
     self.sid_start_id, self.sid_end_id = (self.sp.piece_to_id(p) if self.sp.id_to_piece(
         self.sp.piece_to_id(p)) == p else -1 for p in ("<|sid_start|>", "<|sid_end|>"))
+    # Gemma's turn markers (control pieces, never parsed from text); None for other tokenizers.
+    turns = [self.sp.piece_to_id(p) for p in ("<start_of_turn>", "<end_of_turn>")]
+    self.turn_ids = tuple(turns) if all(self.sp.id_to_piece(i) == p for i, p in zip(
+        turns, ("<start_of_turn>", "<end_of_turn>"))) else None
 
   @property
   def vocab_size(self) -> int:
@@ -115,6 +119,16 @@ class Tokenizer:
   def encode(self, text: str, bos: bool = False) -> list[int]:
     ids = self.sp.encode(text)
     return [self.bos_id] + ids if bos else ids
+
+  def prompt_ids(self, text: str) -> list[int]:
+    """A task prompt as the model reads it (without bos): in Gemma's chat turns where the
+    tokenizer has them ("<start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n"),
+    so a pretrained Gemma is asked the way it was instruction-tuned; the text as is otherwise."""
+    if self.turn_ids is None:
+      return self.encode(text)
+    start, end = self.turn_ids
+    return ([start] + self.encode("user\n" + text) + [end] + self.encode("\n") + [start] +
+            self.encode("model\n"))
 
   def decode(self, ids) -> str:
     return self.sp.decode([int(i) for i in ids])

@@ -50,3 +50,19 @@ def test_requests_read_values_negations_and_prices(catalog):
   later = Request({"platform": {"PS4"}}, {"genre": {"Racing"}}).merge(
       reader.read("for Wii U")[0])
   assert later.wanted == {"platform": {"Wii U"}} and later.unwanted == {"genre": {"Racing"}}
+
+
+def test_price_requests_on_a_catalog_with_prices():
+  rows = [{"item_id": f"A{i}", "title": f"Game {i}", "platform": "PS4" if i % 2 else "Switch",
+           "price": f"{5.0 * i:.2f}" if i != 3 else ""} for i in range(1, 11)]
+  catalog = Catalog(rows)
+  assert catalog.has_prices and np.isnan(catalog.prices[2])
+  reader = Reader(catalog)
+  request, _ = reader.read("something for Switch under $30")
+  assert request.max_price == 30 and request.phrase() == "something for Switch"
+  assert [i + 1 for i in np.flatnonzero(request.mask(catalog))] == [2, 4, 6]
+  cheap, _ = reader.read("not too expensive")
+  assert cheap.max_price == np.ceil(np.nanmedian(catalog.prices)) == 30
+  assert cheap.phrase() == "something under $30"  # the taught price request
+  over, _ = reader.read("more than $40")
+  assert [i + 1 for i in np.flatnonzero(over.mask(catalog))] == [8, 9, 10]

@@ -118,6 +118,24 @@ def test_html_entities_and_non_ascii_titles_survive(copy_of_fixture, config):
   assert json.loads(row["details"]) == {"Brand": "Nintendo", "Platform": "Nintendo 3DS"}
 
 
+def test_prices_are_kept_as_dollars_and_bad_ones_counted(copy_of_fixture, config):
+  with gzip.open(os.path.join(AMAZON2023, "meta_Video_Games.jsonl.gz"), "rt") as f:
+    raw = {m["parent_asin"]: m.get("price") for m in map(json.loads, f)}
+  _append(copy_of_fixture / "meta_Video_Games.jsonl.gz",
+          [json.dumps({"parent_asin": f"XPRICE{n}", "title": f"Priced {n}", "price": p})
+           for n, p in enumerate(["$1,299.00", "from 5 to 9", None])])
+  _append(copy_of_fixture / "Video_Games.jsonl",
+          [f'{{"user_id": "U{n}", "parent_asin": "XPRICE{n}", "timestamp": 5}}' for n in range(3)])
+  catalog, _, drops = amazon2023.read(config)
+  prices = dict(zip(catalog.item_ids, catalog.fields["price"]))
+  kept = [a for a in prices if a in raw]
+  assert sum(raw[a] is not None for a in kept) > 100
+  for asin in kept:
+    assert prices[asin] == ("" if raw[asin] is None else f"{raw[asin]:.2f}")
+  assert [prices[f"XPRICE{n}"] for n in range(3)] == ["1299.00", "", ""]
+  assert drops["unparsed_price"] == 1  # "from 5 to 9": the item stays, without a price
+
+
 def test_missing_files_name_path_and_layout(tmp_path, config):
   config.path = str(tmp_path)
   with pytest.raises(DataError, match=r"meta_Video_Games.jsonl\[.gz\].*expected meta_Video_Games"):

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from semrec_jax.eval import metrics
+from semrec_jax.eval import language, metrics, steering
+from semrec_jax.ids import trie as trie_lib
+from semrec_jax.lm import tasks
 
 
 def test_ranking_metrics_by_hand():
@@ -50,8 +52,6 @@ def test_popularity_and_list_quality():
 
 
 def test_language_parsers_by_hand():
-  from semrec_jax.eval import language  # pylint: disable=import-outside-toplevel
-  from semrec_jax.ids import trie as trie_lib  # pylint: disable=import-outside-toplevel
   assert language.claims("for PS4 and a racing game.") == [("platform", "ps4"),
                                                            ("genre", "racing")]
   assert language.claims("by Sony and part of the Halo series") == [("brand", "sony"),
@@ -77,3 +77,13 @@ def test_language_parsers_by_hand():
           "product_type": {"game"}} for p in ("wii u", "wii u", "wii")]
   assert language.bundle_name_accurate("Wii U games", [0, 1], wii)
   assert not language.bundle_name_accurate("Wii games", [0, 1], wii)
+
+
+def test_price_steering_values_are_the_bands_an_item_is_within():
+  rows = [{kind: "" for kind in tasks.STEER_KINDS if kind != "price"} | {"price": p}
+          for p in ["9.99", "19.99", "45.00", "", "150.00"] * 4]
+  values = steering.attribute_values(rows)
+  assert values["price"][:5] == [{"10", "20", "30", "50", "100"}, {"20", "30", "50", "100"},
+                                 {"50", "100"}, set(), set()]
+  assert steering.requestable(values["price"]) == {"50": 12, "100": 12}  # 10+ items each
+  assert tasks.constraint("price", "50") == "something under $50"

@@ -297,3 +297,23 @@ def test_co_purchase_pairs_stay_inside_the_training_part(data):
     assert example["answer"] in later
     assert example["answer"] not in (data["sids"][int(valid[u]["target"])],
                                      data["sids"][int(test[u]["target"])])
+
+
+def test_price_requests_are_taught_where_the_catalog_has_prices():
+  prices = [3.0 * i for i in range(40)]  # $0 .. $117
+  items = [{"price": f"{p:.2f}" if i % 7 else ""} for i, p in enumerate(prices)]
+  bands = [tasks.price_bands(item) for item in items]
+  assert bands[5] == ["20", "30", "50", "100"] and bands[7] == [] and bands[39] == []
+  sids = [f"<|sid_start|><|sid_{i % 4}|><|sid_{256 + i}|><|sid_end|>" for i in range(40)]
+  sequences = [{"history": np.asarray([i, i + 1], np.int32), "target": i + 2}
+               for i in range(0, 36)]
+  examples = tasks.steering(sequences, [{} for _ in items], sids, 20, seed=0, bands=bands)
+  assert len(examples) == len(sequences)  # every target is usable: price bands are requestable
+  item_of = {s: i for i, s in enumerate(sids)}
+  asked = set()
+  for example in examples:
+    limit = float(re.search(r"something under \$(\d+)", example["prompt"]).group(1))
+    answer = item_of[example["answer"]]
+    assert items[answer]["price"] and float(items[answer]["price"]) <= limit, example
+    asked.add(limit)
+  assert asked >= {20.0, 50.0, 100.0}

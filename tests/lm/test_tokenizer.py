@@ -30,6 +30,7 @@ def test_train_on_catalog_text_with_reserved_tokens():
   assert ids[:4] == [5, 4 + 3 + 3, 4 + 3 + 12, 6]
   assert tokenizer.decode(ids) == text  # byte fallback: nothing is lost
   assert len(tokenizer.encode("Nintendo 3DS XL")) <= 6  # catalog words are whole pieces
+  assert tokenizer.turn_ids is None and tokenizer.prompt_ids(text) == ids  # no chat turns
 
 
 def test_new_rows_from_text():

@@ -67,6 +67,11 @@ def test_tokenizer_rebuilt_from_gguf_matches_reference(gguf_file):
     expected = golden["ids"][golden["offsets"][i]:golden["offsets"][i + 1]].tolist()
     assert tokenizer.encode(str(text)) == expected, text
   assert tokenizer.decode(tokenizer.encode("Pokémon &amp; Friends")) == "Pokémon &amp; Friends"
+  # Task prompts go in Gemma's chat turns; the markers are control pieces, never parsed from text.
+  assert tokenizer.turn_ids == (105, 106)
+  assert tokenizer.prompt_ids("Hi") == [105] + tokenizer.encode("user\nHi") + [106, 107, 105] + \
+      tokenizer.encode("model\n")
+  assert tokenizer.encode("<start_of_turn>")[0] != 105
 
 
 def test_semantic_id_tokens_are_single_pieces(gguf_file):
