@@ -37,6 +37,7 @@ class Request:
   max_price: float | None = None
   min_price: float | None = None
   order: list[str] = dataclasses.field(default_factory=list)  # kinds in the order asked
+  absent: list[str] = dataclasses.field(default_factory=list)  # platforms the catalog lacks
 
   def __bool__(self) -> bool:
     return bool(self.wanted or self.unwanted or self.max_price is not None
@@ -112,7 +113,7 @@ class Reader:
     for clause in _CLAUSES.split(said.lower()):
       negative = bool(_NEGATION.search(clause))
       clause = self._price(clause, request)
-      found, left = self._values(clause)
+      found, left = self._values(clause, request.absent)
       for kind, values in found:
         side = request.unwanted if negative else request.wanted
         side[kind] = side.get(kind, set()) | values
@@ -133,14 +134,17 @@ class Reader:
     request.order.append("price")
     return clause[:m.start()] + " " + clause[m.end():]
 
-  def _values(self, clause: str) -> tuple[list[tuple[str, set[str]]], str]:
-    """Attribute values named in a clause (longest phrases first) and the words left over."""
+  def _values(self, clause: str, absent: list[str]) -> tuple[list[tuple[str, set[str]]], str]:
+    """Attribute values named in a clause (longest phrases first) and the words left over;
+    platforms named that no catalog item has go to `absent`."""
     text = " " + " ".join(words(clause)) + " "
     found = []
     for alias, name in attributes.platform_mentions(text):
       if name in self.platforms:
         found.append(("platform", set(self.platforms[name])))
-        text = text.replace(f" {alias} ", " ", 1)
+      else:
+        absent.append(name)
+      text = text.replace(f" {alias} ", " ", 1)
     for (kind, phrase), value in sorted(self.phrases.items(), key=lambda p: -len(p[0][1])):
       for suffix in (" games ", " game ", " "):
         if f" {phrase}{suffix}" in text:

@@ -80,6 +80,7 @@ class Session:
       lead = _LEAD.match(segment.lower())
       if not lead:
         found, left = self.rec.reader.read(segment)
+        self._absent(found, notes)
         if found:
           request = request.merge(found)
           self._unused(left, notes)
@@ -90,7 +91,11 @@ class Session:
         if not part or set(words(part)) <= _FILLER:
           continue
         index = self._title(part, None)
+        if index is not None and not set(words(part)) <= set(words(self.rec.catalog.titles[index])):
+          notes.append(f'I took "{part}" to mean "{self.rec.catalog.titles[index]}".')
         found, left = self.rec.reader.read(part) if index is None else (None, "")
+        if found is not None:
+          self._absent(found, notes)
         if index is not None:
           self.history += [] if index in self.history else [index]
         elif found:
@@ -123,6 +128,16 @@ class Session:
       if notes is not None:
         notes.append(f'I could not find "{part}" in the catalog.')
     return None
+
+  def _absent(self, found: Request, notes: list[str]) -> None:
+    if found.absent:
+      counts = {}
+      for values in self.rec.catalog.values["platform"]:
+        for v in values:
+          counts[v] = counts.get(v, 0) + 1
+      here = ", ".join(sorted(counts, key=counts.get, reverse=True)[:8])
+      notes.append(f"No item in this catalog is for {' or '.join(found.absent)} (platforms here "
+                   f"include {here}).")
 
   @staticmethod
   def _unused(left: str, notes: list[str]) -> None:

@@ -44,7 +44,7 @@ def model_bars(found: dict, path: str) -> str | None:
   x = np.arange(len(rows))
   ax.bar(x - 0.2, [r[2] for r in rows], 0.4, label="Recall@10")
   ax.bar(x + 0.2, [r[3] for r in rows], 0.4, label="NDCG@10")
-  ax.set_xticks(x, [r[0] for r in rows], fontsize=8)
+  ax.set_xticks(x, [f"{r[0]}\n{r[1]} users" for r in rows], fontsize=8)
   ax.set(title="next-item ranking (test split, full catalog)")
   ax.legend()
   return _save(fig, path)

@@ -90,6 +90,13 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
   cheaper = s.reply("cheaper")
   assert "This catalog has no prices" in cheaper.text
   assert json.dumps(cheaper.to_json(), default=str)
+  # Names the 2018 catalog lacks (Splatoon 2, PS5) are said, not dropped.
+  other = Session(rec).reply("I loved Mario Kart 8 and Splatoon 2; something for PS5, not a "
+                             "racing game")
+  assert other.kind == "recommend"
+  assert 'I took "Splatoon 2" to mean "Splatoon".' in other.text
+  assert "No item in this catalog is for PS5 (platforms here include " in other.text
+  assert all("Racing" not in rec.catalog.values["genre"][i.index] for i in other.items)
   answer = rec.chat([{"role": "user", "content": "I loved Splatoon"},
                      {"role": "assistant", "content": "..."},
                      {"role": "user", "content": "something for Wii U"}])
