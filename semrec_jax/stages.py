@@ -30,9 +30,10 @@ class StageError(RuntimeError):
 class Interrupted(RuntimeError):
   """Ctrl-C (or SIGTERM) stopped a stage: what it wrote so far is kept for the next run."""
 
-  def __init__(self, stage: str, scratch: str):
-    super().__init__(f"interrupted during stage {stage!r}; its work so far is kept in {scratch} "
-                     "and running the same command again resumes it")
+  def __init__(self, stage: str, scratch: str, detail: str = ""):
+    super().__init__(f"interrupted during stage {stage!r}{' (' + detail + ')' if detail else ''}; "
+                     f"its work so far is kept in {scratch} and running the same command again "
+                     "resumes it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +130,8 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
     started = time.time()
     try:
       stage.run(config, workdir, scratch)
-    except KeyboardInterrupt:
-      raise Interrupted(name, scratch) from None
+    except KeyboardInterrupt as e:
+      raise Interrupted(name, scratch, str(e).split(";")[0]) from None
     multihost.sync(f"ran:{name}")
     if multihost.is_primary():
       with open(os.path.join(scratch, FINGERPRINT), "w") as f:

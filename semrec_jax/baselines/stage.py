@@ -77,8 +77,12 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
   targets = {split: np.asarray([int(r["target"]) for r in evaluated[split]]) for split in SPLITS}
   if c.sampled_negatives:
     exclude = [set(int(i) for i in r["history"]) | {int(r["target"])} for r in evaluated["test"]]
-    candidates = np.concatenate([targets["test"][:, None], metrics.sample_negatives(
-        num_items, exclude, c.sampled_negatives, c.seed)], axis=1).astype(np.int32)
+    try:
+      negatives = metrics.sample_negatives(num_items, exclude, c.sampled_negatives, c.seed)
+    except metrics.TooFewItems as e:
+      raise StageError(f"config.baselines.sampled_negatives={c.sampled_negatives}: {e}; lower "
+                       "it, or 0 to skip the sampled protocol") from None
+    candidates = np.concatenate([targets["test"][:, None], negatives], axis=1).astype(np.int32)
   val_users = ranking.users_to_evaluate(len(train_records), c.val_users, c.seed + 1)
   validation = split_records["validation"]
   val_rows = sequences.history_rows([validation[int(u)] for u in val_users], num_items, c.max_len)

@@ -44,6 +44,10 @@ def sampled_metrics(target_scores: np.ndarray, negative_scores: np.ndarray, pref
           f"{prefix}/ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 1), 0.0)))}
 
 
+class TooFewItems(ValueError):
+  """The sampled protocol asks for more negatives than the catalog has outside a history."""
+
+
 def sample_negatives(num_items: int, exclude: list[set], count: int,
                      seed: int) -> np.ndarray:
   """[users, count] distinct items per user, none of them in that user's `exclude` set (the
@@ -52,8 +56,8 @@ def sample_negatives(num_items: int, exclude: list[set], count: int,
   out = np.empty((len(exclude), count), np.int64)
   for u, banned in enumerate(exclude):
     if num_items - len(banned) < count:
-      raise ValueError(f"{count} negatives asked from a catalog of {num_items} items, "
-                       f"{len(banned)} of them excluded")
+      raise TooFewItems(f"{count} negatives asked from a catalog of {num_items} items, "
+                        f"{len(banned)} of them excluded")
     picked = []
     while len(picked) < count:
       draw = rng.choice(num_items, count - len(picked) + len(banned), replace=False)

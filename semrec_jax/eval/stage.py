@@ -13,12 +13,13 @@ import time
 import numpy as np
 from absl import logging
 
-from semrec_jax import decoding, multihost, parallel
+from semrec_jax import console, decoding, multihost, parallel
 from semrec_jax.baselines import popularity
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import language, metrics, ranking, restore, steering
 from semrec_jax.lm import tasks
+from semrec_jax.stages import StageError
 
 PROTOCOL = ("leave-one-out (last item test, second-to-last validation); full ranking over the "
             "catalog by trie-constrained beam search; sampled: target vs {n} random items outside "
@@ -46,7 +47,10 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   counts = popularity.train_counts(train_records, len(lm.codes))
   out, reasons, samples, timings = {}, {}, [], {}
   ranked = {}
+  parts = [f"ranking {s}" for s in c.splits] + ["sampled", "steering", "language"]
+  bar = console.Progress("eval", len(parts))
   for split in c.splits:
+    bar.update(parts.index(f"ranking {split}"), f"ranking {split}")
     tick = time.time()
     split_records = read(split)
     records = [split_records[int(u)] for u in users]
@@ -67,12 +71,18 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
                     "recommended": _titles(lm.items, row[:10]),
                     "target": _titles(lm.items, [int(r["target"])])[0],
                     "hit": bool(int(r["target"]) in row[:10].tolist())})
+  bar.update(parts.index("sampled"), "sampled")
   tick = time.time()
   if c.sampled_negatives:
-    out.update(ranking.sampled(decoder, lm, records[:c.sampled_users], c.sampled_negatives,
-                               max_history, c.seed))
+    try:
+      out.update(ranking.sampled(decoder, lm, records[:c.sampled_users], c.sampled_negatives,
+                                 max_history, c.seed))
+    except metrics.TooFewItems as e:
+      raise StageError(f"config.eval.sampled_negatives={c.sampled_negatives}: {e}; lower it, "
+                       "or 0 to skip the sampled protocol") from None
   timings["sampled_s"] = round(time.time() - tick, 1)
 
+  bar.update(parts.index("steering"), "steering")
   tick = time.time()
   values = steering.attribute_values(lm.items)
   n = min(c.steer_users, len(records))
@@ -82,6 +92,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   samples += steer_samples
   timings["steering_s"] = round(time.time() - tick, 1)
 
+  bar.update(parts.index("language"), "language")
   tick = time.time()
   held_out = tasks.held_out_items(len(lm.codes), lm.config.seed)
   bundles = tasks.bundles(tasks.item_attributes(lm.items), lm.sids, lm.config.seed,
@@ -92,6 +103,8 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   out.update(found)
   samples += lang_samples
   timings["language_s"] = round(time.time() - tick, 1)
+  bar.update(len(parts), "done")
+  bar.close()
 
   out = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in out.items()}
   out["null_reasons"] = reasons

@@ -153,7 +153,7 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
                    tensorboard_dir=tensorboard_dir, step_offset=offset,
                    evaluate=lambda t=trainer: held_out_loss(t, eval_batches))
     if result["preempted"]:
-      raise KeyboardInterrupt(f"pre-empted in LM stage {stage!r} at step {result['step']}; "
+      raise KeyboardInterrupt(f"LM stage {stage!r} saved a checkpoint at step {result['step']}; "
                               "re-run the same command to resume")
     # A stage finished by an earlier, interrupted run of the stage is only restored here.
     final = {"stage": stage, **(result["heldout"] or held_out_loss(trainer, eval_batches))}

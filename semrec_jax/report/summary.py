@@ -66,7 +66,7 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
     usage = "/".join(f"{100 * u:.0f}" for u in i["codebook_usage"])
     out.append(f"ids        {i['levels']} levels x {i['codebook_size']} codes; codebook use "
                f"{usage}%; collisions {100 * i['collision_rate']:.1f}%; prefix purity "
-               f"{i.get('prefix_purity', 0):.2f}")
+               f"{number(i.get('prefix_purity'), 2)}")
   rows = model_rows(found)
   if rows:
     out.append("ranking    test split, full catalog, Recall@10 / NDCG@10:")

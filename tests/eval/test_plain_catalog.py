@@ -66,3 +66,16 @@ def test_default_pipeline_on_a_catalog_without_attributes(tmp_path, caplog):
     assert "no " + kind in m["null_reasons"][f"steer/{kind}/precision@10"]
   assert m["steer/precision@10"] is None and m["lang/bundle_name_accuracy"] is None
   assert set(m["null_reasons"]) == {k for k, v in m.items() if v is None}
+  # The report stage ran last: its summary has every model's numbers from their metrics files.
+  summary = (workdir / "report" / "summary.txt").read_text().splitlines()
+  for name in ("popularity", "sasrec_id", "sasrec_sid"):
+    with open(workdir / "baselines" / name / "metrics.json") as f:
+      b = json.load(f)
+    row = next(line for line in summary if line.strip().startswith(name + " "))
+    assert f"{b['test/recall@10']:.4f}  {b['test/ndcg@10']:.4f}" in row
+  row = next(line for line in summary if line.strip().startswith("LM (beam 20)"))
+  assert f"{m['test/recall@10']:.4f}  {m['test/ndcg@10']:.4f}" in row
+  assert not any(line.startswith("steering") for line in summary)  # nothing to steer by
+  assert any(line.startswith("example 1") for line in summary)
+  assert not any(line.startswith("example 2") for line in summary)  # no platform to ask for
+  assert (workdir / "report" / "report.html").stat().st_size > 10_000
