@@ -108,6 +108,8 @@ class Catalog:
     query = str(query).strip()
     if query in self._by_id:
       return self._by_id[query]
+    if re.fullmatch(r"#\d+", query):  # "#553": an index, as ambiguity messages list them
+      return self.resolve(int(query[1:]))
     if query.isdigit() and int(query) < len(self) and not self.candidates(query):
       return int(query)
     found = self.candidates(query)

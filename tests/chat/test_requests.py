@@ -15,7 +15,7 @@ def catalog(demo_workdir):
 
 def test_items_are_found_by_index_id_title_and_near_spelling(catalog):
   mk8 = catalog.titles.index("Mario Kart 8 - Nintendo Wii U")
-  assert catalog.resolve(mk8) == mk8
+  assert catalog.resolve(mk8) == mk8 == catalog.resolve(f"#{mk8}")
   assert catalog.resolve(catalog.ids[mk8]) == mk8            # ASIN
   assert catalog.resolve("Mario Kart 8") == mk8              # words of the title, at its start
   assert catalog.resolve("mario kart 8 nintendo wii u") == mk8
