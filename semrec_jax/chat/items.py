@@ -73,6 +73,14 @@ class Catalog:
   def __len__(self) -> int:
     return len(self.ids)
 
+  def value_counts(self, kind: str) -> dict[str, int]:
+    """How many items hold each value of an attribute kind, most held first."""
+    counts: dict[str, int] = {}
+    for values in self.values[kind]:
+      for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return dict(sorted(counts.items(), key=lambda c: (-c[1], c[0])))
+
   @property
   def has_prices(self) -> bool:
     return bool(np.isfinite(self.prices).any())
@@ -110,9 +118,9 @@ class Catalog:
       return self._by_id[query]
     if re.fullmatch(r"#\d+", query):  # "#553": an index, as ambiguity messages list them
       return self.resolve(int(query[1:]))
-    if query.isdigit() and int(query) < len(self) and not self.candidates(query):
-      return int(query)
     found = self.candidates(query)
+    if query.isdigit() and int(query) < len(self) and not found:
+      return int(query)
     if not found:
       raise UnknownItem(f"no item in the catalog matches {query!r} (give a title, an id such as "
                         f"{self.ids[0]}, or an index)")

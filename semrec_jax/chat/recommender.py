@@ -52,12 +52,14 @@ class Recommender:
   """A trained LM with its tokenizer, semantic IDs, trie and catalog, on the local devices."""
 
   def __init__(self, lm: restore.TrainedLM, mesh=None):
-    self.lm, self.catalog = lm, Catalog(lm.items)
+    rows = tasks.read_all(lm.items)  # the catalog, read once for every view of it below
+    self.lm, self.catalog = lm, Catalog(rows)
+    self.attributes = tasks.item_attributes(rows)  # first values, as the tasks phrase them
+    self.values = language.item_values(rows)      # lower-case value sets, as claims are checked
     self.reader = Reader(self.catalog)
     self.decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie,
                                        mesh=mesh, batch_size=1)
     self.max_history = lm.config.max_history
-    self._values = None
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None) -> "Recommender":
@@ -105,12 +107,6 @@ class Recommender:
       return f'"{self.catalog.titles[found[0]]}"' if found and found[0] >= 0 else "(unknown item)"
     return _SID.sub(title, generated)
 
-  @property
-  def values(self):
-    if self._values is None:
-      self._values = language.item_values(self.lm.items)
-    return self._values
-
   def explain(self, history, item) -> Explanation:
     """Why `item` follows `history`, in the model's words ("like X, it is for Wii U and by
     Nintendo"): the model picks the history item to compare with (among those sharing an
@@ -147,8 +143,7 @@ class Recommender:
   def true_reasons(self, a: int, b: int) -> list[str]:
     """Reasons (tasks.reason) from the attributes items a and b share: each one alone and the
     two the training answer names."""
-    shared = tasks.common_attributes(tasks.attributes(self.lm.items[a]),
-                                     tasks.attributes(self.lm.items[b]))
+    shared = tasks.common_attributes(self.attributes[a], self.attributes[b])
     if not shared:
       return []
     out = [tasks.reason({k: v}) for k, v in shared.items()] + [tasks.reason(shared)]
@@ -163,9 +158,9 @@ class Recommender:
       raise ValueError("a bundle needs at least two items")
     tok = self.lm.tokenizer
     prompt = prompts.encode(tok, [prompts.bundle(members, self.lm.sids)])[0]
-    common = tasks.attributes(self.lm.items[members[0]])
+    common = self.attributes[members[0]]
     for i in members[1:]:
-      common = tasks.common_attributes(common, tasks.attributes(self.lm.items[i]))
+      common = tasks.common_attributes(common, self.attributes[i])
     keys = list(common)
     names = list(dict.fromkeys(
         tasks.bundle_name({k: common[k] for k in subset})

@@ -131,11 +131,7 @@ class Session:
 
   def _absent(self, found: Request, notes: list[str]) -> None:
     if found.absent:
-      counts = {}
-      for values in self.rec.catalog.values["platform"]:
-        for v in values:
-          counts[v] = counts.get(v, 0) + 1
-      here = ", ".join(sorted(counts, key=counts.get, reverse=True)[:8])
+      here = ", ".join(list(self.rec.catalog.value_counts("platform"))[:8])
       notes.append(f"No item in this catalog is for {' or '.join(found.absent)} (platforms here "
                    f"include {here}).")
 

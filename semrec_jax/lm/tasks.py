@@ -273,7 +273,7 @@ def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, se
   trained on by coincidence. Users whose target has no usable attribute, in a catalog with no
   requestable value, are left out."""
   bands = bands or [[] for _ in attrs]  # price_bands of each item
-  item_constraints = [constraints(a) + [constraint("price", b[0]) for b in [bands[i]] if b]
+  item_constraints = [constraints(a) + ([constraint("price", bands[i][0])] if bands[i] else [])
                       for i, a in enumerate(attrs)]
   nearest = _Nearest(attrs, sids, bands)
   usable = [u for u in range(len(sequences))

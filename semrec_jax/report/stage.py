@@ -29,12 +29,8 @@ def examples(workdir: str, config) -> list[str]:
   top = rec.recommend(history, k=5)
   out = ["example 1  a test user's last items and the LM's top 5:",
          "  history: " + "; ".join(rec.catalog.titles[i] for i in history)] + titles(top)
-  platforms = {}
-  for values in rec.catalog.values["platform"]:
-    for v in values:
-      platforms[v] = platforms.get(v, 0) + 1
   held = rec.catalog.values["platform"][history[-1]]
-  wanted = max((v for v in platforms if v not in held), key=platforms.get, default=None)
+  wanted = next((v for v in rec.catalog.value_counts("platform") if v not in held), None)
   if wanted:
     request = tasks.constraint("platform", wanted)
     out += [f'example 2  the same history, asked for "{request}":'] + titles(
