@@ -37,7 +37,7 @@ def main(argv):
   sids = tasks.load_sids(os.path.join(_WORKDIR.value, "ids", "semantic_ids.tsv"))
   tokenizer = Tokenizer(os.path.join(_WORKDIR.value, "lm", "tokenizer.model"))
   sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"), items, sids,
-                          c.max_history, c.seed)
+                          c.max_history, c.seed, budget=tasks.Budget(tokenizer, c.seq_len))
   stream = pipeline.mixture(sources, dict(c.task_weights), c.seed, tokenizer, c.seq_len)
   it = iter(pipeline.packed_batches(stream, c.seq_len, c.batch_size))
   next(it)

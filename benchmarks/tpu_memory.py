@@ -39,12 +39,13 @@ def main(argv):
   c = ml_collections.ConfigDict({**config.lm.to_dict(), "learning_rate": 1e-4})
   topology = topologies.get_topology_desc(platform="tpu", topology_name=_TOPOLOGY.value)
   mesh = parallel.make_mesh(config.mesh, devices=topology.devices)
-  model_config = configs.get(c.model, num_new_tokens=_NEW_TOKENS.value)
+  model_config = configs.get(c.model, num_new_tokens=_NEW_TOKENS.value, attention=c.attention)
   model = nnx.eval_shape(lambda: Decoder(model_config, nnx.Rngs(0), dtype=jnp.dtype(c.dtype)))
   trainer = LMTrainer(model, c, "all", 1000, mesh)
-  batch = {k: jax.ShapeDtypeStruct((c.batch_size, c.seq_len), jnp.int32,
-                                   sharding=parallel.batch_sharding(mesh, 2))
-           for k in BATCH_KEYS}
+  shape, sharding = (c.batch_size, c.seq_len), parallel.batch_sharding(mesh, 2)
+  if c.grad_accum > 1:  # one step takes the update's micro-batches stacked
+    shape, sharding = (c.grad_accum, *shape), parallel.batch_sharding(mesh, 3, batch_axis=1)
+  batch = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=sharding) for k in BATCH_KEYS}
   compiled = trainer.step.lower(trainer.state, batch).compile()
   memory = compiled.memory_analysis()
   gib = 1024 ** 3
@@ -55,6 +56,7 @@ def main(argv):
       "benchmark": "tpu_memory", "model": c.model, "topology": _TOPOLOGY.value, "device": kind,
       "chips": len(topology.devices), "mesh": dict(mesh.shape), "batch_size": c.batch_size,
       "grad_accum": c.grad_accum, "seq_len": c.seq_len, "dtype": c.dtype,
+      "attention": c.attention,
       "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
       "arguments_gib_per_chip": round(memory.argument_size_in_bytes / gib, 3),
       "temp_gib_per_chip": round(memory.temp_size_in_bytes / gib, 3),

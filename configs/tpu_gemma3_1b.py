@@ -17,13 +17,14 @@ def get_config():
   config.lm.weights = "safetensors:"  # + the folder, see above
   config.lm.dtype = "bfloat16"
   config.lm.stages = ("new_rows", "all")
-  config.lm.stage_steps = (1000, 6000)  # steps (micro-batches): 125 and 750 updates
+  config.lm.stage_steps = (125, 750)  # updates, each of grad_accum micro-batches
   config.lm.stage_lr = (1e-3, 2e-5)
   config.lm.seq_len = 1024
-  # 32 x 1024 tokens per step (2 sequences per chip on v5e-16: 10.2 GiB of 16 with the
-  # accumulator, measured by benchmarks/tpu_memory.py); 8 steps per update = 256 sequences.
+  # 32 x 1024 tokens per micro-batch (2 sequences per chip on v5e-16), 8 micro-batches per
+  # update = 256 sequences; per-chip memory from benchmarks/tpu_memory.py is in the README.
   config.lm.batch_size = 32
   config.lm.grad_accum = 8
+  config.lm.data_workers = 4  # per host: one process's tokenizing and packing is ~40k tokens/s
   config.lm.warmup_steps = 20  # updates
   config.lm.checkpoint_every = 500
   config.lm.log_every = 50

@@ -8,41 +8,32 @@ slice of the data, so each has its own position).
 """
 
 import os
-import shutil
 
 import grain
 import jax
 import orbax.checkpoint as ocp
-from absl import logging
+from etils import epath
 from flax import nnx
 
-from semrec_jax import multihost
 
-METADATA_FILE = "_CHECKPOINT_METADATA"
-
-
-def manager(directory: str, max_to_keep: int = 1, best_metric: str | None = None,
+def manager(directory, max_to_keep: int = 1, best_metric: str | None = None,
             async_save: bool = True, best_mode: str = "min") -> ocp.CheckpointManager:
-  """A CheckpointManager; with best_metric it keeps the checkpoints with the lowest (best_mode
-  "min") or highest ("max") `best_metric`.
+  """A CheckpointManager on a local or remote (`gs://...`) folder; with best_metric it keeps the
+  checkpoints with the lowest (best_mode "min") or highest ("max") `best_metric`.
 
-  Checkpoints a kill left half-written are ignored: Orbax's temporary folders are cleaned up, and
-  a step folder without Orbax's metadata file (written last) is removed with a warning.
+  A save a kill cut short is Orbax's to ignore: it writes into a temporary folder that becomes the
+  step folder only when complete (renamed, or marked committed where renames are not atomic), and
+  cleans such folders up here.
   """
-  directory = os.path.abspath(directory)
-  if multihost.is_primary() and os.path.isdir(directory):
-    for name in os.listdir(directory):
-      path = os.path.join(directory, name)
-      if name.isdigit() and not os.path.exists(os.path.join(path, METADATA_FILE)):
-        logging.warning("removing checkpoint %s: it was not finished (no %s)", path,
-                        METADATA_FILE)
-        shutil.rmtree(path)
+  path = epath.Path(directory)
+  if "://" not in str(directory):
+    path = epath.Path(os.path.abspath(directory))
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
       best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
       best_mode=best_mode)
-  return ocp.CheckpointManager(directory, options=options)
+  return ocp.CheckpointManager(path, options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: nnx.State, meta: dict | None = None,

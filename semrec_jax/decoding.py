@@ -264,9 +264,9 @@ class SidDecoder:
   def _put(self, array: np.ndarray):
     if self.mesh is None:
       return jnp.asarray(array)
-    rows = len(array) // jax.process_count()
-    local = array[jax.process_index() * rows:(jax.process_index() + 1) * rows]
-    return parallel.global_batch(local, self.mesh)
+    index, count = parallel.input_shard(self.mesh)  # every process holds the whole array
+    rows = len(array) // count
+    return parallel.global_batch(array[index * rows:(index + 1) * rows], self.mesh)
 
   @staticmethod
   def _fetch(x) -> np.ndarray:

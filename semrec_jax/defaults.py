@@ -74,11 +74,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.vocab_size = 4096        # scratch only: SentencePiece vocabulary incl. SID tokens
   config.lm.new_rows_init = "mean"   # pretrained only: mean | normal
   config.lm.dtype = "float32"        # activations (bfloat16 on accelerators); params stay float32
+  config.lm.attention = "auto"       # auto (GPU cudnn, TPU splash, else xla) | xla | cudnn | splash
   config.lm.stages = ("all",)        # new_rows | embeddings | all, in order
   config.lm.stage_steps = (150,)
   config.lm.stage_lr = (1e-3,)
   config.lm.seq_len = 128
-  config.lm.batch_size = 8          # sequences (packed rows) per step, over all processes
+  config.lm.batch_size = 8          # sequences (packed rows) per micro-batch, all processes
   config.lm.max_history = 20
   config.lm.history_loss = True      # next_item also learns each history item from those before
   config.lm.task_weights = {"next_item": 3.0, "steering": 3.0, "co_purchase": 1.0,
@@ -87,7 +88,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.warmup_steps = 20
   config.lm.clip_norm = 1.0
   config.lm.weight_decay = 0.01
-  config.lm.grad_accum = 1          # steps per parameter update (stage_steps count steps)
+  config.lm.grad_accum = 1          # micro-batches of batch_size per step (= one update)
+  config.lm.loss_token_chunk = 256   # answer positions per chunk of the tiled loss
+  config.lm.loss_vocab_tile = 8192   # output-table rows per tile of the tiled loss
+  config.lm.preemption_check_every = 10  # steps between Ctrl-C agreements (several processes)
+  config.lm.data_workers = 0         # grain worker processes building batches (0: in-process)
   config.lm.log_every = 10
   config.lm.checkpoint_every = 50
   config.lm.keep_checkpoints = 2

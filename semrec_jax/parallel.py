@@ -5,6 +5,8 @@ to the mesh axes ('data', 'fsdp', 'tensor'); `shard_model` places a model's stat
 Batches are split over ('data', 'fsdp') along their first axis.
 """
 
+import functools
+
 import jax
 import ml_collections
 import numpy as np
@@ -89,15 +91,54 @@ def shard_model(model: nnx.Module, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES)
   return model
 
 
-def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 1) -> NamedSharding:
-  """Splits the leading (example) axis over the data-parallel mesh axes."""
-  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 1, batch_axis: int = 0) -> NamedSharding:
+  """Splits the example axis (`batch_axis`, e.g. 1 for stacked micro-batches) over the
+  data-parallel mesh axes."""
+  spec = [None] * ndim
+  spec[batch_axis] = BATCH_AXES
+  return NamedSharding(mesh, P(*spec))
 
 
-def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
-  """This process's rows of a batch -> one global array split over the data axes (multi-host
-  safe: each process passes only its own slice)."""
-  return jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(local)), local)
+@functools.lru_cache(maxsize=None)
+def input_shard(mesh: jax.sharding.Mesh) -> tuple[int, int]:
+  """(index, count): this process supplies slice `index` of `count` equal slices of every global
+  batch: the rows its devices hold under `batch_sharding`. Processes whose devices hold the same
+  rows (a tensor or model axis spanning processes) read the same slice."""
+  blocks = data_parallel_size(mesh)
+  held: dict[int, set] = {}
+  for device, index in batch_sharding(mesh).devices_indices_map((blocks,)).items():
+    held.setdefault(device.process_index, set()).update(range(*index[0].indices(blocks)))
+  return shard_of(held, blocks, jax.process_index(), str(dict(mesh.shape)))
+
+
+def shard_of(held: dict[int, set], blocks: int, process: int, mesh_name: str = "the mesh"
+             ) -> tuple[int, int]:
+  """`input_shard` from {process: the data-parallel slices its devices hold}: a mesh where some
+  process holds slices that are not one contiguous range, or where the processes' ranges are not
+  equal and disjoint, cannot be fed by per-process readers and is refused."""
+  spans = {}
+  for p, rows in held.items():
+    spans[p] = (min(rows), max(rows) + 1)
+    if len(rows) != spans[p][1] - spans[p][0]:
+      raise ValueError(f"mesh {mesh_name}: process {p}'s devices hold data-parallel slices "
+                       f"{sorted(rows)}, not one contiguous range; order the devices so each "
+                       "process's share of the batch is contiguous")
+  distinct = sorted(set(spans.values()))
+  bounds = [0] + [hi for _, hi in distinct]
+  if [lo for lo, _ in distinct] != bounds[:-1] or bounds[-1] != blocks or \
+      len({hi - lo for lo, hi in distinct}) != 1:
+    raise ValueError(f"mesh {mesh_name}: the processes' shares of the batch {distinct} are not "
+                     f"equal, disjoint slices of its {blocks} data-parallel slices")
+  return distinct.index(spans[process]), len(distinct)
+
+
+def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh, batch_axis: int = 0) -> jax.Array:
+  """This process's rows of a batch (its `input_shard` slice) -> one global array split over the
+  data axes. Processes reading the same slice pass the same rows."""
+  shape = list(np.shape(local))
+  shape[batch_axis] *= input_shard(mesh)[1]
+  return jax.make_array_from_process_local_data(
+      batch_sharding(mesh, np.ndim(local), batch_axis), local, tuple(shape))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

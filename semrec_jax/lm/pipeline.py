@@ -8,6 +8,7 @@ DatasetIterators: `get_state()` goes into every checkpoint and `set_state()` res
 
 import grain
 import jax
+from absl import flags
 import numpy as np
 
 from semrec_jax.lm.tokenizer import Tokenizer
@@ -21,20 +22,19 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
   example marked `history_loss`, on the codes and <|sid_end|> of every item written in the prompt
   (each history item is then a next-item target given the items before it, as in SASRec).
 
-  An example longer than max_len loses the start of its prompt, never its answer.
+  Nothing is cut here: the task builders drop a long history's oldest items (tasks.Budget), and an
+  example that still does not fit max_len is an error, not a prompt missing its instruction.
   """
   prompt = tokenizer.prompt_ids(example["prompt"])
   answer = tokenizer.encode(example["answer"]) + [tokenizer.eos_id]
-  if len(answer) + 1 > max_len:
-    raise ValueError(f"answer of {len(answer)} tokens does not fit max_len={max_len}: "
-                     f"{example['answer'][:80]!r}")
-  prompt = prompt[max(0, len(prompt) + len(answer) + 1 - max_len):]
+  if len(prompt) + len(answer) + 1 > max_len:
+    raise ValueError(_too_long(example, len(prompt), len(answer), max_len))
   tokens = np.asarray([tokenizer.bos_id] + prompt + answer, np.int32)
   mask = np.zeros(len(tokens), np.int32)
   mask[len(tokens) - len(answer):] = 1
   if example.get("history_loss"):
     start, end = tokenizer.sid_start_id, tokenizer.sid_end_id
-    inside = False  # a truncated first item (no <|sid_start|> kept) is not a target
+    inside = False  # every item is whole (the builders drop whole items): it opens with a start
     for i in range(1, len(prompt) + 1):
       if inside:
         mask[i] = 1
@@ -42,12 +42,25 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
   return {"tokens": tokens, "mask": mask}
 
 
+def _too_long(example: dict, prompt: int, answer: int, max_len: int) -> str:
+  user = f" (user {example['user']})" if "user" in example else ""
+  return (f"{example.get('task', 'an')} example{user} needs 1 + {prompt} prompt + {answer} answer "
+          f"tokens, more than seq_len={max_len}; prompts lose only whole history items "
+          f"(tasks.Budget), never their instruction, so raise config.lm.seq_len. Prompt: "
+          f"{example['prompt'][:120]!r}, answer: {example['answer'][:80]!r}")
+
+
 def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], seed: int,
             tokenizer: Tokenizer, max_len: int,
             shard: tuple[int, int] | None = None) -> grain.IterDataset:
   """Tokenized examples drawn from the task sources in proportion to `weights`, from shard
-  (index, count) of every source: by default this JAX process's (process_index, process_count)."""
-  index, count = shard or (jax.process_index(), jax.process_count())
+  (index, count) of every source: `parallel.input_shard(mesh)` for the mesh the batches feed
+  (required with several JAX processes; one process reads everything)."""
+  if shard is None:
+    if jax.process_count() > 1:
+      raise ValueError("several JAX processes: pass shard=parallel.input_shard(mesh)")
+    shard = (0, 1)
+  index, count = shard
   missing = sorted(set(weights) - set(sources))
   if missing:
     raise ValueError(f"weights for unknown task(s) {missing}; tasks: {sorted(sources)}")
@@ -65,12 +78,12 @@ def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], see
 MIN_PACKING_BINS = 32
 
 
-def local_batch_size(global_batch_size: int) -> int:
-  """Rows each JAX process packs so that the processes together fill the global batch."""
-  if global_batch_size % jax.process_count():
-    raise ValueError(f"batch_size {global_batch_size} does not split over "
-                     f"{jax.process_count()} processes")
-  return global_batch_size // jax.process_count()
+def local_batch_size(global_batch_size: int, shard_count: int = 1) -> int:
+  """Rows each input shard packs so that the shards together fill the global batch."""
+  if global_batch_size % shard_count:
+    raise ValueError(f"batch_size {global_batch_size} does not split into {shard_count} "
+                     "input shards (one per distinct slice of the batch the processes hold)")
+  return global_batch_size // shard_count
 
 
 def packed_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,
@@ -87,6 +100,26 @@ def packed_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,
             "positions": row["tokens_positions"]}
 
   return packed.map(rename).batch(batch_size, drop_remainder=drop_remainder)
+
+
+def training_batches(examples: grain.IterDataset, seq_len: int, rows: int, accumulate: int = 1,
+                     workers: int = 0, put=None) -> grain.IterDataset:
+  """The step's input: packed batches of `rows` (stacked [accumulate, rows, seq_len] when one
+  step takes several micro-batches), built by `workers` grain worker processes (0: in this
+  process), and with `put` (host arrays -> device arrays) run by a thread two batches ahead, so
+  the next batch is on the device when the step wants it. The iterator's state stays exact:
+  prefetched batches are not counted as consumed."""
+  ds = packed_batches(examples, seq_len, rows)
+  if accumulate > 1:
+    ds = ds.batch(accumulate)
+  if workers:
+    if not flags.FLAGS.is_parsed():  # grain reads its own absl flags in the workers
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                     per_worker_buffer_size=2))
+  if put is not None:
+    ds = grain.experimental.ThreadPrefetchIterDataset(ds.map(put), prefetch_buffer_size=2)
+  return ds
 
 
 def padded_batches(examples: grain.IterDataset, seq_len: int, batch_size: int,

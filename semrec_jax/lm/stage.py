@@ -20,7 +20,7 @@ from semrec_jax.data import tfds_builders
 from semrec_jax.embed.text import item_text
 from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
 from semrec_jax.lm.trainer import LMTrainer, train
-from semrec_jax.models import configs, params
+from semrec_jax.models import attention, configs, params
 from semrec_jax.models.decoder import Decoder
 from semrec_jax.stages import StageError
 
@@ -55,6 +55,9 @@ def check(c) -> None:
     raise StageError(f"unknown model config.lm.model={c.model!r}" +
                      (f"; did you mean {near[0]!r}?" if near else "") +
                      f" (known: {', '.join(sorted(configs.CONFIGS))})")
+  if c.attention not in attention.IMPLEMENTATIONS:
+    raise StageError(f"config.lm.attention={c.attention!r}: expected one of "
+                     f"{', '.join(attention.IMPLEMENTATIONS)}")
   kind, _, where = c.weights.partition(":")
   if c.weights != "scratch" and kind not in ("gguf", "safetensors"):
     raise StageError(f"config.lm.weights={c.weights!r}: expected scratch, gguf:PATH|package or "
@@ -76,8 +79,8 @@ def decoder_config(c, tokenizer_size: int) -> configs.DecoderConfig:
   """The decoder's shape for config.lm `c`: a from-scratch model sized to its tokenizer, or the
   pretrained model whose vocabulary gains the tokenizer's extra pieces as new rows."""
   if c.weights == "scratch":
-    return configs.get(c.model, vocab_size=tokenizer_size)
-  base = configs.get(c.model)
+    return configs.get(c.model, vocab_size=tokenizer_size, attention=c.attention)
+  base = configs.get(c.model, attention=c.attention)
   return base.replace(num_new_tokens=tokenizer_size - base.vocab_size)
 
 
@@ -97,15 +100,17 @@ def build_model(c, tokenizer, num_new_tokens: int, mesh) -> Decoder:
               new_rows=c.new_rows_init, dtype=dtype)
 
 
-def held_out_batches(sources: dict, tokenizer, c) -> dict[str, list]:
-  """Packed batches of this process's share of the first c.eval_examples held-out examples of
-  each task (built once; LMTrainer.evaluate combines the processes' shares)."""
+def held_out_batches(sources: dict, tokenizer, c, shard: tuple[int, int] = (0, 1)
+                     ) -> dict[str, list]:
+  """Packed batches of input shard `shard` (index, count) of the first c.eval_examples held-out
+  examples of each task (built once; LMTrainer.evaluate combines the shards)."""
+  index, count = shard
   out = {}
   for name, source in sources.items():
-    examples = source[:c.eval_examples][jax.process_index()::jax.process_count()].map(
+    examples = source[:c.eval_examples][index::count].map(
         lambda ex: pipeline.tokenize(ex, tokenizer, c.seq_len)).to_iter_dataset()
     out[name] = list(pipeline.packed_batches(examples, c.seq_len,
-                                             pipeline.local_batch_size(c.batch_size),
+                                             pipeline.local_batch_size(c.batch_size, count),
                                              drop_remainder=False))
   return out
 
@@ -129,13 +134,15 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   model = build_model(c, tokenizer, len(sid_tokens), mesh)
   split = lambda name: tfds_builders.sequences_source(data_dir, name)
+  budget = tasks.Budget(tokenizer, c.seq_len)  # long histories lose their oldest items
   train_sources = tasks.without_empty(tasks.sources(
       split("train"), items, sids, c.max_history, c.seed, history_loss=c.history_loss,
-      later=tasks.later_items(split("validation"), split("test"))), "training")
+      later=tasks.later_items(split("validation"), split("test")), budget=budget), "training")
   eval_sources = tasks.without_empty(tasks.sources(
       split("validation"), items, sids, c.max_history, c.seed, held_out=True,
-      later=tasks.later_items(split("test"))), "held-out")
-  eval_batches = held_out_batches(eval_sources, tokenizer, c)
+      later=tasks.later_items(split("test")), budget=budget), "held-out")
+  shard = parallel.input_shard(mesh)
+  eval_batches = held_out_batches(eval_sources, tokenizer, c, shard)
   weights = {name: w for name, w in c.task_weights.items()  # unknown names still fail below
              if name in train_sources or name not in tasks.TASKS}
   metrics_path = os.path.join(out_dir, "metrics.jsonl")
@@ -145,13 +152,18 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   for index, (stage, steps, lr) in enumerate(zip(c.stages, c.stage_steps, c.stage_lr)):
     stage_config = ml_collections.ConfigDict({**c.to_dict(), "learning_rate": lr})
     trainer = LMTrainer(model, stage_config, stage, steps, mesh)
-    stream = pipeline.mixture(train_sources, weights, c.seed + index, tokenizer, c.seq_len)
-    batches = iter(pipeline.packed_batches(stream, c.seq_len,
-                                           pipeline.local_batch_size(c.batch_size)))
-    result = train(trainer, batches, steps, os.path.join(out_dir, "checkpoints", stage),
-                   stage_config, {**meta, "stage": stage}, metrics_path,
-                   tensorboard_dir=tensorboard_dir, step_offset=offset,
-                   evaluate=lambda t=trainer: held_out_loss(t, eval_batches))
+    stream = pipeline.mixture(train_sources, weights, c.seed + index, tokenizer, c.seq_len,
+                              shard)
+    batches = iter(pipeline.training_batches(
+        stream, c.seq_len, pipeline.local_batch_size(c.batch_size, shard[1]), c.grad_accum,
+        c.get("data_workers", 0), trainer.put))
+    try:
+      result = train(trainer, batches, steps, os.path.join(out_dir, "checkpoints", stage),
+                     stage_config, {**meta, "stage": stage}, metrics_path,
+                     tensorboard_dir=tensorboard_dir, step_offset=offset,
+                     evaluate=lambda t=trainer: held_out_loss(t, eval_batches))
+    finally:
+      batches.close()  # stops the worker processes and the prefetch thread
     if result["preempted"]:
       raise KeyboardInterrupt(f"LM stage {stage!r} saved a checkpoint at step {result['step']}; "
                               "re-run the same command to resume")

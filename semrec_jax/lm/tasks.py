@@ -2,6 +2,9 @@
 row of the sequences split, for the tasks built from a user's history) made from the prepared data
 and the semantic IDs. Items are written as semantic-ID token strings.
 
+Length: a history too long for seq_len loses its oldest items, whole (Budget), never the instruction
+or part of a semantic ID; pipeline.tokenize refuses an example that still does not fit.
+
 Hygiene: training examples come only from each user's training part (the `train` split: history and
 target both precede the validation and test items); held-out examples for evaluation loss come from
 the `validation` split, and for the item tasks (text_to_sid, sid_to_text, bundle) from a fixed 2% of
@@ -23,6 +26,7 @@ Templates (the phrasing is drawn per example from a seeded generator, so runs ar
                meets> Assistant:" -> target
 """
 
+import math
 import zlib
 
 import grain
@@ -80,6 +84,39 @@ def _rng(seed: int, task: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(task.encode()), index])
 
 
+class Budget:
+  """Counts an example's tokens as pipeline.tokenize will ([bos] prompt answer [eos]), so the
+  history tasks can drop a history's oldest items until the example fits seq_len."""
+
+  def __init__(self, tokenizer, seq_len: int):
+    self.tokenizer, self.seq_len = tokenizer, seq_len
+
+  def newest(self, write, items: list[str], answer: str) -> list[str]:
+    """The newest of `items` (at least one) whose prompt `write(kept)` fits with `answer`. The
+    items to drop are estimated from the tokens one item adds (exact for semantic IDs, which all
+    have the same length), then adjusted an item at a time: a few tokenizations per example."""
+    room = self.seq_len - len(self.tokenizer.encode(answer)) - 2
+    size = lambda drop: len(self.tokenizer.prompt_ids(write(items[drop:])))
+    full = size(0)
+    if full <= room or len(items) <= 1:
+      return items
+    last = len(items) - 1
+    one = size(last)
+    if one > room:
+      return items[last:]  # even the newest item alone does not fit: pipeline.tokenize says so
+    drop = min(last, max(1, math.ceil((full - room) * last / max(1, full - one))))
+    while size(drop) > room:
+      drop += 1
+    while drop > 1 and size(drop - 1) <= room:
+      drop -= 1
+    return items[drop:]
+
+
+def _fitted(budget: Budget | None, write, items: list[str], answer: str) -> str:
+  """The prompt `write(items)` with as many of the newest items as fit `budget` (all without)."""
+  return write(items if budget is None else budget.newest(write, items, answer))
+
+
 def _recent(history, max_history: int, rng: np.random.Generator) -> list[int]:
   """The last 1..max_history items of a history (how many drawn from rng), or [] if it is empty."""
   history = [int(i) for i in history]
@@ -87,17 +124,23 @@ def _recent(history, max_history: int, rng: np.random.Generator) -> list[int]:
   return history[len(history) - keep:]
 
 
+def _items(template: str, **fields):
+  """write(items) for Budget.newest: the template with the items joined by ', '."""
+  return lambda items: template.format(items=", ".join(items), **fields)
+
+
 def next_item(sequences, sids: list[str], max_history: int, seed: int,
-              history_loss: bool = False) -> grain.MapDataset:
-  """One example per sequence: the last 1..max_history history items -> the target (with
-  history_loss, every history item is a target too: see pipeline.tokenize)."""
+              history_loss: bool = False, budget: Budget | None = None) -> grain.MapDataset:
+  """One example per sequence: the last 1..max_history history items (as many as fit `budget`)
+  -> the target (with history_loss, every history item is a target too: see pipeline.tokenize)."""
 
   def build(index, example):
     rng = _rng(seed, "next_item", index)
-    items = ", ".join(sids[i] for i in _recent(example["history"], max_history, rng))
+    items = [sids[i] for i in _recent(example["history"], max_history, rng)]
     template = NEXT_ITEM[int(rng.integers(len(NEXT_ITEM)))]
-    return {"task": "next_item", "user": index, "prompt": template.format(items=items),
-            "answer": sids[int(example["target"])], "history_loss": history_loss}
+    answer = sids[int(example["target"])]
+    return {"task": "next_item", "user": index, "answer": answer, "history_loss": history_loss,
+            "prompt": _fitted(budget, _items(template), items, answer)}
 
   return grain.MapDataset.source(sequences).map_with_index(build)
 
@@ -262,16 +305,16 @@ class _Nearest:
 
 
 def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, seed: int,
-             later: list[set[int]] | None = None,
-             bands: list[list[str]] | None = None) -> grain.MapDataset:
-  """The last 1..max_history items + a request in words -> an item that meets it. In a quarter of
-  the examples (1 - FREE_REQUEST_SHARE) the request is one the next item meets (preferably one the
-  last history item does not) and the answer is the next item; in the rest the request is drawn
-  from the catalog as the evaluation draws it, and the answer is the item with that value nearest the next item (longest shared
-  semantic-ID prefix): the user's taste, moved to what they asked for. That item is never one of
-  the user's `later` items (their held-out validation and test items), so no held-out pair is
-  trained on by coincidence. Users whose target has no usable attribute, in a catalog with no
-  requestable value, are left out."""
+             later: list[set[int]] | None = None, bands: list[list[str]] | None = None,
+             budget: Budget | None = None) -> grain.MapDataset:
+  """The last 1..max_history items (as many as fit `budget`) + a request in words -> an item that
+  meets it. In a quarter of the examples (1 - FREE_REQUEST_SHARE) the request is one the next item
+  meets (preferably one the last history item does not) and the answer is the next item; in the
+  rest the request is drawn from the catalog as the evaluation draws it, and the answer is the item
+  with that value nearest the next item (longest shared semantic-ID prefix): the user's taste,
+  moved to what they asked for. That item is never one of the user's `later` items (their held-out
+  validation and test items), so no held-out pair is trained on by coincidence. Users whose target
+  has no usable attribute, in a catalog with no requestable value, are left out."""
   bands = bands or [[] for _ in attrs]  # price_bands of each item
   item_constraints = [constraints(a) + ([constraint("price", bands[i][0])] if bands[i] else [])
                       for i, a in enumerate(attrs)]
@@ -293,9 +336,9 @@ def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, se
         options = _informative(options, item_constraints[history[-1]])
       request = options[int(rng.integers(len(options)))]
     template = STEERING[int(rng.integers(len(STEERING)))]
+    write = _items(template, constraint=request)
     return {"task": "steering", "user": u, "answer": sids[target],
-            "prompt": template.format(items=", ".join(sids[i] for i in history),
-                                      constraint=request)}
+            "prompt": _fitted(budget, write, [sids[i] for i in history], sids[target])}
 
   return grain.MapDataset.source(usable).map_with_index(build)
 
@@ -377,9 +420,11 @@ def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, g
 
 
 def explanation(sequences, attrs: list[dict], sids: list[str], max_history: int,
-                seed: int) -> grain.MapDataset:
+                seed: int, budget: Budget | None = None) -> grain.MapDataset:
   """History -> the target and a reason: the most recent history item sharing attributes with the
-  target, and what they share. Users whose target shares nothing with the history are left out."""
+  target, and what they share. Users whose target shares nothing with the history are left out;
+  so is (as None, which grain skips) a user whose reason item is older than the items that fit
+  `budget`: an answer must not name an item the prompt lacks."""
   def because(u):
     example = sequences[u]
     target = attrs[int(example["target"])]
@@ -395,11 +440,13 @@ def explanation(sequences, attrs: list[dict], sids: list[str], max_history: int,
     u, (h, shared) = row
     example = sequences[u]
     rng = _rng(seed, "explanation", index)
-    history = [int(i) for i in example["history"]][-max_history:]
-    template = EXPLANATION[int(rng.integers(len(EXPLANATION)))]
-    return {"task": "explanation", "user": u,
-            "prompt": template.format(items=", ".join(sids[i] for i in history)),
-            "answer": f"{sids[int(example['target'])]}: like {sids[h]}, it is {reason(shared)}."}
+    items = [sids[i] for i in example["history"][-max_history:]]
+    write = _items(EXPLANATION[int(rng.integers(len(EXPLANATION)))])
+    answer = f"{sids[int(example['target'])]}: like {sids[h]}, it is {reason(shared)}."
+    kept = items if budget is None else budget.newest(write, items, answer)
+    if sids[h] not in kept:
+      return None
+    return {"task": "explanation", "user": u, "prompt": write(kept), "answer": answer}
 
   return grain.MapDataset.source(usable).map_with_index(build)
 
@@ -444,7 +491,7 @@ def bundles(attrs: list[dict], sids: list[str], seed: int, held_out: bool) -> gr
 
 
 def multi_turn(sequences, attrs: list[dict], sids: list[str], max_history: int,
-               seed: int) -> grain.MapDataset:
+               seed: int, budget: Budget | None = None) -> grain.MapDataset:
   """A short conversation: the last history item is the first recommendation, then the user asks
   for something else (a constraint the target meets, preferably one the first item does not) and
   the target is the answer. Users with fewer than 2 history items or an attribute-less target are
@@ -460,10 +507,10 @@ def multi_turn(sequences, attrs: list[dict], sids: list[str], max_history: int,
     options = item_constraints[int(example["target"])]
     new = _informative(options, item_constraints[history[-1]])
     template = MULTI_TURN[int(rng.integers(len(MULTI_TURN)))]
-    return {"task": "multi_turn", "user": u, "answer": sids[int(example["target"])],
-            "prompt": template.format(items=", ".join(sids[i] for i in history[:-1]),
-                                      first=sids[history[-1]],
-                                      constraint=new[int(rng.integers(len(new)))])}
+    write = _items(template, first=sids[history[-1]], constraint=new[int(rng.integers(len(new)))])
+    answer = sids[int(example["target"])]
+    return {"task": "multi_turn", "user": u, "answer": answer,
+            "prompt": _fitted(budget, write, [sids[i] for i in history[:-1]], answer)}
 
   return grain.MapDataset.source(usable).map_with_index(build)
 
@@ -502,19 +549,21 @@ def later_items(*splits) -> list[set[int]]:
 
 def sources(sequences, items, sids: list[str], max_history: int, seed: int,
             held_out: bool = False, history_loss: bool = False,
-            later: list[set[int]] | None = None) -> dict[str, grain.MapDataset]:
+            later: list[set[int]] | None = None,
+            budget: Budget | None = None) -> dict[str, grain.MapDataset]:
   """Every task's source: training examples, or (held_out=True) the evaluation examples
   (`sequences` is then the validation split). `later`: each user's items of the later splits
-  (later_items), which the steering task's catalog-drawn answers avoid."""
+  (later_items), which the steering task's catalog-drawn answers avoid. `budget`: the tokenizer
+  and seq_len the histories are cut to (None: histories stay whole)."""
   sequences, attrs = read_all(sequences), item_attributes(items)
   bands = [price_bands(items[i]) for i in range(len(items))]
-  out = {"next_item": next_item(sequences, sids, max_history, seed, history_loss),
-         "steering": steering(sequences, attrs, sids, max_history, seed, later, bands),
+  out = {"next_item": next_item(sequences, sids, max_history, seed, history_loss, budget),
+         "steering": steering(sequences, attrs, sids, max_history, seed, later, bands, budget),
          "co_purchase": co_purchase(sequences, sids, seed),
          **item_tasks(items, sids, seed, held_out=held_out),
-         "explanation": explanation(sequences, attrs, sids, max_history, seed),
+         "explanation": explanation(sequences, attrs, sids, max_history, seed, budget),
          "bundle": bundles(attrs, sids, seed, held_out=held_out),
-         "multi_turn": multi_turn(sequences, attrs, sids, max_history, seed)}
+         "multi_turn": multi_turn(sequences, attrs, sids, max_history, seed, budget)}
   assert tuple(out) == TASKS
   return out
 

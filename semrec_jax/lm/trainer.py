@@ -19,7 +19,7 @@ from flax import nnx
 from tensorboardX import SummaryWriter
 
 from semrec_jax import checkpoint, console, multihost, parallel
-from semrec_jax.lm.loss import next_token_loss
+from semrec_jax.lm.loss import decoder_loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.models import flops
 from semrec_jax.models.decoder import Decoder, NewTokens
@@ -29,17 +29,16 @@ TRAINABLE = {"new_rows": NewTokens, "embeddings": nnx.All(nnx.Param, nnx.PathCon
 
 
 def optimizer(c, steps: int) -> optax.GradientTransformation:
-  """AdamW for `steps` train steps. With c.grad_accum > 1 a step is one micro-batch and the
-  parameters change every grad_accum steps, so warmup and decay count those updates."""
-  updates = max(1, steps // c.grad_accum)
+  """AdamW for `steps` updates: linear warmup, cosine decay, global-norm clipping. Weight decay
+  applies to matrices only (norm scales are left alone, as Gemma and Llama were trained)."""
   warmup = max(1, c.warmup_steps)
   # Linear warmup from lr/warmup (not 0: the first update already learns) to lr, then cosine.
   schedule = optax.warmup_cosine_decay_schedule(
-      c.learning_rate / warmup, c.learning_rate, warmup, max(updates, warmup + 1),
+      c.learning_rate / warmup, c.learning_rate, warmup, max(steps, warmup + 1),
       end_value=0.1 * c.learning_rate)
-  tx = optax.chain(optax.clip_by_global_norm(c.clip_norm),
-                   optax.adamw(schedule, weight_decay=c.weight_decay))
-  return optax.MultiSteps(tx, c.grad_accum) if c.grad_accum > 1 else tx
+  decayed = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
+  return optax.chain(optax.clip_by_global_norm(c.clip_norm),
+                     optax.adamw(schedule, weight_decay=c.weight_decay, mask=decayed))
 
 
 class LMTrainer:
@@ -66,36 +65,51 @@ class LMTrainer:
           self.state_sharding)
     else:
       self.state = jax.device_put(self.state, self.state_sharding)
-    batch = parallel.batch_sharding(mesh, 2)
+    self.accumulate = c.grad_accum
+    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", 256),
+                       "vocab_tile": c.get("loss_vocab_tile", 8192)}
+    micro = parallel.batch_sharding(mesh, 2)
+    stacked = parallel.batch_sharding(mesh, 3, batch_axis=1)
     self.compiles = 0
-    batches = {k: batch for k in BATCH_KEYS}
+    steps_in = {k: stacked if self.accumulate > 1 else micro for k in BATCH_KEYS}
     self.step = jax.jit(self._step, donate_argnums=0,
-                        in_shardings=(self.state_sharding, batches),
+                        in_shardings=(self.state_sharding, steps_in),
                         out_shardings=(self.state_sharding, None))
-    self._eval_step = jax.jit(self._loss_sum, in_shardings=(self.state_sharding, batches))
+    self._eval_step = jax.jit(self._loss_sum,
+                              in_shardings=(self.state_sharding, {k: micro for k in BATCH_KEYS}))
 
   def _batch_loss(self, model: Decoder, batch: dict):
     """(sum of answer-token losses, their count) of `model` on one packed batch, traced under
     the mesh so the model's activation sharding constraints apply."""
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      logits = model(batch["tokens"], batch["positions"], batch["segment_ids"])
-    return next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
+      return decoder_loss(model, batch, **self.loss_tiles)
 
   def _loss_sum(self, state, batch):
     return self._batch_loss(nnx.merge(self.graphdef, state)[0], batch)
 
   def _step(self, state, batch):
+    """One update from one batch, or (grad_accum > 1) from a stack of micro-batches [k, rows,
+    seq]: loss sums, answer-token counts and gradient sums are added over the micro-batches
+    (`lax.scan`) and divided once by the total count, so every answer token weighs the same as
+    in one batch of their union. The logged grad norm is the one clipping sees."""
     self.compiles += 1  # runs only while tracing: counts compilations
     model, opt = nnx.merge(self.graphdef, state)
-
-    def loss_fn(model):
-      total, count = self._batch_loss(model, batch)
-      return total / jnp.maximum(count, 1), count
-
-    (loss, count), grads = nnx.value_and_grad(
-        loss_fn, argnums=nnx.DiffState(0, self.wrt), has_aux=True)(model)
+    graphdef, trained, rest = nnx.split(model, self.wrt, ...)
+    sum_and_grad = jax.value_and_grad(
+        lambda p, b: self._batch_loss(nnx.merge(graphdef, p, rest), b), has_aux=True)
+    if self.accumulate == 1:
+      (total, count), grads = sum_and_grad(trained, batch)
+    else:
+      def micro_step(carry, micro):
+        (total, count), grads = sum_and_grad(trained, micro)
+        return jax.tree.map(jnp.add, carry, (total, count, grads)), None
+      start = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
+               jax.tree.map(jnp.zeros_like, trained))
+      (total, count, grads), _ = jax.lax.scan(micro_step, start, batch)
+    scale = 1.0 / jnp.maximum(count, 1)
+    grads = jax.tree.map(lambda g: g * scale, grads)
     opt.update(model, grads)
-    return nnx.state((model, opt)), {"loss": loss, "targets": count,
+    return nnx.state((model, opt)), {"loss": total * scale, "targets": count,
                                      "tokens": jnp.sum(batch["segment_ids"] > 0),
                                      "grad_norm": optax.tree.norm(grads)}
 
@@ -107,7 +121,7 @@ class LMTrainer:
     """Mean answer-token loss over this process's `batches` together with every other
     process's. All processes run the same number of steps on equal shapes: batches are padded
     with empty rows (segment 0: no loss) and a process with fewer batches adds empty ones."""
-    share = max(1, parallel.data_parallel_size(self.mesh) // jax.process_count())
+    share = max(1, parallel.data_parallel_size(self.mesh) // parallel.input_shard(self.mesh)[1])
     steps, rows, width = multihost.max_over_processes(
         [len(batches), max([len(b["tokens"]) for b in batches], default=0),
          max([b["tokens"].shape[1] for b in batches], default=1)]).tolist()
@@ -123,20 +137,32 @@ class LMTrainer:
       total, count = total + float(s), count + int(n)
     return total / max(count, 1)
 
-  def put(self, batch: dict) -> dict:
-    return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh)
-            for k in BATCH_KEYS}
+  def put(self, batch: dict | list[dict]) -> dict:
+    """This process's rows -> global arrays on the mesh: one batch [rows, seq], or grad_accum
+    micro-batches (a list, or already stacked [k, rows, seq]) for one accumulating step."""
+    if isinstance(batch, list):
+      batch = {k: np.stack([np.asarray(b[k]) for b in batch]) for k in BATCH_KEYS}
+    return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh,
+                                     batch_axis=np.ndim(batch[k]) - 2) for k in BATCH_KEYS}
 
 
 class _Preemption:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after each step; with several JAX
-  processes the flag is agreed on (any process signalled -> all save and stop together)."""
+  """Stops training at a step every process agrees on, with a checkpoint.
 
-  def __init__(self):
+  One process: SIGTERM and SIGINT set a flag checked after every step. Several processes: SIGTERM
+  is left to JAX's preemption service (the notice a Cloud TPU or a cluster scheduler sends), read
+  through Orbax's sync point, which costs no collective per step; a Ctrl-C (SIGINT) on one
+  process is agreed on by an all-gather every `check_every` steps.
+  """
+
+  def __init__(self, mngr, check_every: int):
+    self.mngr, self.check_every = mngr, max(1, check_every)
     self.signalled = False
+    self.single = jax.process_count() == 1
 
   def __enter__(self):
-    self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+    signals = (signal.SIGTERM, signal.SIGINT) if self.single else (signal.SIGINT,)
+    self._old = {s: signal.signal(s, self._handle) for s in signals}
     return self
 
   def _handle(self, signum, frame):
@@ -144,8 +170,13 @@ class _Preemption:
     logging.warning("signal %d: saving a checkpoint, then stopping", signum)
     self.signalled = True
 
-  def requested(self) -> bool:
-    return bool(multihost.max_over_processes(np.int32(self.signalled)))
+  def requested(self, step: int) -> bool:
+    if self.single:
+      return self.signalled
+    if self.mngr.reached_preemption(step):
+      return True
+    return step % self.check_every == 0 and bool(
+        multihost.max_over_processes(np.int32(self.signalled)))
 
   def __exit__(self, *exc):
     for s, handler in self._old.items():
@@ -210,16 +241,18 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
   log = _Log(metrics_path, tensorboard_dir, step_offset)
   tag = {"stage": meta["stage"]} if "stage" in meta else {}
   eval_every = c.get("eval_every", 0)
-  with _Preemption() as preemption:
+  with _Preemption(mngr, c.get("preemption_check_every", 10)) as preemption:
     # Token counts stay on the device until a log line needs them, so steps are not synced.
     tick, token_counts = time.time(), []
     for step in range(start, steps):
-      batch = trainer.put(next(batches))
+      batch = next(batches)
+      if not isinstance(batch["tokens"], jax.Array):  # host arrays: this process's rows
+        batch = trainer.put(batch)
       trainer.state, metrics = trainer.step(trainer.state, batch)
       token_counts.append(metrics["tokens"])
       if on_step:
         on_step(step + 1)
-      done, stop = step + 1 == steps, preemption.requested()
+      done, stop = step + 1 == steps, preemption.requested(step + 1)
       if (step + 1) % c.log_every == 0 or done or stop:
         loss = float(metrics["loss"])  # waits for the step
         elapsed = max(time.time() - tick, 1e-9)
@@ -228,7 +261,9 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
         log.write({**tag, "step": step + 1, "loss": loss,
                    "grad_norm": float(metrics["grad_norm"]), "step_s": round(seconds, 4),
                    "tokens_per_s": round(tokens_per_s, 1),
-                   **flops.utilisation(trainer.model_config, *batch["tokens"].shape, seconds)},
+                   **flops.utilisation(trainer.model_config,
+                                       batch["tokens"].size // batch["tokens"].shape[-1],
+                                       batch["tokens"].shape[-1], seconds)},
                   "train")
         bar.update(step + 1, f"loss {loss:.3f}, {tokens_per_s:,.0f} tokens/s")
         tick, token_counts = time.time(), []

@@ -25,6 +25,7 @@ class DecoderConfig:
   tie_embeddings: bool = True
   num_new_tokens: int = 0              # semantic-ID and control tokens appended to the vocabulary
   max_len: int = 2048
+  attention: str = "auto"              # auto | xla | cudnn | splash (models/attention.py)
 
   @property
   def is_gemma(self) -> bool:

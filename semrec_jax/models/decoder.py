@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from semrec_jax.models.configs import DecoderConfig
 from semrec_jax import parallel
+from semrec_jax.models import attention
+from semrec_jax.models.configs import DecoderConfig
 from semrec_jax.parallel import param_init
 
 _MASKED = -2.3819763e38  # a large negative logit that is still finite in float32 and bfloat16
@@ -49,6 +50,7 @@ def rope(x: jax.Array, positions: jax.Array, base: float, scale: float = 1.0) ->
 
 
 class Attention(nnx.Module):
+  """Grouped-query self-attention with RoPE; the kernel is config.attention's (attention.py)."""
 
   def __init__(self, c: DecoderConfig, layer: int, rngs: nnx.Rngs):
     self.c, self.is_global = c, c.is_global(layer)
@@ -74,10 +76,12 @@ class Attention(nnx.Module):
     base = c.rope_base if self.is_global else c.rope_base_local
     scale = c.rope_scale if self.is_global else 1.0
     q, k = rope(q, positions, base, scale), rope(k, positions, base, scale)
-    q_pos, q_seg = positions, segment_ids
-    if cache is None:
-      k_pos, k_seg = positions, segment_ids
-    else:  # write this step's keys at their positions, then attend over the whole cache
+    window = None if self.is_global else c.sliding_window
+    query_scale = c.query_scale or c.head_dim ** -0.5
+    if cache is None:  # training and scoring: the configured kernel (attention.py)
+      out = attention.attend(q, k, v, positions, segment_ids, scale=query_scale, window=window,
+                             implementation=c.attention)
+    else:  # decoding: write this step's keys at their positions, attend over the cache (XLA)
       batch = jnp.arange(x.shape[0])[:, None]
       # Padding (segment 0) writes to a slot past the end, which mode="drop" discards: a padded
       # row must leave the cache exactly as the unpadded row would.
@@ -86,13 +90,9 @@ class Attention(nnx.Module):
                "v": cache["v"].at[batch, slot].set(v.astype(cache["v"].dtype), mode="drop"),
                "pos": cache["pos"].at[batch, slot].set(positions, mode="drop")}
       k, v, k_pos = cache["k"].astype(dtype), cache["v"].astype(dtype), cache["pos"]
-      k_seg = (k_pos >= 0).astype(segment_ids.dtype)
-    mask = ((q_seg[:, :, None] == k_seg[:, None, :]) & (q_seg[:, :, None] != 0)
-            & (k_pos[:, None, :] <= q_pos[:, :, None]) & (k_pos[:, None, :] >= 0))
-    if not self.is_global:
-      mask &= q_pos[:, :, None] - k_pos[:, None, :] < c.sliding_window
-    out = jax.nn.dot_product_attention(
-        q, k, v, mask=mask[:, None], scale=c.query_scale or c.head_dim ** -0.5)
+      mask = attention.dense_mask(positions, segment_ids, k_pos,
+                                  (k_pos >= 0).astype(segment_ids.dtype), window)
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=query_scale)
     return jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(dtype)), cache
 
 
@@ -154,6 +154,12 @@ class Embedder(nnx.Module):
     base, new = ((self.head, self.new_head) if output and not self.c.tie_embeddings
                  else (self.embedding, self.new_embedding))
     return base[...], None if new is None else new[...]
+
+  def output_tables(self) -> tuple[jax.Array, ...]:
+    """The output vocabulary as parts whose concatenation it is (pretrained rows, then the new
+    tokens without their padding rows): what the tiled training loss walks."""
+    base, new = self._tables(output=True)
+    return (base,) if not self.c.num_new_tokens else (base, new[:self.c.num_new_tokens])
 
   def encode(self, tokens: jax.Array, dtype) -> jax.Array:
     base, new = self._tables()

@@ -120,44 +120,32 @@ def _load(model: Decoder, tensors, source: str, mesh, rules) -> Decoder:
   return model
 
 
+def _new_rows(base: jax.Array, rows: int, method: str, key: jax.Array) -> jax.Array:
+  """`rows` new rows for the table `base`: 'mean' (its mean row plus small noise) or 'normal'
+  (normal with its standard deviation)."""
+  std = jnp.std(base)
+  noise = jax.random.normal(key, (rows, base.shape[1]), jnp.float32)
+  if method == "mean":
+    return jnp.mean(base, axis=0) + 0.01 * std * noise
+  if method == "normal":
+    return std * noise
+  raise ValueError(f"unknown new-token init {method!r}; expected mean or normal")
+
+
 def init_new_rows(model: Decoder, method: str, key: jax.Array, mesh, rules=parallel.DEFAULT_RULES):
-  """Initialises the new-token rows: 'mean' (mean of the base rows plus small noise) or 'normal'
-  (normal with the base rows' standard deviation); see init_new_rows_from_text for the third way."""
+  """Initialises the new-token rows from the pretrained tables: the input rows from the input
+  table and, for an untied model, the output rows from the output head (the two tables differ, so
+  input-table rows in the head would give the new tokens logits unlike any pretrained token's)."""
   if model.embedder.new_embedding is None:
     return model  # no new rows
-  base = model.embedder.embedding[...]
-  shape = model.embedder.new_embedding.shape
-  std = jnp.std(base)
-  noise = jax.random.normal(key, shape, jnp.float32)
-  if method == "mean":
-    rows = jnp.mean(base, axis=0) + 0.01 * std * noise
-  elif method == "normal":
-    rows = std * noise
-  else:
-    raise ValueError(f"unknown new-token init {method!r}; expected mean or normal")
-  state = nnx.state(model, nnx.Param)
-  sharding = parallel.state_shardings(state, mesh, rules)["embedder"]["new_embedding"].get_value()
-  model.embedder.new_embedding.set_value(jax.device_put(rows.astype(base.dtype), sharding))
+  shardings = parallel.state_shardings(nnx.state(model, nnx.Param), mesh, rules)["embedder"]
+  tables = [("embedding", "new_embedding", key)]  # the input rows keep the draw they always had
   if not model.config.tie_embeddings:
-    model.embedder.new_head.set_value(jax.device_put(rows.astype(base.dtype), sharding))
-  return model
-
-
-def init_new_rows_from_text(model: Decoder, token_ids: list[list[int]]) -> Decoder:
-  """Sets new row j to the mean base embedding of token_ids[j] (the tokenized text describing
-  new token j, e.g. "semantic ID level 1 code 37"); rows past len(token_ids) are left as they are.
-  """
-  base = model.embedder.embedding[...]
-  new = model.embedder.new_embedding[...]
-  if len(token_ids) > model.config.num_new_tokens:
-    raise ValueError(f"{len(token_ids)} texts for {model.config.num_new_tokens} new tokens")
-  for j, ids in enumerate(token_ids):
-    ids = [i for i in ids if i < model.config.vocab_size]
-    if not ids:
-      raise ValueError(f"the text for new token {j} has no base-vocabulary tokens")
-    new = new.at[j].set(jnp.mean(base[jnp.asarray(ids)], axis=0))
-  model.embedder.new_embedding.set_value(jax.device_put(new, model.embedder.new_embedding[...]
-                                                        .sharding))
+    tables.append(("head", "new_head", jax.random.fold_in(key, 1)))
+  for base_name, new_name, k in tables:
+    base, new = getattr(model.embedder, base_name)[...], getattr(model.embedder, new_name)
+    rows = _new_rows(base, new.shape[0], method, k).astype(base.dtype)
+    new.set_value(jax.device_put(rows, shardings[new_name].get_value()))
   return model
 
 

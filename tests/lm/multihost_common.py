@@ -22,33 +22,41 @@ CONFIG = ml_collections.ConfigDict({
     "grad_accum": 1, "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 3})
 
 
-def mesh(devices):
+def mesh(devices, layout: str = "fsdp"):
+  """layout "fsdp": data=2 x fsdp=2, each process holding one data slice. "tensor_across":
+  data=2 x tensor=2 with each tensor pair spanning the two processes (devices ordered p0, p1,
+  p0, p1), so both processes hold every row of the batch."""
+  if layout == "tensor_across":
+    by_process = sorted(devices, key=lambda d: (d.id % 2, d.process_index))
+    return parallel.make_mesh(parallel.mesh_config(data=2, fsdp=1, tensor=2),
+                              devices=by_process)
   return parallel.make_mesh(parallel.mesh_config(data=2, fsdp=2, tensor=1), devices=devices)
 
 
-def batches(data_dir: str, sids_path: str, tokenizer_path: str, shard=None):
-  """Packed batches of one shard of the task mixture (None: this JAX process's slice, with its
-  share of the global batch)."""
+def batches(data_dir: str, sids_path: str, tokenizer_path: str, shard=(0, 1)):
+  """Packed batches of input shard (index, count) of the task mixture, with its share of the
+  global batch."""
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"),
                           tfds_builders.items_source(data_dir), tasks.load_sids(sids_path),
-                          20, seed=0)
+                          20, seed=0, budget=tasks.Budget(tokenizer, SEQ_LEN))
   stream = pipeline.mixture(sources, {"next_item": 2, "steering": 1, "text_to_sid": 1}, 0,
                             tokenizer, SEQ_LEN, shard=shard)
-  rows = GLOBAL_BATCH // shard[1] if shard else pipeline.local_batch_size(GLOBAL_BATCH)
-  return iter(pipeline.packed_batches(stream, SEQ_LEN, rows))
+  return iter(pipeline.packed_batches(stream, SEQ_LEN,
+                                      pipeline.local_batch_size(GLOBAL_BATCH, shard[1])))
 
 
 def held_out_losses(trainer_, data_dir: str, sids_path: str, tokenizer_path: str) -> dict:
   """(held-out loss, examples this process evaluated) of three tasks; each process evaluates
   its share of the examples."""
+  tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   sources = tasks.sources(tfds_builders.sequences_source(data_dir, "validation"),
                           tfds_builders.items_source(data_dir), tasks.load_sids(sids_path), 20,
-                          seed=0, held_out=True)
+                          seed=0, held_out=True, budget=tasks.Budget(tokenizer, SEQ_LEN))
   c = ml_collections.ConfigDict({"eval_examples": 25, "seq_len": SEQ_LEN,
                                  "batch_size": GLOBAL_BATCH})
-  batches = stage.held_out_batches({k: sources[k] for k in EVAL_TASKS},
-                                   tokenizer_lib.Tokenizer(tokenizer_path), c)
+  batches = stage.held_out_batches({k: sources[k] for k in EVAL_TASKS}, tokenizer, c,
+                                   parallel.input_shard(trainer_.mesh))
   examples = {k: int(sum(batch["segment_ids"].max(axis=1).sum() for batch in b))
               for k, b in batches.items()}  # this process's share
   return {k: trainer_.evaluate(b) for k, b in batches.items()}, examples

@@ -27,8 +27,11 @@ def main():
   from semrec_jax.lm import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
 
   assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
-  trainer = common.trainer(FLAGS["tokenizer"], common.mesh(jax.devices()))
-  batches = common.batches(FLAGS["data_dir"], FLAGS["sids"], FLAGS["tokenizer"])
+  from semrec_jax import parallel  # pylint: disable=import-outside-toplevel
+  mesh = common.mesh(jax.devices(), FLAGS.get("layout", "fsdp"))
+  trainer = common.trainer(FLAGS["tokenizer"], mesh)
+  shard = parallel.input_shard(mesh)
+  batches = common.batches(FLAGS["data_dir"], FLAGS["sids"], FLAGS["tokenizer"], shard)
   kill_at = int(FLAGS.get("kill_at", 0))
   on_step = (lambda s: os.kill(os.getpid(), signal.SIGTERM)
              if s == kill_at and process_id == 0 else None)
@@ -38,7 +41,7 @@ def main():
   heldout, examples = common.held_out_losses(trainer, FLAGS["data_dir"], FLAGS["sids"],
                                              FLAGS["tokenizer"])
   with open(os.path.join(FLAGS["out_dir"], f"process_{process_id}.json"), "w") as f:
-    json.dump({"step": result["step"], "preempted": result["preempted"],
+    json.dump({"step": result["step"], "preempted": result["preempted"], "shard": shard,
                "checksum": common.checksum(trainer), "heldout": heldout,
                "examples": examples}, f)
 

@@ -56,14 +56,18 @@ def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, dem
            "tokenizer": str(tmp_path / "tokenizer.model"), "ckpt_dir": str(tmp_path / "ckpt")}
   tokenizer.save(paths["tokenizer"])
 
-  # Process 0 alone is signalled at step 3: both save step 3 and stop; a re-launch finishes.
-  first = _launch(paths, str(tmp_path), kill_at=3)
-  assert [(r["step"], r["preempted"]) for r in first] == [(3, True), (3, True)]
+  # Process 0 alone gets SIGTERM after step 1. JAX's preemption service tells every process,
+  # and Orbax's sync point makes them stop after the same later step (the step counters agree,
+  # no collective per step), both saving it; a re-launch finishes.
+  first = _launch(paths, str(tmp_path), kill_at=1)
+  stopped = first[0]["step"]
+  assert [(r["step"], r["preempted"]) for r in first] == [(stopped, True)] * 2
+  assert 1 < stopped < common.STEPS
   second = _launch(paths, str(tmp_path))
   assert [(r["step"], r["preempted"]) for r in second] == [(4, False), (4, False)]
   assert second[0]["checksum"] == second[1]["checksum"]
-  assert sorted(os.listdir(paths["ckpt_dir"])) == ["2", "3", "4"]
-  for step in ("3", "4"):  # one iterator position per process
+  assert sorted(os.listdir(paths["ckpt_dir"])) == sorted({"2", str(stopped), "4"})
+  for step in (str(stopped), "4"):  # one iterator position per process
     assert sorted(os.listdir(os.path.join(paths["ckpt_dir"], step, "data_iterator"))) == [
         "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
   with open(tmp_path / "metrics.jsonl") as f:
@@ -91,6 +95,33 @@ def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, dem
     assert (second[0]["examples"][task], second[1]["examples"][task]) == (13, 12)
   for task, loss in reference.items():
     assert second[0]["heldout"][task] == pytest.approx(loss, rel=1e-4), task
+
+
+@pytest.mark.slow
+def test_a_tensor_axis_across_processes_gets_the_same_rows_on_both(tmp_path, demo_workdir,
+                                                                    demo_ids, tokenizer):
+  """data=2 x tensor=2 with each tensor pair spanning both processes: each process holds every
+  row, so both read the whole batch (input shard 0 of 1), and training equals one process's on
+  the same mesh layout. (Reading rows by process index would feed the two halves of a tensor
+  pair different rows without any error.)"""
+  paths = {"data_dir": os.path.join(demo_workdir, "data"),
+           "sids": os.path.join(demo_ids, "semantic_ids.tsv"),
+           "tokenizer": str(tmp_path / "tokenizer.model"), "ckpt_dir": str(tmp_path / "ckpt")}
+  tokenizer.save(paths["tokenizer"])
+  runs = _launch({**paths, "layout": "tensor_across"}, str(tmp_path))
+  assert [r["shard"] for r in runs] == [[0, 1], [0, 1]]
+  assert runs[0]["checksum"] == runs[1]["checksum"]
+  with open(tmp_path / "metrics.jsonl") as f:
+    logged = [r["loss"] for r in map(json.loads, f)]
+  mesh = common.mesh(jax.devices()[:4], "tensor_across")
+  trainer = common.trainer(paths["tokenizer"], mesh)
+  batches = common.batches(paths["data_dir"], paths["sids"], paths["tokenizer"])
+  losses = []
+  for _ in range(common.STEPS):
+    trainer.state, metrics = trainer.step(trainer.state, trainer.put(next(batches)))
+    losses.append(float(metrics["loss"]))
+  np.testing.assert_allclose(logged, losses, rtol=1e-4)
+  assert runs[0]["checksum"] == pytest.approx(common.checksum(trainer), rel=1e-5)
 
 
 @pytest.mark.slow

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
+from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.lm import pipeline, tasks
 from semrec_jax.lm.loss import next_token_loss
@@ -16,10 +18,10 @@ from semrec_jax.models.decoder import Decoder
 
 
 @pytest.fixture(scope="module")
-def train_sources(data):
+def train_sources(data, tokenizer):
   later = tasks.later_items(data["split"]["validation"], data["split"]["test"])
   return tasks.sources(data["split"]["train"], data["items"], data["sids"], 20, seed=0,
-                       later=later)
+                       later=later, budget=tasks.Budget(tokenizer, 96))
 
 
 SID = re.compile(r"<\|sid_start\|>.*?<\|sid_end\|>")
@@ -36,6 +38,8 @@ def test_user_tasks_only_show_the_users_training_part(data, train_sources, task)
   sids = data["sids"]
   for k in range(0, len(examples), max(1, len(examples) // 400)):
     example = examples[k]
+    if example is None:  # an explanation whose reason item did not fit
+      continue
     u = example["user"]
     part = {sids[int(i)] for i in train[u]["history"]} | {sids[int(train[u]["target"])]}
     shown = set(SID.findall(example["prompt"])) | set(SID.findall(example["answer"]))
@@ -168,18 +172,21 @@ def test_multi_turn_refines_the_first_recommendation(data):
   assert changed > 0.5 * len(range(0, len(examples), 29))
 
 
-def test_tokenize_masks_the_answer_and_keeps_it_when_truncating(tokenizer):
-  example = {"prompt": "Items so far: Halo 3. Next: <|rec|>",
+def test_tokenize_masks_the_answer_and_cuts_nothing(tokenizer):
+  example = {"task": "next_item", "prompt": "Items so far: Halo 3. Next: <|rec|>",
              "answer": "<|sid_start|><|sid_1|><|sid_300|><|sid_600|><|sid_768|><|sid_end|>"}
   row = pipeline.tokenize(example, tokenizer, 64)
   answer_len = 6 + 1  # six single-piece tokens and eos
+  prompt_len = len(tokenizer.prompt_ids(example["prompt"]))
+  assert len(row["tokens"]) == 1 + prompt_len + answer_len
   assert row["tokens"][0] == tokenizer.bos_id and row["tokens"][-1] == tokenizer.eos_id
   assert row["mask"].tolist() == [0] * (len(row["tokens"]) - answer_len) + [1] * answer_len
-  short = pipeline.tokenize(example, tokenizer, 10)
-  assert len(short["tokens"]) == 10 and short["mask"].sum() == answer_len
-  np.testing.assert_array_equal(short["tokens"][-answer_len:], row["tokens"][-answer_len:])
-  with pytest.raises(ValueError, match="does not fit"):
-    pipeline.tokenize(example, tokenizer, 5)
+  exact = pipeline.tokenize(example, tokenizer, len(row["tokens"]))
+  np.testing.assert_array_equal(exact["tokens"], row["tokens"])
+  with pytest.raises(ValueError, match=f"next_item example needs 1 \\+ {prompt_len} prompt \\+ "
+                     f"7 answer tokens, more than seq_len={len(row['tokens']) - 1}; prompts lose "
+                     "only whole history items"):
+    pipeline.tokenize(example, tokenizer, len(row["tokens"]) - 1)
 
 
 def test_history_loss_masks_the_codes_of_every_history_item(tokenizer):
@@ -194,11 +201,6 @@ def test_history_loss_masks_the_codes_of_every_history_item(tokenizer):
   assert masked == ["<|sid_1|>", "<|sid_257|>", "<|sid_513|>", "<|sid_769|>", "<|sid_end|>",
                     "<|sid_2|>", "<|sid_258|>", "<|sid_514|>", "<|sid_770|>", "<|sid_end|>"]
   assert plain["mask"].sum() == 7  # the answer's 6 tokens and eos
-  # Truncation that cuts into the first item leaves that item's remains out of the loss.
-  first_start = plain["tokens"].tolist().index(tokenizer.sid_start_id)
-  cut = pipeline.tokenize({**example, "history_loss": True}, tokenizer,
-                          len(plain["tokens"]) - first_start)  # drops <|sid_start|><|sid_1|>
-  assert cut["mask"].sum() == 7 + 5
 
 
 def test_packed_and_padded_batches_give_the_same_loss(train_sources, tokenizer):
@@ -248,6 +250,43 @@ def test_pipeline_is_deterministic_and_resumes_exactly(train_sources, tokenizer)
       np.testing.assert_array_equal(a[key], b[key])
   efficiency = np.mean([(b["segment_ids"] > 0).mean() for b in rest])
   assert efficiency >= 0.9  # share of non-padding tokens
+
+
+def test_worker_processes_and_device_prefetch_stay_deterministic_and_resumable(
+    train_sources, tokenizer):
+  """2 grain worker processes, micro-batches stacked for accumulation, and a thread putting
+  batches on the devices ahead: a second run yields the same batches, and a run restored from a
+  state taken mid-way (with batches still in the prefetch buffers) continues exactly."""
+  mesh = parallel.make_mesh()
+
+  def put(batch):
+    return {k: parallel.global_batch(v, mesh, batch_axis=1) for k, v in batch.items()}
+
+  def fresh():
+    stream = pipeline.mixture(train_sources, {"next_item": 3, "text_to_sid": 1}, 0, tokenizer,
+                              128)
+    return iter(pipeline.training_batches(stream, 128, 8, accumulate=2, workers=2, put=put))
+
+  it = fresh()
+  try:
+    first = [next(it) for _ in range(2)]
+    state = it.get_state()
+    rest = [next(it) for _ in range(2)]
+  finally:
+    it.close()
+  assert first[0]["tokens"].shape == (2, 8, 128)
+  assert first[0]["tokens"].sharding.spec == P(None, ("data", "fsdp"), None)
+  for before, after in ((None, first), (state, rest)):
+    again = fresh()
+    try:
+      if before is not None:
+        again.set_state(before)
+      for a, b in zip(after, [next(again) for _ in range(2)]):
+        for key in a:
+          np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
+    finally:
+      again.close()
+  assert not np.array_equal(np.asarray(first[0]["tokens"]), np.asarray(rest[0]["tokens"]))
 
 
 def test_steering_answers_meet_the_request_and_free_ones_are_the_nearest(data):
@@ -317,3 +356,90 @@ def test_price_requests_are_taught_where_the_catalog_has_prices():
     assert items[answer]["price"] and float(items[answer]["price"]) <= limit, example
     asked.add(limit)
   assert asked >= {20.0, 50.0, 100.0}
+
+
+SEQ_LEN = 112  # room for 5 to 10 items of 7 tokens besides the instruction and answer
+ITEM_LIST = re.compile(f"{SID.pattern}(?:, {SID.pattern})*")
+
+
+def _long_histories(users=12, length=40):
+  """Users with `length` items of history each, in a catalog of PS4 racing games."""
+  sids = [f"<|sid_start|><|sid_{i}|><|sid_{256 + i}|><|sid_{512 + i % 7}|><|sid_{768 + i % 3}|>"
+          "<|sid_end|>" for i in range(users + length)]
+  attrs = [{"platform": "PS4", "genre": "Racing", "product_type": "Game"} for _ in sids]
+  sequences = [{"history": np.arange(u, u + length, dtype=np.int32), "target": u + length}
+               for u in range(users)]
+  return sequences, attrs, sids
+
+
+HISTORY_TASKS = {
+    "next_item": lambda seq, attrs, sids, budget: tasks.next_item(seq, sids, 40, 0,
+                                                                  budget=budget),
+    "steering": lambda seq, attrs, sids, budget: tasks.steering(seq, attrs, sids, 40, 0,
+                                                                budget=budget),
+    "explanation": lambda seq, attrs, sids, budget: tasks.explanation(seq, attrs, sids, 40, 0,
+                                                                      budget),
+    "multi_turn": lambda seq, attrs, sids, budget: tasks.multi_turn(seq, attrs, sids, 40, 0,
+                                                                    budget),
+}
+
+
+def _whole_ids(tokenizer, tokens: list[int]) -> int:
+  """How many semantic IDs `tokens` hold, checking each is whole: start, 4 codes, end."""
+  start, end = tokenizer.sid_start_id, tokenizer.sid_end_id
+  first_code = tokenizer.piece_id("<|sid_0|>")
+  starts = [i for i, t in enumerate(tokens) if t == start]
+  assert tokens.count(end) == len(starts)
+  for i in starts:
+    assert tokens[i + 5] == end, tokens[i:i + 6]
+    assert all(first_code <= t < first_code + 1024 for t in tokens[i + 1:i + 5])
+  return len(starts)
+
+
+@pytest.mark.parametrize("task", HISTORY_TASKS)
+def test_long_histories_lose_their_oldest_items_whole(tokenizer, task):
+  """Against the same examples built without a budget: the instruction stays verbatim, the newest
+  items stay (as many as fit, each a whole 6-token ID) and the example fits seq_len."""
+  sequences, attrs, sids = _long_histories()
+  build = lambda budget: HISTORY_TASKS[task](sequences, attrs, sids, budget)
+  whole, cut = build(None), build(tasks.Budget(tokenizer, SEQ_LEN))
+  assert len(whole) == len(cut) == len(sequences)
+  answer_len = lambda ex: len(tokenizer.encode(ex["answer"])) + 1
+  shortened = 0
+  for full, fit in zip(whole, cut):
+    assert fit["answer"] == full["answer"]
+    shown, kept = SID.findall(full["prompt"]), SID.findall(fit["prompt"])
+    assert kept and kept == shown[len(shown) - len(kept):]  # the newest items
+    assert ITEM_LIST.sub("<items>", fit["prompt"]) == ITEM_LIST.sub("<items>", full["prompt"])
+    tokens = pipeline.tokenize(fit, tokenizer, SEQ_LEN)["tokens"].tolist()
+    assert len(tokens) <= SEQ_LEN
+    assert _whole_ids(tokenizer, tokens) == len(kept) + len(SID.findall(fit["answer"]))
+    if len(kept) < len(shown):  # one item more would not have fitted
+      shortened += 1
+      older = shown[len(shown) - len(kept) - 1]
+      more = fit["prompt"].replace(kept[0], f"{older}, {kept[0]}", 1)
+      assert 1 + len(tokenizer.prompt_ids(more)) + answer_len(fit) > SEQ_LEN
+      with pytest.raises(ValueError, match=f"{task} example .* more than seq_len={SEQ_LEN}"):
+        pipeline.tokenize(full, tokenizer, SEQ_LEN)  # the whole history would not fit
+  assert shortened >= len(sequences) // 2
+
+
+def test_explanations_whose_reason_item_does_not_fit_are_left_out(tokenizer):
+  sequences, _, sids = _long_histories(users=1)
+  attrs = [{"brand": "Other"} for _ in sids]
+  attrs[0] = attrs[40] = {"brand": "Sony"}  # only the oldest history item shares the target's
+  whole = tasks.explanation(sequences, attrs, sids, 40, 0)
+  cut = tasks.explanation(sequences, attrs, sids, 40, 0, tasks.Budget(tokenizer, SEQ_LEN))
+  assert SID.findall(whole[0]["answer"]) == [sids[40], sids[0]]
+  assert len(cut) == 1 and cut[0] is None
+  assert not list(cut.to_iter_dataset())  # grain skips it
+
+
+def test_an_example_that_cannot_fit_names_its_task(tokenizer):
+  """Only history items are dropped: a prompt whose fixed part does not fit is an error."""
+  sequences, attrs, sids = _long_histories(users=1)
+  example = tasks.multi_turn(sequences, attrs, sids, 40, 0, tasks.Budget(tokenizer, 24))[0]
+  assert len(SID.findall(example["prompt"])) == 2  # one history item and the first answer
+  with pytest.raises(ValueError, match=r"multi_turn example \(user 0\) needs 1 \+ \d+ prompt \+ "
+                     r"7 answer tokens, more than seq_len=24.*raise config.lm.seq_len"):
+    pipeline.tokenize(example, tokenizer, 24)

@@ -1,17 +1,11 @@
-"""A SentencePiece model trained on catalog text for the from-scratch path, and new-row init."""
+"""A SentencePiece model trained on catalog text for the from-scratch path."""
 
 import csv
 import gzip
 import os
 
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
-
 from semrec_jax import defaults
 from semrec_jax.lm import tokenizer as tokenizer_lib
-from semrec_jax.models import configs, params
-from semrec_jax.models.decoder import Decoder
 
 
 def _titles():
@@ -31,13 +25,3 @@ def test_train_on_catalog_text_with_reserved_tokens():
   assert tokenizer.decode(ids) == text  # byte fallback: nothing is lost
   assert len(tokenizer.encode("Nintendo 3DS XL")) <= 6  # catalog words are whole pieces
   assert tokenizer.turn_ids is None and tokenizer.prompt_ids(text) == ids  # no chat turns
-
-
-def test_new_rows_from_text():
-  model = Decoder(configs.get("tiny", vocab_size=64, num_new_tokens=2), nnx.Rngs(0))
-  params.init_new_rows_from_text(model, [[3, 5], [7]])
-  base = model.embedder.embedding[...]
-  np.testing.assert_allclose(model.embedder.new_embedding[0], (base[3] + base[5]) / 2, atol=1e-6)
-  np.testing.assert_allclose(model.embedder.new_embedding[1], base[7], atol=1e-6)
-  logits = model(jnp.asarray([[64, 65]]))
-  assert logits.shape == (1, 2, 128)
