@@ -1,8 +1,13 @@
 r"""RQ-VAE training steps/s at a fixed batch (default 8192) on real item embeddings; one JSON line.
 
-  python benchmarks/rqvae_step.py --workdir=W [--batch_size=8192 --steps=20]
+  python benchmarks/rqvae_step.py --workdir=W [--batch_size=8192 --steps=20 --repeats=3]
 
-W must hold `embeddings/items.npy` (the embed stage). The first step (compilation) is not timed.
+W must hold `embeddings/items.npy` (the embed stage). It times the step the ids stage runs
+(`Trainer.train_rows`: embeddings resident on the device, each step takes its row indices; usage
+EMA and dead-code restarts inside the step), including the host's index batches. The first step
+(compilation) is not timed. `--repeats` times that many windows of `--steps` steps: on a shared
+machine the best window is the least disturbed one. The seed's PyTorch step at the same shapes:
+`benchmarks/rqvae_seed_torch.py` (run both in one session, alternating, to compare).
 """
 
 import json
@@ -19,7 +24,8 @@ from semrec_jax.ids.train import Trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir with embeddings/items.npy.")
 _BATCH = flags.DEFINE_integer("batch_size", 8192, "Global batch size.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per window.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Timed windows.")
 
 
 def main(argv):
@@ -28,19 +34,23 @@ def main(argv):
   c = defaults.base_config().ids
   mesh = parallel.make_mesh()
   trainer = Trainer(c, recipes.get(c.recipe), x.shape[1], mesh)
-  rows = np.random.default_rng(0).choice(len(x), (_STEPS.value + 1, _BATCH.value))
-  trainer.state, losses = trainer.train_step(trainer.state, trainer.put(x[rows[0]]))
+  data = trainer.put_data(x)
+  rows = np.random.default_rng(0).choice(len(x), (_REPEATS.value * _STEPS.value + 1, _BATCH.value))
+  trainer.state, losses = trainer.train_rows(trainer.state, data, trainer.put_rows(rows[0]))
   jax.block_until_ready(losses)
-  start = time.perf_counter()
-  for r in rows[1:]:
-    trainer.state, losses = trainer.train_step(trainer.state, trainer.put(x[r]))
-  jax.block_until_ready(losses)
-  seconds = time.perf_counter() - start
+  rates = []
+  for window in np.split(rows[1:], _REPEATS.value):
+    start = time.perf_counter()
+    for r in window:
+      trainer.state, losses = trainer.train_rows(trainer.state, data, trainer.put_rows(r))
+    jax.block_until_ready(losses)
+    rates.append(_STEPS.value * _BATCH.value / (time.perf_counter() - start))
   print(json.dumps({
       "benchmark": "rqvae_train_step", "batch_size": _BATCH.value, "input_dim": x.shape[1],
       "levels": c.levels, "codebook_size": c.codebook_size, "hidden_dims": list(c.hidden_dims),
-      "steps_per_s": round(_STEPS.value / seconds, 2),
-      "examples_per_s": round(_STEPS.value * _BATCH.value / seconds),
+      "steps": _STEPS.value, "steps_per_s": round(max(rates) / _BATCH.value, 2),
+      "examples_per_s": round(max(rates)), "examples_per_s_windows": [round(r) for r in rates],
+      "compiles": trainer.train_rows._cache_size(),  # pylint: disable=protected-access
       "device": f"{jax.devices()[0].platform} x{jax.device_count()}",
       "cpu_cores": os.cpu_count()}))
 

@@ -43,6 +43,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.ids.steps = 300            # ~150 epochs of the Games catalog at batch 8192
   config.ids.eval_every = 50         # validation loss + checkpoint
   config.ids.val_fraction = 0.05     # items held out for validation loss (all get IDs)
+  # Dead-code restarts: an EMA of each code's share of the batch; every reset_every steps (0: never)
+  # codes whose average share is below reset_threshold x 1/K take random residuals of the batch.
+  config.ids.usage_decay = 0.95
+  config.ids.reset_every = 20
+  config.ids.reset_threshold = 0.2
+  config.ids.cpu_microbatch = 1024   # CPU only: a step runs in microbatches of ~this many rows
   config.ids.seed = 0
 
   config.baselines = ml_collections.ConfigDict()  # semrec_jax/baselines/

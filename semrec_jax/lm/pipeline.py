@@ -67,10 +67,30 @@ def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], see
   names = [n for n in sources if weights.get(n, 0) > 0]
   streams = []
   for i, name in enumerate(names):
-    ds = sources[name][index::count]
-    ds = ds.shuffle(seed=seed + i).repeat()
-    streams.append(ds.map(lambda ex: tokenize(ex, tokenizer, max_len)).to_iter_dataset())
+    ds = Memo(sources[name][index::count].map(lambda ex: tokenize(ex, tokenizer, max_len)))
+    streams.append(ds.shuffle(seed=seed + i).repeat().to_iter_dataset())
   return grain.IterDataset.mix(streams, [weights[n] for n in names])
+
+
+class Memo(grain.MapDataset):
+  """Each element built once per process and then served from memory: the task builders and the
+  tokenizer are pure functions of the index, so epochs after the first skip building and
+  tokenizing (a grain worker process keeps the elements of its own slice)."""
+
+  def __init__(self, parent: grain.MapDataset):
+    super().__init__(parent)
+    self._memo = {}
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    index %= len(self)
+    if index not in self._memo:
+      self._memo[index] = self._parent[index]
+    return self._memo[index]
 
 
 # Rows filled at once. An example that fits none of them flushes them all, so more bins waste less

@@ -3,6 +3,7 @@
 import itertools
 import re
 
+import grain
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -218,7 +219,6 @@ def test_packed_and_padded_batches_give_the_same_loss(train_sources, tokenizer):
       loss, count = loss + float(s), count + int(n)
     return loss, count
 
-  import grain  # pylint: disable=import-outside-toplevel
   source = grain.MapDataset.source(examples).to_iter_dataset()
   packed = list(pipeline.packed_batches(source, 256, 4, drop_remainder=False))
   padded = list(pipeline.padded_batches(source, 96, 24, drop_remainder=False))
@@ -443,3 +443,18 @@ def test_an_example_that_cannot_fit_names_its_task(tokenizer):
   with pytest.raises(ValueError, match=r"multi_turn example \(user 0\) needs 1 \+ \d+ prompt \+ "
                      r"7 answer tokens, more than seq_len=24.*raise config.lm.seq_len"):
     pipeline.tokenize(example, tokenizer, 24)
+
+
+def test_examples_are_built_and_tokenized_once_per_process(tokenizer):
+  """Three epochs of a 12-example task: 12 tokenizations, and the same 12 examples each epoch."""
+  calls = []
+
+  def build(index, _):
+    calls.append(index)
+    return {"task": "t", "prompt": f"item {index}", "answer": f"answer {index}"}
+
+  source = grain.MapDataset.source(list(range(12))).map_with_index(build)
+  stream = iter(pipeline.mixture({"t": source}, {"t": 1.0}, 0, tokenizer, 64))
+  epochs = [sorted(tuple(next(stream)["tokens"]) for _ in range(12)) for _ in range(3)]
+  assert epochs[0] == epochs[1] == epochs[2] and len(set(epochs[0])) == 12
+  assert sorted(calls) == list(range(12))
