@@ -27,6 +27,7 @@ from semrec_jax.models.decoder import Decoder
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Demo workdir (data/, ids/, lm/tokenizer.model).")
 _BATCHES = flags.DEFINE_integer("batches", 50, "Batches to time.")
+_WORKERS = flags.DEFINE_integer("workers", 0, "grain worker processes (config.lm.data_workers).")
 
 
 def main(argv):
@@ -39,14 +40,17 @@ def main(argv):
   sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"), items, sids,
                           c.max_history, c.seed, budget=tasks.Budget(tokenizer, c.seq_len))
   stream = pipeline.mixture(sources, dict(c.task_weights), c.seed, tokenizer, c.seq_len)
-  it = iter(pipeline.packed_batches(stream, c.seq_len, c.batch_size))
-  next(it)
+  it = iter(pipeline.training_batches(stream, c.seq_len, c.batch_size, workers=_WORKERS.value))
+  for _ in range(max(1, 2 * _WORKERS.value)):  # the workers' start-up is not timed
+    next(it)
   start = time.perf_counter()
   batches = [next(it) for _ in range(_BATCHES.value)]
   pipe_s = (time.perf_counter() - start) / _BATCHES.value
   tokens = sum(int((b["segment_ids"] > 0).sum()) for b in batches)
   examples = sum(int(b["segment_ids"].max(axis=1).sum()) for b in batches)
   slots = _BATCHES.value * c.batch_size * c.seq_len
+  answers = sum(int(b["mask"].sum()) for b in batches)
+  it.close()
 
   model = Decoder(configs.get(c.model, vocab_size=tokenizer.vocab_size), nnx.Rngs(0))
   step_config = ml_collections.ConfigDict({**c.to_dict(), "learning_rate": 1e-3})
@@ -63,7 +67,8 @@ def main(argv):
       "pipeline_batches_per_s": round(1 / pipe_s, 1),
       "pipeline_examples_per_s": round(examples / (pipe_s * _BATCHES.value), 1),
       "pipeline_tokens_per_s": round(tokens / (pipe_s * _BATCHES.value)),
-      "packing_efficiency": round(tokens / slots, 4),
+      "packing_efficiency": round(tokens / slots, 4), "workers": _WORKERS.value,
+      "answer_share": round(answers / tokens, 4),
       "tiny_step_s": round(step_s, 4),
       "tiny_step_tokens_per_s": round(tokens / _BATCHES.value / step_s),
       "pipeline_over_step": round(step_s / pipe_s, 1),

@@ -20,7 +20,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from semrec_jax import checkpoint, console, parallel
+from semrec_jax import checkpoint, console, microbatch, parallel
 from semrec_jax.batches import index_batches
 from semrec_jax.ids.kmeans import kmeans
 from semrec_jax.ids.recipes import Recipe
@@ -196,16 +196,8 @@ def grads_in_chunks(model: RQVAE, chunks: jax.Array, fetch=lambda x: x):
     return g, aux
 
   n = chunks.shape[0]
-  if n == 1:
-    g, aux = grads(fetch(chunks[0]))
-    return g, *aux
-
-  def body(total, chunk):
-    g, aux = grads(fetch(chunk))
-    return jax.tree.map(jnp.add, total, g), aux
-
-  total, (codes, residuals, losses) = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params),
-                                                   chunks)
+  total, (codes, residuals, losses) = microbatch.scan_sum(lambda chunk: grads(fetch(chunk)),
+                                                         chunks)
   rows = n * codes.shape[1]
   codes = codes.swapaxes(0, 1).reshape(rows, -1)  # back to the batch's row order
   residuals = residuals.transpose(1, 2, 0, 3).reshape(residuals.shape[1], rows, -1)

@@ -34,7 +34,7 @@ def next_token_loss(logits, tokens, mask, segment_ids):
   return jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(valid)
 
 
-def decoder_loss(model, batch: dict, token_chunk: int = 256, vocab_tile: int = 8192):
+def decoder_loss(model, batch: dict, token_chunk: int = 64, vocab_tile: int = 8192):
   """(sum of answer-token losses, their count) of a Decoder on one packed batch, through the
   final hidden states and the tiled loss."""
   hidden, _ = model.hidden(batch["tokens"], batch["positions"], batch["segment_ids"])
@@ -44,7 +44,7 @@ def decoder_loss(model, batch: dict, token_chunk: int = 256, vocab_tile: int = 8
   return total, jnp.sum(valid)
 
 
-def tiled_cross_entropy(hidden, tables, targets, valid, token_chunk: int = 256,
+def tiled_cross_entropy(hidden, tables, targets, valid, token_chunk: int = 64,
                         vocab_tile: int = 8192):
   """Sum over valid positions of -log softmax(hidden @ vocabulary.T)[target].
 

@@ -18,7 +18,7 @@ from absl import logging
 from flax import nnx
 from tensorboardX import SummaryWriter
 
-from semrec_jax import checkpoint, console, multihost, parallel
+from semrec_jax import checkpoint, console, microbatch, multihost, parallel
 from semrec_jax.lm.loss import decoder_loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.models import flops
@@ -66,7 +66,7 @@ class LMTrainer:
     else:
       self.state = jax.device_put(self.state, self.state_sharding)
     self.accumulate = c.grad_accum
-    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", 256),
+    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", 64),
                        "vocab_tile": c.get("loss_vocab_tile", 8192)}
     micro = parallel.batch_sharding(mesh, 2)
     stacked = parallel.batch_sharding(mesh, 3, batch_axis=1)
@@ -97,15 +97,9 @@ class LMTrainer:
     graphdef, trained, rest = nnx.split(model, self.wrt, ...)
     sum_and_grad = jax.value_and_grad(
         lambda p, b: self._batch_loss(nnx.merge(graphdef, p, rest), b), has_aux=True)
-    if self.accumulate == 1:
-      (total, count), grads = sum_and_grad(trained, batch)
-    else:
-      def micro_step(carry, micro):
-        (total, count), grads = sum_and_grad(trained, micro)
-        return jax.tree.map(jnp.add, carry, (total, count, grads)), None
-      start = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32),
-               jax.tree.map(jnp.zeros_like, trained))
-      (total, count, grads), _ = jax.lax.scan(micro_step, start, batch)
+    micro = batch if self.accumulate > 1 else jax.tree.map(lambda x: x[None], batch)
+    (total, count, grads), _ = microbatch.scan_sum(
+        lambda b: (_flatten(sum_and_grad(trained, b)), None), micro)
     scale = 1.0 / jnp.maximum(count, 1)
     grads = jax.tree.map(lambda g: g * scale, grads)
     opt.update(model, grads)
@@ -144,6 +138,11 @@ class LMTrainer:
       batch = {k: np.stack([np.asarray(b[k]) for b in batch]) for k in BATCH_KEYS}
     return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh,
                                      batch_axis=np.ndim(batch[k]) - 2) for k in BATCH_KEYS}
+
+
+def _flatten(value_and_grad):
+  (total, count), grads = value_and_grad
+  return total, count, grads
 
 
 class _Preemption:
