@@ -1,5 +1,7 @@
 """LM training: one jitted, sharded step with donation; two stages; Orbax checkpoints holding the
-model, optimizer, step and grain iterator state; pre-emption safe (SIGTERM/SIGINT save first).
+model, optimizer, step and grain iterator state; pre-emption safe (a stop signal saves first).
+A step is one update, of one batch or of `grad_accum` micro-batches (token-weighted), and its loss
+is the tiled cross-entropy of `lm/loss.py` (no [batch, seq, vocab] logits).
 
 Stage `new_rows` trains only the new-token rows (`NewTokens` parameters), `embeddings` every
 embedding table, `all` everything; frozen parameters get neither gradients nor optimizer state
@@ -214,9 +216,11 @@ class _Log:
 def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
           metrics_path: str, on_step=None, tensorboard_dir: str | None = None,
           step_offset: int = 0, evaluate=None) -> dict:
-  """Runs (or resumes) `steps` steps; returns {"step", "preempted", "heldout"}.
+  """Runs (or resumes) `steps` steps (updates); returns {"step", "preempted", "heldout"}.
 
-  `batches` is a grain DatasetIterator; its state is saved with every checkpoint. Log lines
+  `batches` is a grain DatasetIterator of one step's input each (host arrays of this process's
+  rows, or global arrays already on the devices: `pipeline.training_batches`); its state is saved
+  with every checkpoint. Log lines
   (loss, grad norm, tokens/s, step time, model TFLOP/s per device and MFU on accelerators) go to
   `metrics_path` (JSON lines) and, with `tensorboard_dir`, to TensorBoard event files at global
   step `step_offset + step`. `evaluate()` -> {"heldout/<task>": loss} runs every c.eval_every
