@@ -11,6 +11,7 @@ it reads messages from the terminal (or stdin) until an empty line twice, Ctrl-D
 """
 
 import json
+import signal
 import sys
 
 from absl import app, flags
@@ -54,6 +55,9 @@ def main(argv):
   except (MissingArtifact, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   session = Session(recommender, _K.value)
+  # Ctrl-C ends the chat with a goodbye even when it was started from a background job, whose
+  # SIGINT is ignored (Python then never raises KeyboardInterrupt).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
     if _PROMPT.value:
       for message in _PROMPT.value:
