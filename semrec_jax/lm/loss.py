@@ -14,6 +14,11 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+# Default tiling (config.lm.loss_token_chunk, loss_vocab_tile): chunks of 64 answer positions let
+# sparse-answer rows skip most of the output head; 8,192-row tiles keep each tile's logits small.
+TOKEN_CHUNK = 64
+VOCAB_TILE = 8192
+
 
 def answer_targets(tokens, mask, segment_ids):
   """(targets, valid), both [B, T]: position t predicts token t+1 when both are in the same
@@ -27,14 +32,15 @@ def answer_targets(tokens, mask, segment_ids):
 
 def next_token_loss(logits, tokens, mask, segment_ids):
   """(sum of losses, number of predicted tokens) from full logits [B, T, V]: the reference the
-  tiled loss is tested against, and the loss of callers that already hold logits."""
+  tiled loss is tested against."""
   targets, valid = answer_targets(tokens, mask, segment_ids)
   # float32 softmax even for bfloat16 activations: the log-sum-exp over a large vocabulary needs it.
   losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
   return jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(valid)
 
 
-def decoder_loss(model, batch: dict, token_chunk: int = 64, vocab_tile: int = 8192):
+def decoder_loss(model, batch: dict, token_chunk: int = TOKEN_CHUNK,
+                 vocab_tile: int = VOCAB_TILE):
   """(sum of answer-token losses, their count) of a Decoder on one packed batch, through the
   final hidden states and the tiled loss."""
   hidden, _ = model.hidden(batch["tokens"], batch["positions"], batch["segment_ids"])
@@ -44,8 +50,8 @@ def decoder_loss(model, batch: dict, token_chunk: int = 64, vocab_tile: int = 81
   return total, jnp.sum(valid)
 
 
-def tiled_cross_entropy(hidden, tables, targets, valid, token_chunk: int = 64,
-                        vocab_tile: int = 8192):
+def tiled_cross_entropy(hidden, tables, targets, valid, token_chunk: int = TOKEN_CHUNK,
+                        vocab_tile: int = VOCAB_TILE):
   """Sum over valid positions of -log softmax(hidden @ vocabulary.T)[target].
 
   hidden [B, T, D]; tables: the output table split in parts ([V_i, D] each, e.g. the pretrained

@@ -8,8 +8,8 @@ DatasetIterators: `get_state()` goes into every checkpoint and `set_state()` res
 
 import grain
 import jax
-from absl import flags
 import numpy as np
+from absl import flags
 
 from semrec_jax.lm.tokenizer import Tokenizer
 

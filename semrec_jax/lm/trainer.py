@@ -21,7 +21,7 @@ from flax import nnx
 from tensorboardX import SummaryWriter
 
 from semrec_jax import checkpoint, console, microbatch, multihost, parallel
-from semrec_jax.lm.loss import decoder_loss
+from semrec_jax.lm import loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.models import flops
 from semrec_jax.models.decoder import Decoder, NewTokens
@@ -68,8 +68,8 @@ class LMTrainer:
     else:
       self.state = jax.device_put(self.state, self.state_sharding)
     self.accumulate = c.grad_accum
-    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", 64),
-                       "vocab_tile": c.get("loss_vocab_tile", 8192)}
+    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", loss.TOKEN_CHUNK),
+                       "vocab_tile": c.get("loss_vocab_tile", loss.VOCAB_TILE)}
     micro = parallel.batch_sharding(mesh, 2)
     stacked = parallel.batch_sharding(mesh, 3, batch_axis=1)
     self.compiles = 0
@@ -84,7 +84,7 @@ class LMTrainer:
     """(sum of answer-token losses, their count) of `model` on one packed batch, traced under
     the mesh so the model's activation sharding constraints apply."""
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      return decoder_loss(model, batch, **self.loss_tiles)
+      return loss.decoder_loss(model, batch, **self.loss_tiles)
 
   def _loss_sum(self, state, batch):
     return self._batch_loss(nnx.merge(self.graphdef, state)[0], batch)
@@ -133,11 +133,9 @@ class LMTrainer:
       total, count = total + float(s), count + int(n)
     return total / max(count, 1)
 
-  def put(self, batch: dict | list[dict]) -> dict:
+  def put(self, batch: dict) -> dict:
     """This process's rows -> global arrays on the mesh: one batch [rows, seq], or grad_accum
-    micro-batches (a list, or already stacked [k, rows, seq]) for one accumulating step."""
-    if isinstance(batch, list):
-      batch = {k: np.stack([np.asarray(b[k]) for b in batch]) for k in BATCH_KEYS}
+    micro-batches stacked [k, rows, seq] for one accumulating step."""
     return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh,
                                      batch_axis=np.ndim(batch[k]) - 2) for k in BATCH_KEYS}
 

@@ -113,7 +113,8 @@ def test_accumulated_micro_batches_equal_one_batch_of_their_union(data, tokenize
   assert counts[1] < 0.7 * counts[0]
   union = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   results = []
-  for accumulate, batch in ((2, parts), (1, union)):
+  stacked = {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+  for accumulate, batch in ((2, stacked), (1, union)):
     trainer = trainer_lib.LMTrainer(model_for(tokenizer), lm_config(grad_accum=accumulate),
                                     "all", 8, parallel.make_mesh())
     trainer.state, metrics = trainer.step(trainer.state, trainer.put(batch))
