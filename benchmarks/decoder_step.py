@@ -40,10 +40,13 @@ _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only lower and compile
                                   "abstract model (no weights allocated: any size fits).")
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn", "splash"],
                                "Attention kernel (config.lm.attention).")
+_REMAT = flags.DEFINE_enum("remat", "none", ["none", "dots", "full"],
+                           "What a layer's backward recomputes (config.lm.remat).")
 
 def main(argv):
   del argv
-  c = configs.get(_MODEL.value, num_new_tokens=1027, attention=_ATTENTION.value)
+  c = configs.get(_MODEL.value, num_new_tokens=1027, attention=_ATTENTION.value,
+                  remat=_REMAT.value)
   dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
   mesh = parallel.make_mesh()
   step_config = ml_collections.ConfigDict({**defaults.base_config().lm.to_dict(),
@@ -59,6 +62,7 @@ def main(argv):
     trainer.step.lower(trainer.state, batch).compile()
     print(json.dumps({"benchmark": "decoder_step_compile", "model": _MODEL.value,
                       "dtype": _DTYPE.value, "batch_size": _BATCH.value, "seq_len": _SEQ.value,
+                      "remat": _REMAT.value, "scanned_groups": c.num_groups,
                       "compile_s": round(time.perf_counter() - start, 1),
                       "device": jax.devices()[0].device_kind, "cpu_cores": os.cpu_count()}))
     return
@@ -86,7 +90,7 @@ def main(argv):
   print(json.dumps({
       "benchmark": "decoder_train_step", "model": _MODEL.value, "dtype": _DTYPE.value,
       "batch_size": _BATCH.value, "seq_len": _SEQ.value, "attention": _ATTENTION.value,
-      "answer_share": _ANSWERS.value, "loss_token_chunk": _CHUNK.value,
+      "remat": _REMAT.value, "answer_share": _ANSWERS.value, "loss_token_chunk": _CHUNK.value,
       "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
       "compile_s": round(compile_s, 1), "step_s": round(seconds, 4),
       "tokens_per_s_per_device": round(_BATCH.value * _SEQ.value / seconds / len(devices), 1),

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from semrec_jax import parallel
 from semrec_jax.ids.trie import Trie
-from semrec_jax.models.decoder import Decoder
+from semrec_jax.models.decoder import Decoder, take_cache_rows
 
 MIN_BUCKET = 16
 BUCKET_STEP = 64  # above this, prompt lengths round up to multiples of it (not powers of two)
@@ -121,7 +121,7 @@ def _walk(graphdef, state, trie: DeviceTrie, allowed, code_tokens, tokens, lengt
     model = nnx.merge(graphdef, state)
     batch, k = tokens.shape[0], trie.codebook_size
     hidden, cache = _prefill(model, tokens, lengths, cache_len)
-    cache = jax.tree.map(lambda x: jnp.repeat(x, width, axis=0), cache)
+    cache = take_cache_rows(cache, jnp.repeat(jnp.arange(batch), width))
     hidden = jnp.repeat(hidden, width, axis=0)
     rows = jnp.zeros((batch * width,), jnp.int32)
     # Beam search starts from one live beam per prompt (the others would duplicate it).
@@ -146,7 +146,7 @@ def _walk(graphdef, state, trie: DeviceTrie, allowed, code_tokens, tokens, lengt
       source = (jnp.arange(batch)[:, None] * width + parent).reshape(-1)
       rows = nxt.reshape(batch * width, k)[source, code.reshape(-1)]
       if level + 1 < trie.levels:
-        cache = jax.tree.map(lambda x, s=source: x[s], cache)
+        cache = take_cache_rows(cache, source)
         hidden, cache = _step(model, code_tokens[level][code.reshape(-1)], positions, cache)
         positions = positions + 1
     items = jnp.where(scores > _NEG / 2, rows.reshape(batch, width), -1)
@@ -166,7 +166,7 @@ def _score(graphdef, state, code_tokens, tokens, lengths, codes, *, cache_len: i
     model = nnx.merge(graphdef, state)
     batch, count, levels = codes.shape
     hidden, cache = _prefill(model, tokens, lengths, cache_len)
-    cache = jax.tree.map(lambda x: jnp.repeat(x, count, axis=0), cache)
+    cache = take_cache_rows(cache, jnp.repeat(jnp.arange(batch), count))
     flat = codes.reshape(batch * count, levels)
     # Teacher forcing: codes 0..L-2 enter the cache together; each hidden state scores the next.
     level_tokens = code_tokens[jnp.arange(levels - 1)[None], flat[:, :-1]]

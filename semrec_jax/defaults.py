@@ -81,6 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.new_rows_init = "mean"   # pretrained only: mean | normal
   config.lm.dtype = "float32"        # activations (bfloat16 on accelerators); params stay float32
   config.lm.attention = "auto"       # auto (GPU cudnn, TPU splash, else xla) | xla | cudnn | splash
+  config.lm.remat = "none"           # none | dots | full: what a layer keeps for its backward pass
   config.lm.stages = ("all",)        # new_rows | embeddings | all, in order
   config.lm.stage_steps = (150,)
   config.lm.stage_lr = (1e-3,)

@@ -28,6 +28,7 @@ DEFAULT_RULES = (
     ("kv_heads", None),
     ("codebook", None),
     ("code_dim", None),
+    ("layers", None),  # the stacked axis of scanned layer groups: every device holds all groups
 )
 
 

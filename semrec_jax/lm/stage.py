@@ -21,7 +21,7 @@ from semrec_jax.embed.text import item_text
 from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
 from semrec_jax.lm.trainer import LMTrainer, train
 from semrec_jax.models import attention, configs, params
-from semrec_jax.models.decoder import Decoder
+from semrec_jax.models.decoder import REMAT_POLICIES, Decoder
 from semrec_jax.stages import StageError
 
 
@@ -58,6 +58,8 @@ def check(c) -> None:
   if c.attention not in attention.IMPLEMENTATIONS:
     raise StageError(f"config.lm.attention={c.attention!r}: expected one of "
                      f"{', '.join(attention.IMPLEMENTATIONS)}")
+  if c.remat not in REMAT_POLICIES:
+    raise StageError(f"config.lm.remat={c.remat!r}: expected one of {', '.join(REMAT_POLICIES)}")
   kind, _, where = c.weights.partition(":")
   if c.weights != "scratch" and kind not in ("gguf", "safetensors"):
     raise StageError(f"config.lm.weights={c.weights!r}: expected scratch, gguf:PATH|package or "
@@ -79,8 +81,8 @@ def decoder_config(c, tokenizer_size: int) -> configs.DecoderConfig:
   """The decoder's shape for config.lm `c`: a from-scratch model sized to its tokenizer, or the
   pretrained model whose vocabulary gains the tokenizer's extra pieces as new rows."""
   if c.weights == "scratch":
-    return configs.get(c.model, vocab_size=tokenizer_size, attention=c.attention)
-  base = configs.get(c.model, attention=c.attention)
+    return configs.get(c.model, vocab_size=tokenizer_size, attention=c.attention, remat=c.remat)
+  base = configs.get(c.model, attention=c.attention, remat=c.remat)
   return base.replace(num_new_tokens=tokenizer_size - base.vocab_size)
 
 

@@ -30,6 +30,12 @@ TRAINABLE = {"new_rows": NewTokens, "embeddings": nnx.All(nnx.Param, nnx.PathCon
              "all": nnx.Param}
 
 
+def _is_norm_scale(path) -> bool:
+  """Whether a parameter path ends at an RMSNorm scale (a vector, or a stack of them under the
+  scanned groups: the rank alone cannot tell them from a matrix)."""
+  return any(getattr(k, "key", getattr(k, "name", None)) == "scale" for k in path)
+
+
 def optimizer(c, steps: int) -> optax.GradientTransformation:
   """AdamW for `steps` updates: linear warmup, cosine decay, global-norm clipping. Weight decay
   applies to matrices only (norm scales are left alone, as Gemma and Llama were trained)."""
@@ -38,7 +44,8 @@ def optimizer(c, steps: int) -> optax.GradientTransformation:
   schedule = optax.warmup_cosine_decay_schedule(
       c.learning_rate / warmup, c.learning_rate, warmup, max(steps, warmup + 1),
       end_value=0.1 * c.learning_rate)
-  decayed = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
+  decayed = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: not _is_norm_scale(path), params)
   return optax.chain(optax.clip_by_global_norm(c.clip_norm),
                      optax.adamw(schedule, weight_decay=c.weight_decay, mask=decayed))
 

@@ -26,6 +26,28 @@ class DecoderConfig:
   num_new_tokens: int = 0              # semantic-ID and control tokens appended to the vocabulary
   max_len: int = 2048
   attention: str = "auto"              # auto | xla | cudnn | splash (models/attention.py)
+  remat: str = "none"                  # none | dots | full: what a layer's backward recomputes
+
+  @property
+  def group_size(self) -> int:
+    """Layers in the repeating unit the decoder scans over: Gemma 3's sliding-window layers and
+    the global one after them (6), or 1 when every layer is alike."""
+    return self.global_every if self.sliding_window is not None else 1
+
+  @property
+  def num_groups(self) -> int:
+    return self.num_layers // self.group_size
+
+  def layer_slot(self, layer: int) -> tuple[str, int | None]:
+    """Where layer `layer`'s parameters live: ("groups/blocks/j", group index) for the scanned
+    groups (stacked on a leading axis), ("tail/k", None) for the layers after the last whole group
+    (Gemma 3 1B: 26 = 4 x 6 + 2)."""
+    if not 0 <= layer < self.num_layers:
+      raise ValueError(f"layer {layer} out of range for a {self.num_layers}-layer model")
+    group, j = divmod(layer, self.group_size)
+    if group < self.num_groups:
+      return f"groups/blocks/{j}", group
+    return f"tail/{layer - self.num_groups * self.group_size}", None
 
   @property
   def is_gemma(self) -> bool:

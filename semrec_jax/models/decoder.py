@@ -133,6 +133,52 @@ class Block(nnx.Module):
     return x + (self.post_mlp_norm(h) if self.post_norms else h), cache
 
 
+# What a layer keeps for its backward pass (config.remat): everything, only the results of its
+# weight matmuls (the attention and MLP internals are recomputed), or only its input.
+REMAT_POLICIES = {"none": None,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                  "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def _run_block(block: Block, x, positions, segment_ids, cache):
+  x, cache = block(x, positions, segment_ids, cache)
+  return parallel.constrain(x, "batch", None, None), cache
+
+
+def block_runner(remat: str):
+  """A function (block, x, positions, segment_ids, cache) -> (x, cache) that saves for the
+  backward pass what the remat policy says. Functional (split, jax.checkpoint, merge) so that a
+  model merged outside a jax loop can run inside it, which nnx's own transforms refuse."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat policy {remat!r}; expected one of {', '.join(REMAT_POLICIES)}")
+  if remat == "none":
+    return _run_block
+  policy = REMAT_POLICIES[remat]
+
+  def run(block, *args):
+    graphdef, state = nnx.split(block)
+    recomputed = jax.checkpoint(lambda state, *args: _run_block(nnx.merge(graphdef, state), *args),
+                                policy=policy)
+    return recomputed(state, *args)
+  return run
+
+
+class Group(nnx.Module):
+  """config.group_size consecutive layers, the unit the decoder scans over: Gemma 3's five
+  sliding-window layers and the global one after them, or one layer when all are alike."""
+
+  def __init__(self, c: DecoderConfig, rngs: nnx.Rngs):
+    self.remat = c.remat
+    self.blocks = nnx.List([Block(c, j, rngs) for j in range(c.group_size)])
+
+  def __call__(self, x, positions, segment_ids, cache=None):
+    run, new_cache = block_runner(self.remat), []
+    for j, block in enumerate(self.blocks):
+      x, block_cache = run(block, x, positions, segment_ids, None if cache is None else cache[j])
+      new_cache.append(block_cache)
+    return x, (new_cache if cache is not None else None)
+
+
 class Embedder(nnx.Module):
   """Base table plus new-token rows; embeds ids and produces logits over both."""
 
@@ -198,7 +244,18 @@ class Decoder(nnx.Module):
   def __init__(self, config: DecoderConfig, rngs: nnx.Rngs, dtype=jnp.float32):
     self.config, self.dtype = config, dtype
     self.embedder = Embedder(config, rngs)
-    self.layers = nnx.List([Block(config, i, rngs) for i in range(config.num_layers)])
+    # The whole groups' parameters are stacked on a leading "layers" axis (nnx.vmap) and run by
+    # one scan: the step compiles one group, not num_layers layers.
+    if config.num_groups:
+      @nnx.split_rngs(splits=config.num_groups)
+      @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+      def stacked_groups(rngs):
+        return Group(config, rngs)
+      self.groups = stacked_groups(rngs)
+    else:
+      self.groups = None
+    first_tail = config.num_groups * config.group_size
+    self.tail = nnx.List([Block(config, i, rngs) for i in range(first_tail, config.num_layers)])
     self.final_norm = RMSNorm(config.embed_dim, config.norm_eps, 1.0 if config.is_gemma else 0.0)
 
   def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
@@ -221,16 +278,49 @@ class Decoder(nnx.Module):
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
     x = parallel.constrain(self.embedder.encode(tokens, self.dtype), "batch", None, None)
-    new_cache = []
-    for i, layer in enumerate(self.layers):
-      x, layer_cache = layer(x, positions, segment_ids, None if cache is None else cache[i])
-      x = parallel.constrain(x, "batch", None, None)
-      new_cache.append(layer_cache)
-    return self.final_norm(x), (new_cache if cache is not None else None)
+    groups_cache = None
+    if self.groups is not None:  # one scan step per group, over the stacked parameters
+      graphdef, stacked = nnx.split(self.groups)
 
-  def init_cache(self, batch: int, length: int, dtype=None) -> list[dict]:
+      def scan_step(x, group_and_cache):
+        group, group_cache = group_and_cache
+        return nnx.merge(graphdef, group)(x, positions, segment_ids, group_cache)
+      x, groups_cache = jax.lax.scan(scan_step, x,
+                                     (stacked, None if cache is None else cache["groups"]))
+    run, tail_cache = block_runner(self.config.remat), []
+    for k, block in enumerate(self.tail):
+      x, block_cache = run(block, x, positions, segment_ids,
+                           None if cache is None else cache["tail"][k])
+      tail_cache.append(block_cache)
+    new_cache = {"groups": groups_cache, "tail": tail_cache} if cache is not None else None
+    return self.final_norm(x), new_cache
+
+  def init_cache(self, batch: int, length: int, dtype=None) -> dict:
+    """An empty key/value cache laid out like the layers: {"groups": per position in a group,
+    arrays with a leading group axis; "tail": one per tail layer}."""
     c = self.config
-    shape = (batch, length, c.num_kv_heads, c.head_dim)
     dtype = dtype or self.dtype
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-             "pos": jnp.full((batch, length), -1, jnp.int32)} for _ in range(c.num_layers)]
+
+    def empty(*lead):
+      shape = (*lead, batch, length, c.num_kv_heads, c.head_dim)
+      return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+              "pos": jnp.full((*lead, batch, length), -1, jnp.int32)}
+    return {"groups": [empty(c.num_groups) for _ in range(c.group_size)] if c.num_groups else None,
+            "tail": [empty() for _ in range(len(self.tail))]}
+
+
+def take_cache_rows(cache: dict, rows: jax.Array) -> dict:
+  """The cache of batch rows `rows`: each beam's parent in beam search, or every prompt repeated
+  (rows = repeat(arange(B), n)). Group caches hold the batch on axis 1, behind the group axis."""
+  groups = cache["groups"]
+  return {"groups": None if groups is None else jax.tree.map(lambda x: x[:, rows], groups),
+          "tail": jax.tree.map(lambda x: x[rows], cache["tail"])}
+
+
+def layer_state(state, config: DecoderConfig, layer: int):
+  """Layer `layer`'s part of a Decoder state (parameters or gradients), wherever the scan keeps
+  it: its slice of a stacked group, or a tail block."""
+  prefix, index = config.layer_slot(layer)
+  for part in prefix.split("/"):
+    state = state[int(part) if part.isdigit() else part]
+  return state if index is None else jax.tree.map(lambda x: x[index], state)

@@ -82,15 +82,26 @@ def abstract_model(config: DecoderConfig, dtype=jnp.float32) -> Decoder:
   return nnx.eval_shape(lambda: Decoder(config, nnx.Rngs(0), dtype=dtype))
 
 
+def _slot(config: DecoderConfig, path: str) -> tuple[str, int | None]:
+  """A per-layer path "layers/i/rest" -> (its parameter path, index on the stacked group axis or
+  None): the decoder scans groups of layers (DecoderConfig.layer_slot)."""
+  found = re.fullmatch(r"layers/(\d+)/(.+)", path)
+  if not found:
+    return path, None
+  prefix, index = config.layer_slot(int(found[1]))
+  return f"{prefix}/{found[2]}", index
+
+
 def _load(model: Decoder, tensors, source: str, mesh, rules) -> Decoder:
-  """Fills `model` (abstract) from (hf_name, numpy array) pairs; returns the concrete model."""
+  """Fills `model` (abstract) from (hf_name, numpy array) pairs; returns the concrete model.
+  Stacked group parameters are assembled on the host, one slice per layer, then placed once."""
   c = model.config
   rows = key_map(c)
   state = nnx.state(model, nnx.Param)
   flat = dict(nnx.to_flat_state(state))
   shardings = dict(nnx.to_flat_state(parallel.state_shardings(state, mesh, rules)))
   by_path = {"/".join(map(str, k)): k for k in flat}
-  loaded = set()
+  host, loaded = {}, set()
   for name, array in tensors:
     for pattern, path, transform in rows:
       if re.fullmatch(pattern, name):
@@ -99,25 +110,51 @@ def _load(model: Decoder, tensors, source: str, mesh, rules) -> Decoder:
       if any(re.fullmatch(p, name) for p in _IGNORED):
         continue
       raise ValueError(f"{source}: unexpected tensor {name!r} for a {c.family} model")
-    path = re.sub(pattern, path, name)
+    layer_path = re.sub(pattern, path, name)
+    try:
+      path, index = _slot(c, layer_path)
+    except ValueError:  # a layer past num_layers
+      path, index = None, None
     if path not in by_path:
-      raise ValueError(f"{source}: tensor {name!r} maps to {path!r}, which this {c.family} "
-                       f"config has no parameter for (tie_embeddings={c.tie_embeddings}, "
-                       f"num_layers={c.num_layers})")
+      raise ValueError(f"{source}: tensor {name!r} maps to {layer_path!r}, which this "
+                       f"{c.family} config has no parameter for (tie_embeddings="
+                       f"{c.tie_embeddings}, num_layers={c.num_layers})")
     key = by_path[path]
+    shape = flat[key].shape if index is None else flat[key].shape[1:]
     value = transform(np.asarray(array, dtype=np.float32))
-    if value.shape != flat[key].shape:
+    if value.shape != shape:
       raise ValueError(f"{source}: tensor {name!r} has shape {array.shape} -> {value.shape}, "
-                       f"the model expects {flat[key].shape} at {path}")
-    flat[key].set_value(jax.device_put(value.astype(flat[key].dtype),
-                                       shardings[key].get_value()))
-    loaded.add(path)
-  missing = sorted(p for p, k in by_path.items()
-                   if p not in loaded and not p.startswith("embedder/new_"))
+                       f"the model expects {shape} at {layer_path}")
+    if index is None:
+      host[path] = value
+    else:
+      host.setdefault(path, np.zeros(flat[key].shape, np.float32))[index] = value
+    loaded.add(layer_path)
+  expected = {p for p in _layer_paths(c, by_path) if not p.startswith("embedder/new_")}
+  missing = sorted(expected - loaded)
   if missing:
     raise ValueError(f"{source}: missing tensor(s) for {missing[:5]} ({len(missing)} in all)")
+  for path, value in host.items():
+    key = by_path[path]
+    flat[key].set_value(jax.device_put(value.astype(flat[key].dtype),
+                                       shardings[key].get_value()))
   nnx.update(model, nnx.from_flat_state(flat))
   return model
+
+
+def _layer_paths(config: DecoderConfig, by_path) -> set[str]:
+  """Every parameter path in per-layer form ("layers/i/rest" for each layer of a group slot)."""
+  out = set()
+  for path in by_path:
+    found = re.fullmatch(r"(groups/blocks/(\d+)|tail/(\d+))/(.+)", path)
+    if not found:
+      out.add(path)
+      continue
+    g, first_tail = config.group_size, config.num_groups * config.group_size
+    layers = ([i * g + int(found[2]) for i in range(config.num_groups)] if found[2] is not None
+              else [first_tail + int(found[3])])
+    out.update(f"layers/{i}/{found[4]}" for i in layers)
+  return out
 
 
 def _new_rows(base: jax.Array, rows: int, method: str, key: jax.Array) -> jax.Array:

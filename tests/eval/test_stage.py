@@ -76,7 +76,7 @@ def test_a_checkpoint_restores_on_any_mesh_with_the_same_rankings(trained_lm):
                parallel.make_mesh(devices=jax.devices()[:1])):
     lm = restore.load(str(workdir), step=6, mesh=mesh)
     assert lm.step == 6
-    leaf = lm.model.layers[0].mlp.up[...]
+    leaf = lm.model.groups.blocks[0].mlp.up[...]  # stacked over the scanned groups
     assert len(leaf.sharding.device_set) == mesh.size
     dec = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                               batch_size=8)

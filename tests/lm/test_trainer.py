@@ -139,9 +139,11 @@ def test_weight_decay_leaves_norm_scales_alone(data, tokenizer):
   trainer = trainer_lib.LMTrainer(model, c, "all", 4, parallel.make_mesh())
   trainer.state, _ = trainer.step(trainer.state, trainer.put(next(batches(data, tokenizer))))
   after = _params(trainer.model)
-  norm = after["final_norm"]["scale"] - before["final_norm"]["scale"]
-  assert np.abs(norm).max() == 0
-  q0, q1 = before["layers"][0]["attention"]["q"], after["layers"][0]["attention"]["q"]
+  first = lambda p: p["groups"]["blocks"][0]  # stacked over the scanned groups
+  for scales in (lambda p: p["final_norm"]["scale"],
+                 lambda p: first(p)["pre_attention_norm"]["scale"]):  # [groups, dim]
+    assert np.abs(scales(after) - scales(before)).max() == 0
+  q0, q1 = first(before)["attention"]["q"], first(after)["attention"]["q"]
   np.testing.assert_allclose(q1, q0 * (1 - 0.5 * c.learning_rate / 1), rtol=1e-5)
 
 

@@ -12,7 +12,7 @@ from jax.sharding import AbstractDevice, AbstractMesh, AxisType
 
 from semrec_jax import parallel
 from semrec_jax.models import attention, configs
-from semrec_jax.models.decoder import Decoder
+from semrec_jax.models.decoder import Decoder, layer_state
 
 SCALE = 0.125
 
@@ -154,7 +154,7 @@ def test_decoder_auto_is_xla_on_cpu_and_splash_agrees():
   np.testing.assert_allclose(float(got[0]), float(want[0]), rtol=1e-6)
   np.testing.assert_allclose(got[1], want[1], atol=1e-4)
   for layer in (0, 1):  # local, global
-    grad = lambda g: g["layers"][layer]["attention"]["k"][...]
+    grad = lambda g, i=layer: layer_state(g, c, i)["attention"]["k"][...]
     scale = float(jnp.abs(grad(want[2])).max())
     assert scale > 1e-4
     np.testing.assert_allclose(grad(got[2]), grad(want[2]), atol=1e-4 * scale)

@@ -1,6 +1,5 @@
 """Model FLOPs: the hand count for `tiny`, and the matmul parameters it assumes are the model's."""
 
-import jax
 import numpy as np
 from flax import nnx
 
@@ -21,10 +20,10 @@ def test_matmul_parameters_are_the_models_matrices():
   for name in ("tiny", "gemma3_270m", "qwen3_0_6b", "qwen3_8b"):
     c = configs.get(name)
     model = nnx.eval_shape(lambda c=c: Decoder(c, nnx.Rngs(0)))
-    # Every >= 2-D parameter is a matmul weight, except an untied input table (a lookup; a tied
-    # table counts once, as the head).
-    matrices = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param))
-                   if len(x.shape) >= 2)
+    # Every parameter but the norm scales (vectors, stacked over the scanned groups) is a matmul
+    # weight, except an untied input table (a lookup; a tied table counts once, as the head).
+    matrices = sum(int(np.prod(x.shape)) for path, x in nnx.to_flat_state(
+        nnx.state(model, nnx.Param)) if path[-1] != "scale")
     batch, seq = 2, 64
     attention = 6 * c.num_layers * batch * seq * seq * c.num_heads * c.head_dim
     lookup = 0 if c.tie_embeddings else c.padded_vocab_size * c.embed_dim
