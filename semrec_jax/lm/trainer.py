@@ -107,8 +107,8 @@ class LMTrainer:
     sum_and_grad = jax.value_and_grad(
         lambda p, b: self._batch_loss(nnx.merge(graphdef, p, rest), b), has_aux=True)
     micro = batch if self.accumulate > 1 else jax.tree.map(lambda x: x[None], batch)
-    (total, count, grads), _ = microbatch.scan_sum(
-        lambda b: (_flatten(sum_and_grad(trained, b)), None), micro)
+    ((total, count), grads), _ = microbatch.scan_sum(
+        lambda b: (sum_and_grad(trained, b), None), micro)
     scale = 1.0 / jnp.maximum(count, 1)
     grads = jax.tree.map(lambda g: g * scale, grads)
     opt.update(model, grads)
@@ -145,11 +145,6 @@ class LMTrainer:
     micro-batches stacked [k, rows, seq] for one accumulating step."""
     return {k: parallel.global_batch(np.asarray(batch[k], np.int32), self.mesh,
                                      batch_axis=np.ndim(batch[k]) - 2) for k in BATCH_KEYS}
-
-
-def _flatten(value_and_grad):
-  (total, count), grads = value_and_grad
-  return total, count, grads
 
 
 class _Preemption:
