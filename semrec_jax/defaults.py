@@ -22,6 +22,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.kcore = 5              # iterative k-core; 0 disables
   config.data.max_history = 50       # items of history kept per example
   config.data.max_bad_fraction = 0.01  # share of bad lines per file that fails the run
+  config.data.runner = "local"       # local (one process) | beam (Apache Beam: semrec_jax[beam])
+  # beam only: pipeline options, e.g. "--runner=DataflowRunner --project=P --region=R
+  # --temp_location=gs://B/tmp"; without --runner: the DirectRunner's engine (FnApiRunner) here.
+  config.data.beam_options = ""
+  config.data.beam_kcore_rounds = 4  # beam only: k-core rounds per pipeline run (rerun until done)
+  # beam only: where the pipelines write (gs://... for Dataflow while the workdir is local; a
+  # folder per run, removed once its datasets are copied into WORKDIR/data); empty: WORKDIR/data.
+  config.data.beam_dir = ""
 
   config.mesh = parallel.mesh_config(data=-1, fsdp=1, tensor=1)
 

@@ -54,6 +54,12 @@ def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
     return json.load(f)
 
 
+# Settings that change how a stage runs, never what it writes (the tests check both ways give the
+# same artifacts): left out of fingerprints, so changing them neither redoes nor refuses a stage.
+HOW_NOT_WHAT = ("data.runner", "data.beam_options", "data.beam_kcore_rounds", "data.beam_dir",
+                "lm.data_workers", "lm.preemption_check_every")
+
+
 def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) -> dict:
   upstream = {}
   for dep in stage.depends_on:
@@ -64,6 +70,10 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     upstream[dep] = found["sha256"]
   sections = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
               for key in stage.config_keys}
+  for dotted in HOW_NOT_WHAT:
+    section, _, field = dotted.partition(".")
+    if isinstance(sections.get(section), dict):
+      sections[section].pop(field, None)
   body = {"stage": stage.name, "config": sections, "upstream": upstream}
   digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
   return {**body, "sha256": digest}

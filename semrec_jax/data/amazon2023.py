@@ -7,7 +7,7 @@ Catalog: `meta_<Category>.jsonl[.gz]` (join key `parent_asin`). Interactions, by
                [, history]), in the folder or under 5core/timestamp_w_his or 5core/timestamp;
                all three files are pooled and re-split (the `history` column is not needed).
   'auto'       reviews when present, else the benchmark files.
-Only metadata rows of items that occur in the interactions are kept in memory.
+Only metadata rows of items that occur in the interactions are kept.
 """
 
 import csv
@@ -15,10 +15,11 @@ import json
 import os
 
 from semrec_jax.data import attributes
-from semrec_jax.data.catalog import Catalog, CatalogBuilder, price_text
+from semrec_jax.data.catalog import Catalog, price_text
 from semrec_jax.data.errors import BadLines, DataError, DropLog
 from semrec_jax.data.files import find, find_optional, json_lines, open_text, require_columns
-from semrec_jax.data.interactions import InteractionBuffer, Interactions
+from semrec_jax.data.interactions import Interactions
+from semrec_jax.data.sources import Plan, read_local
 
 _BENCHMARK_DIRS = ("", "5core/timestamp_w_his", "5core/timestamp", "0core/timestamp_w_his",
                    "0core/timestamp")
@@ -30,18 +31,18 @@ def layout(category: str) -> str:
 
 
 def read(config) -> tuple[Catalog, Interactions, DropLog]:
+  return read_local(plan(config), config.max_bad_fraction)
+
+
+def plan(config) -> Plan:
+  """The files of one category and their parsers (see `semrec_jax.data.sources`)."""
   if not config.category:
     raise DataError("config.data.category is required for format 'amazon2023' (e.g. Video_Games)")
-  folder, category, drops = config.path, config.category, DropLog()
+  folder, category = config.path, config.category
   meta_path = find(folder, [f"meta_{category}.jsonl"], layout(category))
-  buffer = InteractionBuffer()
-  for path in _interaction_files(folder, category, config.interactions):
-    if path.endswith((".csv", ".csv.gz")):
-      _read_benchmark_csv(path, buffer, config.max_bad_fraction, drops)
-    else:
-      _read_reviews(path, buffer, config.max_bad_fraction, drops)
-  catalog = _read_meta(meta_path, set(buffer.item_vocab), config.max_bad_fraction, drops)
-  return catalog, buffer.build(), drops
+  return Plan(interaction_files=tuple(_interaction_files(folder, category, config.interactions)),
+              parse_interactions=parse_interactions, catalog_file=meta_path,
+              parse_catalog=parse_meta, catalog_only_interacted=True)
 
 
 def _interaction_files(folder: str, category: str, source: str) -> list[str]:
@@ -75,19 +76,19 @@ def _parse_timestamp(value) -> int | None:
     return int(number) if number == number and abs(number) != float("inf") else None
 
 
-def _read_reviews(path: str, buffer: InteractionBuffer, max_bad_fraction: float,
-                  drops: DropLog) -> None:
-  bad = BadLines(path, max_bad_fraction)
+def parse_interactions(path: str, bad: BadLines):
+  """(line, 0, user_id, parent_asin, timestamp) per usable row of a reviews or benchmark file."""
+  if path.endswith((".csv", ".csv.gz")):
+    yield from _parse_benchmark_csv(path, bad)
+    return
   for line_number, record in json_lines(path, bad):
-    _add_row(record.get("user_id"), record.get("parent_asin"), record.get("timestamp"),
-             line_number, buffer, bad)
-  bad.check()
-  drops.merge_bad_lines(bad)
+    row = _parse_row(record.get("user_id"), record.get("parent_asin"), record.get("timestamp"),
+                     line_number, bad)
+    if row:
+      yield row
 
 
-def _read_benchmark_csv(path: str, buffer: InteractionBuffer, max_bad_fraction: float,
-                        drops: DropLog) -> None:
-  bad = BadLines(path, max_bad_fraction)
+def _parse_benchmark_csv(path: str, bad: BadLines):
   with open_text(path) as f:
     reader = csv.DictReader(f)
     require_columns(reader.fieldnames, ["user_id", "parent_asin", "timestamp"], path)
@@ -97,16 +98,15 @@ def _read_benchmark_csv(path: str, buffer: InteractionBuffer, max_bad_fraction: 
         if None in row:  # more fields than the header
           bad.add(reader.line_num, "malformed_csv", f"{len(row[None])} extra field(s)")
           continue
-        _add_row(row.get("user_id"), row.get("parent_asin"), row.get("timestamp"),
-                 reader.line_num, buffer, bad)
+        parsed = _parse_row(row.get("user_id"), row.get("parent_asin"), row.get("timestamp"),
+                            reader.line_num, bad)
+        if parsed:
+          yield parsed
     except csv.Error as e:
       raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({e})") from e
-  bad.check()
-  drops.merge_bad_lines(bad)
 
 
-def _add_row(user, item, timestamp, line_number: int, buffer: InteractionBuffer,
-             bad: BadLines) -> None:
+def _parse_row(user, item, timestamp, line_number: int, bad: BadLines):
   user, item = str(user or "").strip(), str(item or "").strip()
   if not user:
     bad.add(line_number, "missing_user_id")
@@ -117,30 +117,22 @@ def _add_row(user, item, timestamp, line_number: int, buffer: InteractionBuffer,
     if ts is None:
       bad.add(line_number, "bad_timestamp", repr(timestamp))
     else:
-      buffer.add(user, item, ts)
+      return line_number, 0, user, item, ts
+  return None
 
 
-def _read_meta(path: str, wanted: set[str], max_bad_fraction: float, drops: DropLog) -> Catalog:
-  bad = BadLines(path, max_bad_fraction)
-  catalog = CatalogBuilder()
+def parse_meta(path: str, bad: BadLines):
+  """(line, parent_asin, catalog fields, unparsed_price) per metadata row."""
   for line_number, meta in json_lines(path, bad):
     asin = str(meta.get("parent_asin") or "").strip()
     if not asin:
       bad.add(line_number, "missing_parent_asin")
       continue
-    if asin not in wanted:
-      continue  # an item nobody interacted with: not part of the dataset
     details = meta.get("details") or {}
     price = price_text(meta.get("price"))
-    if price is None:
-      drops["unparsed_price"] += 1  # the item stays, without a price
-    catalog.add(
-        asin, title=meta.get("title"), description=meta.get("description"),
+    yield line_number, asin, dict(
+        title=meta.get("title"), description=meta.get("description"),
         features=meta.get("features"), categories=meta.get("categories"),
         store=meta.get("store"),
         details=json.dumps(details, ensure_ascii=False) if details else "",
-        price=price or "", **attributes.from_amazon2023(meta))
-  bad.check()
-  drops.merge_bad_lines(bad)
-  drops["duplicate_item_rows"] += catalog.duplicates
-  return catalog.build()
+        price=price or "", **attributes.from_amazon2023(meta)), price is None

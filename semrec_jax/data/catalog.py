@@ -42,24 +42,34 @@ class CatalogBuilder:
     return item_id in self._rows
 
   def add(self, item_id: str, **fields: str) -> None:
-    unknown = set(fields) - set(FIELDS)
-    if unknown:
-      raise KeyError(f"unknown catalog fields {sorted(unknown)}; known: {FIELDS}")
     if item_id in self._rows:
+      make_row(fields)  # still checks the field names
       self.duplicates += 1
       return
-    self._rows[item_id] = {name: clean(fields.get(name, "")) for name in FIELDS}
+    self._rows[item_id] = make_row(fields)
 
   def update(self, item_id: str, **fields: str) -> None:
     """Fills empty fields of an existing row (used for side files such as extra attributes)."""
-    row = self._rows[item_id]
-    for name, value in fields.items():
-      if not row[name]:
-        row[name] = clean(value)
+    fill_row(self._rows[item_id], fields)
 
   def build(self) -> Catalog:
     ids = list(self._rows)
     return Catalog(ids, {name: [self._rows[i][name] for i in ids] for name in FIELDS})
+
+
+def make_row(fields: dict) -> dict[str, str]:
+  """One catalog row: every name in FIELDS, cleaned ('' where absent)."""
+  unknown = set(fields) - set(FIELDS)
+  if unknown:
+    raise KeyError(f"unknown catalog fields {sorted(unknown)}; known: {FIELDS}")
+  return {name: clean(fields.get(name, "")) for name in FIELDS}
+
+
+def fill_row(row: dict[str, str], fields: dict) -> None:
+  """Fills the empty fields of `row` from `fields` (side files such as extra attributes)."""
+  for name, value in fields.items():
+    if not row[name]:
+      row[name] = clean(value)
 
 
 def price_text(value) -> str | None:

@@ -11,31 +11,33 @@ The sequences carry no timestamps: an interaction's position in its user's line 
 import csv
 
 from semrec_jax.data import attributes
-from semrec_jax.data.catalog import ATTRIBUTE_FIELDS, Catalog, CatalogBuilder
+from semrec_jax.data.catalog import ATTRIBUTE_FIELDS, Catalog
 from semrec_jax.data.errors import BadLines, DropLog
 from semrec_jax.data.files import find, find_optional, open_text, require_columns
-from semrec_jax.data.interactions import InteractionBuffer, Interactions
+from semrec_jax.data.interactions import Interactions
+from semrec_jax.data.sources import Plan, read_local
 
 LAYOUT = ("items.csv[.gz] (item_id,asin,title,...), sequences.tsv[.gz] (user_id<TAB>asin asin ...), "
           "optional items_2023_llm_attrs.csv[.gz]")
 
 
 def read(config) -> tuple[Catalog, Interactions, DropLog]:
+  return read_local(plan(config), config.max_bad_fraction)
+
+
+def plan(config) -> Plan:
+  """The files of the folder and their parsers (see `semrec_jax.data.sources`)."""
   folder = config.path
-  drops = DropLog()
   items_path = find(folder, ["items.csv"], LAYOUT)
   sequences_path = find(folder, ["sequences.tsv"], LAYOUT)
-  catalog = _read_items(items_path, config.max_bad_fraction, drops)
-  attrs_path = find_optional(folder, ["items_2023_llm_attrs.csv"])
-  if attrs_path:
-    _read_attributes(attrs_path, catalog, config.max_bad_fraction, drops)
-  interactions = _read_sequences(sequences_path, config.max_bad_fraction, drops)
-  return catalog.build(), interactions, drops
+  return Plan(interaction_files=(sequences_path,), parse_interactions=parse_sequences,
+              catalog_file=items_path, parse_catalog=parse_items,
+              attribute_file=find_optional(folder, ["items_2023_llm_attrs.csv"]),
+              parse_attributes=parse_attributes, catalog_first=True)
 
 
-def _read_items(path: str, max_bad_fraction: float, drops: DropLog) -> CatalogBuilder:
-  bad = BadLines(path, max_bad_fraction)
-  catalog = CatalogBuilder()
+def parse_items(path: str, bad: BadLines):
+  """(line, asin, fields, False) per row of items.csv."""
   with open_text(path) as f:
     reader = csv.DictReader(f)
     require_columns(reader.fieldnames, ["asin", "title"], path)
@@ -47,17 +49,13 @@ def _read_items(path: str, max_bad_fraction: float, drops: DropLog) -> CatalogBu
         continue
       title = row.get("title") or ""
       platform = attributes.canonical_platform(row.get("platform_from_title") or "")
-      catalog.add(asin, title=title, platform=platform or attributes.platform_from_title(title))
-  bad.check()
-  drops.merge_bad_lines(bad)
-  drops["duplicate_item_rows"] += catalog.duplicates
-  return catalog
+      yield reader.line_num, asin, dict(
+          title=title, platform=platform or attributes.platform_from_title(title)), False
 
 
-def _read_attributes(path: str, catalog: CatalogBuilder, max_bad_fraction: float,
-                     drops: DropLog) -> None:
-  """Fills attributes from the LLM-extracted side file; titles keep priority for the platform."""
-  bad = BadLines(path, max_bad_fraction)
+def parse_attributes(path: str, bad: BadLines):
+  """(line, parent_asin, attributes) per row of the LLM-extracted side file; they only fill empty
+  fields, so the title's platform keeps priority."""
   with open_text(path) as f:
     reader = csv.DictReader(f)
     require_columns(reader.fieldnames, ["parent_asin"], path)
@@ -67,20 +65,14 @@ def _read_attributes(path: str, catalog: CatalogBuilder, max_bad_fraction: float
       if not asin:
         bad.add(reader.line_num, "missing_parent_asin")
         continue
-      if asin not in catalog:
-        drops["attribute_rows_for_unknown_items"] += 1
-        continue
       values = {k: (row.get(k) or "") for k in ATTRIBUTE_FIELDS if k in row}
       if "platform" in values:
         values["platform"] = attributes.canonical_platform(values["platform"])
-      catalog.update(asin, **values)
-  bad.check()
-  drops.merge_bad_lines(bad)
+      yield reader.line_num, asin, values
 
 
-def _read_sequences(path: str, max_bad_fraction: float, drops: DropLog) -> Interactions:
-  bad = BadLines(path, max_bad_fraction)
-  buffer = InteractionBuffer()
+def parse_sequences(path: str, bad: BadLines):
+  """(line, position, user_id, asin, position) per interaction: the position is the timestamp."""
   with open_text(path) as f:
     for line_number, line in enumerate(f, start=1):
       line = line.rstrip("\r\n")
@@ -101,8 +93,4 @@ def _read_sequences(path: str, max_bad_fraction: float, drops: DropLog) -> Inter
         bad.add(line_number, "empty_sequence")
         continue
       for position, asin in enumerate(asins):
-        buffer.add(user, asin, position)
-  bad.check()
-  drops.merge_bad_lines(bad)
-  return buffer.build()
-
+        yield line_number, position, user, asin, position

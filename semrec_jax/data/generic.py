@@ -14,27 +14,29 @@ import csv
 import json
 
 from semrec_jax.data import attributes
-from semrec_jax.data.catalog import (ATTRIBUTE_FIELDS, TEXT_FIELDS, Catalog, CatalogBuilder,
-                                     price_text)
+from semrec_jax.data.catalog import ATTRIBUTE_FIELDS, TEXT_FIELDS, Catalog, price_text
 from semrec_jax.data.errors import BadLines, DataError, DropLog
 from semrec_jax.data.files import find, json_lines, open_text, require_columns
-from semrec_jax.data.interactions import InteractionBuffer, Interactions
+from semrec_jax.data.interactions import Interactions
+from semrec_jax.data.sources import Plan, read_local
 
 LAYOUT = "items.jsonl[.gz] (item_id, title, ...) and interactions.csv[.gz] (user_id,item_id,timestamp)"
 
 
 def read(config) -> tuple[Catalog, Interactions, DropLog]:
-  drops = DropLog()
+  return read_local(plan(config), config.max_bad_fraction)
+
+
+def plan(config) -> Plan:
+  """The two files and their parsers (see `semrec_jax.data.sources`)."""
   items_path = find(config.path, ["items.jsonl"], LAYOUT)
   interactions_path = find(config.path, ["interactions.csv"], LAYOUT)
-  interactions = _read_interactions(interactions_path, config.max_bad_fraction, drops)
-  catalog = _read_items(items_path, config.max_bad_fraction, drops)
-  return catalog, interactions, drops
+  return Plan(interaction_files=(interactions_path,), parse_interactions=parse_interactions,
+              catalog_file=items_path, parse_catalog=parse_items)
 
 
-def _read_items(path: str, max_bad_fraction: float, drops: DropLog) -> Catalog:
-  bad = BadLines(path, max_bad_fraction)
-  catalog = CatalogBuilder()
+def parse_items(path: str, bad: BadLines):
+  """(line, item_id, fields, unparsed_price) per row of items.jsonl."""
   for line_number, record in json_lines(path, bad):
     item_id = str(record.get("item_id") or "").strip()
     if not item_id:
@@ -47,21 +49,14 @@ def _read_items(path: str, max_bad_fraction: float, drops: DropLog) -> Catalog:
     if isinstance(fields.get("details"), dict):
       fields["details"] = json.dumps(fields["details"], ensure_ascii=False)
     price = price_text(record.get("price"))
-    if price is None:
-      drops["unparsed_price"] += 1  # the item stays, without a price
     fields["price"] = price or ""
     fields["platform"] = (attributes.canonical_platform(str(fields.get("platform", "")))
                           or str(fields.get("platform", "")))
-    catalog.add(item_id, **fields)
-  bad.check()
-  drops.merge_bad_lines(bad)
-  drops["duplicate_item_rows"] += catalog.duplicates
-  return catalog.build()
+    yield line_number, item_id, fields, price is None
 
 
-def _read_interactions(path: str, max_bad_fraction: float, drops: DropLog) -> Interactions:
-  bad = BadLines(path, max_bad_fraction)
-  buffer = InteractionBuffer()
+def parse_interactions(path: str, bad: BadLines):
+  """(line, 0, user_id, item_id, timestamp) per usable row of interactions.csv."""
   with open_text(path) as f:
     reader = csv.DictReader(f)
     require_columns(reader.fieldnames, ["user_id", "item_id", "timestamp"], path)
@@ -78,11 +73,10 @@ def _read_interactions(path: str, max_bad_fraction: float, drops: DropLog) -> In
           bad.add(reader.line_num, "missing_item_id")
         else:
           try:
-            buffer.add(user, item, int(row["timestamp"]))
+            timestamp = int(row["timestamp"])
           except (TypeError, ValueError):
             bad.add(reader.line_num, "bad_timestamp", repr(row.get("timestamp")))
+          else:
+            yield reader.line_num, 0, user, item, timestamp
     except csv.Error as e:
       raise DataError(f"{path}:{reader.line_num}: unreadable CSV ({e})") from e
-  bad.check()
-  drops.merge_bad_lines(bad)
-  return buffer.build()

@@ -10,18 +10,39 @@ from absl import logging
 from semrec_jax.data import amazon2023, games_tsv, generic, tfds_builders
 from semrec_jax.data.catalog import ATTRIBUTE_FIELDS
 from semrec_jax.data.errors import DataError
-from semrec_jax.data.processing import Sequences, build_sequences, leave_one_out
+from semrec_jax.data.processing import Sequences, build_sequences, leave_one_out, length_summary
 
 READERS = {"amazon2023": amazon2023.read, "games_tsv": games_tsv.read, "generic": generic.read}
 
 
+RUNNERS = ("local", "beam")
+
+
 def prepare(config, out_dir: str) -> dict:
-  """Reads `config.data`, writes the datasets and stats.json into out_dir; returns the stats."""
+  """Reads `config.data`, writes the datasets and stats.json into out_dir; returns the stats.
+
+  `config.data.runner` picks the engine: 'local' (this process; memory grows with the corpus) or
+  'beam' (Apache Beam pipelines on the runner named in `config.data.beam_options`).
+  """
   data = config.data
   if data.format not in READERS:
     raise DataError(f"unknown config.data.format {data.format!r}; expected one of {sorted(READERS)}")
   if data.max_history < 1:
     raise DataError(f"config.data.max_history must be >= 1, got {data.max_history}")
+  runner = data.get("runner", "local")
+  if runner not in RUNNERS:
+    raise DataError(f"unknown config.data.runner {runner!r}; expected one of {RUNNERS}")
+  start = time.time()
+  stats = _beam_prepare()(config, out_dir) if runner == "beam" else _prepare_local(data, out_dir)
+  stats["seconds"] = round(time.time() - start, 2)
+  with open(os.path.join(out_dir, "stats.json"), "w") as f:
+    json.dump(stats, f, indent=2, ensure_ascii=False)
+  logging.info("prepared %d users, %d items, %d interactions in %.1fs (%s)", stats["num_users"],
+               stats["num_items"], stats["num_interactions"], stats["seconds"], runner)
+  return stats
+
+
+def _prepare_local(data, out_dir: str) -> dict:
   start = time.time()
   catalog, interactions, drops = READERS[data.format](data)
   logging.info("read %d interactions, %d catalog rows in %.1fs", len(interactions), len(catalog),
@@ -31,33 +52,49 @@ def prepare(config, out_dir: str) -> dict:
   for split, example in leave_one_out(sequences, data.max_history):
     examples[split].append(example)
   tfds_builders.write(out_dir, sequences.catalog, examples)
-  stats = compute_stats(sequences, drops, data.kcore)
-  stats["seconds"] = round(time.time() - start, 2)
-  with open(os.path.join(out_dir, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=2, ensure_ascii=False)
-  logging.info("prepared %d users, %d items, %d interactions in %.1fs", stats["num_users"],
-               stats["num_items"], stats["num_interactions"], stats["seconds"])
-  return stats
+  return compute_stats(sequences, drops, data.kcore)
+
+
+def _beam_prepare():
+  """`beam_prepare.prepare_beam`, or a one-line error when Apache Beam is not installed."""
+  try:
+    import apache_beam  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise DataError("config.data.runner='beam' needs Apache Beam, which is not installed: "
+                    "pip install 'semrec_jax[beam]' (or set config.data.runner=local)") from e
+  from semrec_jax.data import beam_prepare  # pylint: disable=g-import-not-at-top
+  return beam_prepare.prepare_beam
 
 
 def compute_stats(sequences: Sequences, drops, kcore: int) -> dict:
   lengths = sequences.lengths()
+  values, counts = np.unique(lengths, return_counts=True)
   item_counts = np.bincount(sequences.items, minlength=len(sequences.catalog))
-  coverage = {name: round(float(np.mean([bool(v) for v in sequences.catalog.fields[name]])), 4)
-              for name in ("description", "features", "categories") + ATTRIBUTE_FIELDS}
+  filled = {name: sum(bool(v) for v in sequences.catalog.fields[name]) for name in COVERAGE_FIELDS}
+  return summarize_stats(
+      num_users=sequences.num_users, num_items=len(sequences.catalog),
+      num_interactions=int(len(sequences.items)), kcore=kcore,
+      length_counts=dict(zip(values.tolist(), counts.tolist())),
+      min_item_interactions=int(item_counts.min()), filled=filled, drops=drops)
+
+
+COVERAGE_FIELDS = ("description", "features", "categories") + ATTRIBUTE_FIELDS
+
+
+def summarize_stats(*, num_users: int, num_items: int, num_interactions: int, kcore: int,
+                    length_counts: dict[int, int], min_item_interactions: int,
+                    filled: dict[str, int], drops) -> dict:
+  """stats.json from aggregates that both prepare paths compute (in-process or with Beam)."""
+  lengths = length_summary(length_counts)
   return {
-      "num_users": sequences.num_users,
-      "num_items": len(sequences.catalog),
-      "num_interactions": int(len(sequences.items)),
+      "num_users": num_users,
+      "num_items": num_items,
+      "num_interactions": num_interactions,
       "kcore": kcore,
-      "min_user_interactions": int(lengths.min()),
-      "min_item_interactions": int(item_counts.min()),
-      "sequence_length": {
-          "min": int(lengths.min()), "max": int(lengths.max()),
-          "mean": round(float(lengths.mean()), 3), "median": float(np.median(lengths)),
-          "p90": float(np.percentile(lengths, 90)),
-      },
-      "split_sizes": {split: sequences.num_users for split in tfds_builders.SPLITS},
-      "attribute_coverage": coverage,
+      "min_user_interactions": lengths["min"],
+      "min_item_interactions": min_item_interactions,
+      "sequence_length": lengths,
+      "split_sizes": {split: num_users for split in tfds_builders.SPLITS},
+      "attribute_coverage": {name: round(filled[name] / num_items, 4) for name in COVERAGE_FIELDS},
       "dropped": dict(sorted(drops.items())),
   }

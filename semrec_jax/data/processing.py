@@ -45,20 +45,33 @@ class Sequences:
 def build_sequences(interactions: Interactions, catalog: Catalog, kcore: int,
                     drops: DropLog) -> Sequences:
   if len(interactions) == 0:
-    raise DataError("no interactions were read: the input files hold no usable rows")
+    raise DataError(NO_INTERACTIONS)
   rows = interactions.select(np.lexsort((interactions.order, interactions.timestamp,
                                          interactions.user)))
   rows = _dedupe(rows, drops)
   rows = _join_catalog(rows, catalog, drops)
-  _require_rows(rows, "the catalog join (no interacted item has a catalog row with a title)")
+  require_rows(len(rows), JOIN_STEP)
   rows = _kcore(rows, kcore, drops)
-  _require_rows(rows, f"the {kcore}-core filter (users need >= {max(kcore, MIN_SEQUENCE)} "
-                f"interactions, items >= {kcore})")
+  require_rows(len(rows), kcore_step(kcore))
   return _renumber(rows, catalog)
 
 
-def _require_rows(rows: Interactions, step: str) -> None:
-  if len(rows) == 0:
+NO_INTERACTIONS = "no interactions were read: the input files hold no usable rows"
+JOIN_STEP = "the catalog join (no interacted item has a catalog row with a title)"
+
+
+def kcore_minimums(k: int) -> tuple[int, int]:
+  """(fewest interactions a user needs, fewest an item needs) in the k-core."""
+  return max(k, MIN_SEQUENCE), max(k, 0)
+
+
+def kcore_step(k: int) -> str:
+  user_min, _ = kcore_minimums(k)
+  return f"the {k}-core filter (users need >= {user_min} interactions, items >= {k})"
+
+
+def require_rows(num_rows: int, step: str) -> None:
+  if num_rows == 0:
     raise DataError(f"the dataset is empty after {step}")
 
 
@@ -86,7 +99,7 @@ def _join_catalog(rows: Interactions, catalog: Catalog, drops: DropLog) -> Inter
 
 def _kcore(rows: Interactions, k: int, drops: DropLog) -> Interactions:
   """Removes users with < max(k, 3) and items with < k interactions, repeatedly, to a fixed point."""
-  user_min, item_min = max(k, MIN_SEQUENCE), max(k, 0)
+  user_min, item_min = kcore_minimums(k)
   keep = np.ones(len(rows), dtype=bool)
   while True:
     user_counts = np.bincount(rows.user[keep], minlength=len(rows.user_ids))
@@ -120,18 +133,52 @@ def _renumber(rows: Interactions, catalog: Catalog) -> Sequences:
 
 
 def leave_one_out(sequences: Sequences, max_history: int):
-  """Yields (split, example) pairs: per user the last item is test, the one before validation.
+  """Yields (split, example) pairs for every user, in user order (see `user_examples`)."""
+  for u in range(sequences.num_users):
+    span = slice(sequences.offsets[u], sequences.offsets[u + 1])
+    yield from user_examples(u, sequences.user_ids[u], sequences.items[span],
+                             sequences.timestamps[span], max_history)
+
+
+def user_examples(user_index: int, user_id: str, items, timestamps, max_history: int):
+  """One user's leave-one-out examples as (split, example): the last item is test, the one before
+  validation, the one before that the train target.
 
   Each example is the target item and at most `max_history` items right before it. The train
   example's target is the last training item, so history + [target] is the (truncated) training
   sequence; no validation or test item ever appears in a training history.
   """
-  for u in range(sequences.num_users):
-    items = sequences.user_items(u)
-    times = sequences.timestamps[sequences.offsets[u]:sequences.offsets[u + 1]]
-    for split, end in (("train", len(items) - 3), ("validation", len(items) - 2),
-                       ("test", len(items) - 1)):
-      start = max(0, end - max_history)
-      yield split, {"user_index": u, "user_id": sequences.user_ids[u],
-                    "history": items[start:end].astype(np.int32), "target": int(items[end]),
-                    "timestamp": int(times[end])}
+  items = np.asarray(items, dtype=np.int32)
+  for split, end in (("train", len(items) - 3), ("validation", len(items) - 2),
+                     ("test", len(items) - 1)):
+    start = max(0, end - max_history)
+    yield split, {"user_index": user_index, "user_id": user_id,
+                  "history": items[start:end].astype(np.int32), "target": int(items[end]),
+                  "timestamp": int(timestamps[end])}
+
+
+def length_summary(length_counts: dict[int, int]) -> dict:
+  """min, max, mean, median and p90 of the sequence lengths from {length: number of users}.
+
+  Equal to numpy's `mean`, `median` and `percentile(..., 90)` (linear interpolation) on the
+  expanded lengths, without materialising them (the Beam path has only the histogram).
+  """
+  values = sorted(length_counts)
+  counts = np.array([length_counts[v] for v in values], dtype=np.int64)
+  ends = np.cumsum(counts)  # sorted position i holds values[searchsorted(ends, i, 'right')]
+  n = int(ends[-1])
+
+  def at(i: int) -> float:
+    return float(values[int(np.searchsorted(ends, i, side="right"))])
+
+  def percentile(q: float) -> float:
+    virtual = (n - 1) * (q / 100)
+    lo = int(np.floor(virtual))
+    t = virtual - lo
+    a, b = at(lo), at(min(lo + 1, n - 1))
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+  median = at(n // 2) if n % 2 else (at(n // 2 - 1) + at(n // 2)) / 2
+  total = sum(v * c for v, c in zip(values, counts.tolist()))
+  return {"min": int(values[0]), "max": int(values[-1]), "mean": round(total / n, 3),
+          "median": float(median), "p90": float(percentile(90))}

@@ -8,8 +8,10 @@ Read back with `tfds.data_source`-style random access (see `items_source`, `sequ
 
 import contextlib
 import io
+import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -19,6 +21,7 @@ from semrec_jax.data.catalog import FIELDS, Catalog
 
 VERSION = "1.0.0"
 SPLITS = ("train", "validation", "test")
+ITEMS, SEQUENCES = "semrec_items", "semrec_sequences"
 
 
 class SemrecItems(tfds.core.GeneratorBasedBuilder):
@@ -26,8 +29,10 @@ class SemrecItems(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version(VERSION)
 
-  def __init__(self, *, catalog: Catalog | None = None, **kwargs):
+  def __init__(self, *, catalog: Catalog | None = None, beam_files: str | None = None, **kwargs):
+    """`catalog` in memory, or `beam_files`: JSON lines [index, item_id, row] read with Beam."""
     self._catalog = catalog
+    self._beam_files = beam_files
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -42,6 +47,11 @@ class SemrecItems(tfds.core.GeneratorBasedBuilder):
     return {"catalog": self._generate_examples()}
 
   def _generate_examples(self):
+    if self._beam_files:
+      return _read_json_lines(self._beam_files, _item_example)
+    return self._generate_from_memory()
+
+  def _generate_from_memory(self):
     for index in range(len(self._catalog)):
       row = self._catalog.row(index)
       yield index, {"index": index, **row}
@@ -52,8 +62,11 @@ class SemrecSequences(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version(VERSION)
 
-  def __init__(self, *, examples: dict[str, list[dict]] | None = None, **kwargs):
+  def __init__(self, *, examples: dict[str, list[dict]] | None = None,
+               beam_files: dict[str, str] | None = None, **kwargs):
+    """`examples` per split in memory, or `beam_files`: per split, JSON lines read with Beam."""
     self._examples = examples
+    self._beam_files = beam_files
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -72,22 +85,54 @@ class SemrecSequences(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(split) for split in SPLITS}
 
   def _generate_examples(self, split: str):
-    for key, example in enumerate(self._examples[split]):
-      yield key, example
+    if self._beam_files:
+      return _read_json_lines(self._beam_files[split], _sequence_example)
+    return enumerate(self._examples[split])
 
 
 def write(data_dir: str, catalog: Catalog, examples: dict[str, list[dict]]) -> None:
   """Writes both datasets as ArrayRecord under data_dir."""
+  _prepare((SemrecItems(catalog=catalog, data_dir=data_dir, file_format="array_record"),
+            SemrecSequences(examples=examples, data_dir=data_dir, file_format="array_record")))
+
+
+def write_beam(data_dir: str, items_files: str, example_files: dict[str, str],
+               beam_options) -> None:
+  """The same datasets from JSON-lines files (the Beam prepare path), written by TFDS's Beam
+  support with the given `PipelineOptions`: one pipeline per dataset, on any runner."""
+  config = tfds.download.DownloadConfig(beam_options=beam_options)
+  _prepare((SemrecItems(beam_files=items_files, data_dir=data_dir, file_format="array_record"),
+            SemrecSequences(beam_files=example_files, data_dir=data_dir,
+                            file_format="array_record")), config)
+
+
+def _prepare(builders, download_config=None) -> None:
   tfds.disable_progress_bar()
-  scratch = os.path.join(data_dir, "_downloads")
-  for builder in (SemrecItems(catalog=catalog, data_dir=data_dir, file_format="array_record"),
-                  SemrecSequences(examples=examples, data_dir=data_dir,
-                                  file_format="array_record")):
+  scratch = tempfile.mkdtemp(prefix="semrec_tfds_")  # nothing downloads; TFDS wants the folder
+  for builder in builders:
     printed = io.StringIO()  # TFDS prints "Downloading ... Unknown size": nothing downloads
     with contextlib.redirect_stdout(printed):
-      builder.download_and_prepare(download_dir=scratch)
+      builder.download_and_prepare(download_dir=scratch, download_config=download_config)
     logging.info("tfds: %s", printed.getvalue().strip())
   shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _read_json_lines(pattern: str, to_example):
+  """A Beam PTransform: JSON lines -> (key, example); keys are indices and shuffling is off, so
+  TFDS writes element i as in the in-process path."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top  (only the Beam path has it)
+  return (beam.io.ReadFromText(pattern) | "ParseJson" >> beam.Map(json.loads)
+          | "ToExample" >> beam.Map(to_example))
+
+
+def _item_example(entry):
+  index, item_id, row = entry
+  return index, {"index": index, "item_id": item_id, **row}
+
+
+def _sequence_example(example):
+  example["history"] = np.asarray(example["history"], dtype=np.int32)
+  return example["user_index"], example
 
 
 def text(value) -> str:
