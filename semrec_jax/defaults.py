@@ -31,7 +31,10 @@ def base_config() -> ml_collections.ConfigDict:
   # folder per run, removed once its datasets are copied into WORKDIR/data); empty: WORKDIR/data.
   config.data.beam_dir = ""
 
-  config.mesh = parallel.mesh_config(data=-1, fsdp=1, tensor=1)
+  # In-slice sizes (-1: the devices left over), then across TPU slices: only data parallelism
+  # crosses slices (dcn_data = the number of slices, or -1; semrec_jax/parallel.py).
+  config.mesh = parallel.mesh_config(data=-1, fsdp=1, tensor=1,
+                                     dcn_data=1, dcn_fsdp=1, dcn_tensor=1)
 
   config.embed = ml_collections.ConfigDict()
   config.embed.source = "encoder"    # encoder | precomputed

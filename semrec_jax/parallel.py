@@ -2,7 +2,8 @@
 
 Parameters are created with logical axis names (`param_init`); the config's rules map those names
 to the mesh axes ('data', 'fsdp', 'tensor'); `shard_model` places a model's state accordingly.
-Batches are split over ('data', 'fsdp') along their first axis.
+Batches are split over ('data', 'fsdp') along their first axis. Several TPU slices form a hybrid
+mesh with only `data` across slices.
 """
 
 import functools
@@ -12,6 +13,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 from flax.core import spmd
+from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -32,28 +34,83 @@ DEFAULT_RULES = (
 )
 
 
-def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
-  """Mesh shape for the config; -1 takes the devices left over."""
-  return ml_collections.ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor})
+def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1, dcn_data: int = 1,
+                dcn_fsdp: int = 1, dcn_tensor: int = 1) -> ml_collections.ConfigDict:
+  """Mesh shape for the config: in-slice sizes (-1 takes the devices left over) and, for several
+  TPU slices, sizes across slices (`dcn_*`; dcn_data=-1 takes one per slice). Only `data` may
+  span slices: the data-center network between slices is too slow for FSDP's gathers or tensor
+  parallelism, while data parallelism crosses it once per step (the gradient all-reduce)."""
+  return ml_collections.ConfigDict({"data": data, "fsdp": fsdp, "tensor": tensor,
+                                    "dcn_data": dcn_data, "dcn_fsdp": dcn_fsdp,
+                                    "dcn_tensor": dcn_tensor})
 
 
-def make_mesh(config: ml_collections.ConfigDict | None = None, devices=None) -> jax.sharding.Mesh:
-  """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all) with Auto axis types."""
+def make_mesh(config: ml_collections.ConfigDict | None = None, devices=None,
+              slice_of=None) -> jax.sharding.Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh over `devices` (default: all) with Auto axis types.
+
+  Devices on several slices (`slice_of(device)`, default the device's `slice_index`) get a hybrid
+  mesh: each slice holds a whole (data, fsdp, tensor) block and the slices are stacked along
+  `data`, so slice 0's devices take the first rows of the data axis."""
   config = config or mesh_config()
   devices = list(jax.devices() if devices is None else devices)
-  shape = [config.data, config.fsdp, config.tensor]
+  slice_of = slice_of or (lambda d: getattr(d, "slice_index", 0))
+  num_slices = len({slice_of(d) for d in devices})
+  dcn = _dcn_shape(config, num_slices)
+  shape = _resolve([config.data, config.fsdp, config.tensor], len(devices) // num_slices,
+                   len(devices), num_slices)
+  axis_types = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  if num_slices == 1:
+    return jax.make_mesh(tuple(shape), MESH_AXES, devices=devices, axis_types=axis_types)
+  views = [_SliceView(d, slice_of(d)) for d in devices]
+  grid = mesh_utils.create_hybrid_device_mesh(
+      shape, dcn, views, allow_split_physical_axes=devices[0].device_kind in _SPLIT_KINDS)
+  return jax.sharding.Mesh(np.vectorize(lambda v: v.device, otypes=[object])(grid), MESH_AXES,
+                           axis_types=axis_types)
+
+
+_SPLIT_KINDS = ("TPU v5 lite", "TPU v5e")  # as jax.make_mesh: 2D tori whose axes may be split
+
+
+class _SliceView:
+  """A device seen with a chosen slice number (`create_hybrid_device_mesh` groups devices by a
+  `slice_index` attribute, which CPU devices lack); everything else is the device's."""
+
+  def __init__(self, device, slice_index: int):
+    self.device, self.slice_index = device, slice_index
+
+  def __getattr__(self, name):
+    return getattr(self.device, name)
+
+
+def _dcn_shape(config, num_slices: int) -> list[int]:
+  dcn = [config.get("dcn_data", 1), config.get("dcn_fsdp", 1), config.get("dcn_tensor", 1)]
+  if dcn[1] != 1 or dcn[2] != 1:
+    raise ValueError(f"mesh.dcn_fsdp={dcn[1]}, mesh.dcn_tensor={dcn[2]}: only data parallelism "
+                     "runs across slices; set mesh.dcn_data to the number of slices and keep "
+                     "fsdp and tensor inside a slice")
+  if dcn[0] == -1:
+    dcn[0] = num_slices
+  if dcn[0] != num_slices:
+    raise ValueError(f"the devices span {num_slices} slice(s) but mesh.dcn_data={dcn[0]}; set "
+                     f"--config.mesh.dcn_data={num_slices} (or -1: one per slice)")
+  return dcn
+
+
+def _resolve(shape: list[int], per_slice: int, total: int, num_slices: int) -> list[int]:
+  """The in-slice shape with its -1 filled in from the devices of one slice."""
+  where = f" per slice ({num_slices} slices)" if num_slices > 1 else ""
   if shape.count(-1) > 1:
     raise ValueError(f"at most one mesh axis may be -1, got {shape}")
   known = int(np.prod([s for s in shape if s != -1]))
   if -1 in shape:
-    if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices do not split into mesh {shape}")
-    shape[shape.index(-1)] = len(devices) // known
-  if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} devices, "
-                     f"have {len(devices)}")
-  return jax.make_mesh(tuple(shape), MESH_AXES, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+    if per_slice % known or total % num_slices:
+      raise ValueError(f"{per_slice} devices{where} do not split into mesh {shape}")
+    shape[shape.index(-1)] = per_slice // known
+  if int(np.prod(shape)) * num_slices != total:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {int(np.prod(shape))} "
+                     f"devices{where}, have {per_slice}")
+  return shape
 
 
 def constrain(x: jax.Array, *names: str | None, rules=DEFAULT_RULES) -> jax.Array:
