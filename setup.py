@@ -1,4 +1,5 @@
-"""Install semrec_jax: `pip install -e .` (add `[test]` for the test suite)."""
+"""Install semrec_jax: `pip install -e .`; extras: `[test]` (the suite; CI adds `tpu` and `beam`), `[tpu]`
+(the fit check), `[beam]` (prepare on Apache Beam)."""
 
 import setuptools
 
