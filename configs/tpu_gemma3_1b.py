@@ -21,7 +21,7 @@ def get_config():
   config.lm.stage_lr = (1e-3, 2e-5)
   config.lm.seq_len = 1024
   # 32 x 1024 tokens per micro-batch (2 sequences per chip on v5e-16), 8 micro-batches per
-  # update = 256 sequences; per-chip memory from benchmarks/tpu_memory.py is in the README.
+  # update = 256 sequences; per-chip memory from `python -m semrec_jax.aot` is in the README.
   config.lm.batch_size = 32
   config.lm.grad_accum = 8
   # Scanned layers keep every activation for the backward pass unless told otherwise: 11.54 GiB

@@ -55,7 +55,7 @@ class LMTrainer:
 
   Given an abstract model (`nnx.eval_shape`), the state stays abstract (shapes, dtypes and
   shardings, no arrays): enough to AOT-compile the step for devices this machine does not have
-  (`benchmarks/tpu_memory.py`).
+  (`python -m semrec_jax.aot`).
   """
 
   def __init__(self, model: Decoder, c, trainable: str, steps: int, mesh):

@@ -4,7 +4,7 @@ new rows, stage `new_rows` trains only those, stage `all` everything.
 It runs `semrec_jax.main` in a child process on one CPU device: full Adam state for 270M
 parameters plus XLA's per-device buffers on 8 simulated devices would not fit this machine's
 memory beside the rest of the suite (sharding is tested on smaller models and, for Gemma 3
-1B/4B, by AOT compilation in benchmarks/tpu_memory.py)."""
+1B/4B, by AOT compilation in semrec_jax/aot.py)."""
 
 import json
 import os
