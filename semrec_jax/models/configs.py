@@ -38,16 +38,16 @@ class DecoderConfig:
   def num_groups(self) -> int:
     return self.num_layers // self.group_size
 
-  def layer_slot(self, layer: int) -> tuple[str, int | None]:
-    """Where layer `layer`'s parameters live: ("groups/blocks/j", group index) for the scanned
-    groups (stacked on a leading axis), ("tail/k", None) for the layers after the last whole group
-    (Gemma 3 1B: 26 = 4 x 6 + 2)."""
+  def layer_slot(self, layer: int) -> tuple[str, int]:
+    """Where layer `layer`'s parameters live, as (path, index on the stacked axis): block j of
+    group g of the scanned groups, or the k-th of the layers after the last whole group (Gemma 3
+    1B: 26 = 4 x 6 + 2), each a one-block group of the tail stack."""
     if not 0 <= layer < self.num_layers:
       raise ValueError(f"layer {layer} out of range for a {self.num_layers}-layer model")
     group, j = divmod(layer, self.group_size)
     if group < self.num_groups:
       return f"groups/blocks/{j}", group
-    return f"tail/{layer - self.num_groups * self.group_size}", None
+    return "tail/blocks/0", layer - self.num_groups * self.group_size
 
   @property
   def is_gemma(self) -> bool:

@@ -164,12 +164,14 @@ def block_runner(remat: str):
 
 
 class Group(nnx.Module):
-  """config.group_size consecutive layers, the unit the decoder scans over: Gemma 3's five
-  sliding-window layers and the global one after them, or one layer when all are alike."""
+  """Consecutive layers, the unit the decoder scans over: config.group_size of them (Gemma 3's
+  five sliding-window layers and the global one after them, or one layer when all are alike), or
+  one of the layers after the last whole group (`layers` names them: their attention kinds)."""
 
-  def __init__(self, c: DecoderConfig, rngs: nnx.Rngs):
+  def __init__(self, c: DecoderConfig, rngs: nnx.Rngs, layers=None):
     self.remat = c.remat
-    self.blocks = nnx.List([Block(c, j, rngs) for j in range(c.group_size)])
+    layers = range(c.group_size) if layers is None else layers
+    self.blocks = nnx.List([Block(c, i, rngs) for i in layers])
 
   def __call__(self, x, positions, segment_ids, cache=None):
     run, new_cache = block_runner(self.remat), []
@@ -177,6 +179,31 @@ class Group(nnx.Module):
       x, block_cache = run(block, x, positions, segment_ids, None if cache is None else cache[j])
       new_cache.append(block_cache)
     return x, (new_cache if cache is not None else None)
+
+
+def _stack(count: int, make, rngs: nnx.Rngs):
+  """`count` modules from make(rngs), their parameters stacked on a leading "layers" axis."""
+  if not count:
+    return None
+
+  @nnx.split_rngs(splits=count)
+  @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+  def stacked(rngs):
+    return make(rngs)
+  return stacked(rngs)
+
+
+def _scan(stack, x, positions, segment_ids, cache):
+  """Runs a stack of groups one after the other (one lax.scan step each, the program compiled
+  once for all); returns x and the stacked cache (None without one)."""
+  if stack is None:
+    return x, cache
+  graphdef, params = nnx.split(stack)
+
+  def step(x, params_and_cache):
+    group, group_cache = params_and_cache
+    return nnx.merge(graphdef, group)(x, positions, segment_ids, group_cache)
+  return jax.lax.scan(step, x, (params, cache))
 
 
 class Embedder(nnx.Module):
@@ -244,18 +271,13 @@ class Decoder(nnx.Module):
   def __init__(self, config: DecoderConfig, rngs: nnx.Rngs, dtype=jnp.float32):
     self.config, self.dtype = config, dtype
     self.embedder = Embedder(config, rngs)
-    # The whole groups' parameters are stacked on a leading "layers" axis (nnx.vmap) and run by
-    # one scan: the step compiles one group, not num_layers layers.
-    if config.num_groups:
-      @nnx.split_rngs(splits=config.num_groups)
-      @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-      def stacked_groups(rngs):
-        return Group(config, rngs)
-      self.groups = stacked_groups(rngs)
-    else:
-      self.groups = None
+    # Parameters stacked on a leading "layers" axis (nnx.vmap) and run by a scan: the step
+    # compiles one group and one tail layer however deep the model is. The tail holds the layers
+    # after the last whole group (Gemma 3 1B: 26 = 4 x 6 + 2), all sliding-window layers.
     first_tail = config.num_groups * config.group_size
-    self.tail = nnx.List([Block(config, i, rngs) for i in range(first_tail, config.num_layers)])
+    self.groups = _stack(config.num_groups, lambda r: Group(config, r), rngs)
+    self.tail = _stack(config.num_layers - first_tail,
+                       lambda r: Group(config, r, layers=[first_tail]), rngs)
     self.final_norm = RMSNorm(config.embed_dim, config.norm_eps, 1.0 if config.is_gemma else 0.0)
 
   def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
@@ -278,49 +300,38 @@ class Decoder(nnx.Module):
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
     x = parallel.constrain(self.embedder.encode(tokens, self.dtype), "batch", None, None)
-    groups_cache = None
-    if self.groups is not None:  # one scan step per group, over the stacked parameters
-      graphdef, stacked = nnx.split(self.groups)
-
-      def scan_step(x, group_and_cache):
-        group, group_cache = group_and_cache
-        return nnx.merge(graphdef, group)(x, positions, segment_ids, group_cache)
-      x, groups_cache = jax.lax.scan(scan_step, x,
-                                     (stacked, None if cache is None else cache["groups"]))
-    run, tail_cache = block_runner(self.config.remat), []
-    for k, block in enumerate(self.tail):
-      x, block_cache = run(block, x, positions, segment_ids,
-                           None if cache is None else cache["tail"][k])
-      tail_cache.append(block_cache)
+    x, groups_cache = _scan(self.groups, x, positions, segment_ids,
+                            None if cache is None else cache["groups"])
+    x, tail_cache = _scan(self.tail, x, positions, segment_ids,
+                          None if cache is None else cache["tail"])
     new_cache = {"groups": groups_cache, "tail": tail_cache} if cache is not None else None
     return self.final_norm(x), new_cache
 
   def init_cache(self, batch: int, length: int, dtype=None) -> dict:
-    """An empty key/value cache laid out like the layers: {"groups": per position in a group,
-    arrays with a leading group axis; "tail": one per tail layer}."""
+    """An empty key/value cache laid out like the layers: {"groups": one per block of a group,
+    "tail": one}, arrays with a leading axis over the stack (None for an empty stack)."""
     c = self.config
     dtype = dtype or self.dtype
+    num_tail = c.num_layers - c.num_groups * c.group_size
 
-    def empty(*lead):
-      shape = (*lead, batch, length, c.num_kv_heads, c.head_dim)
+    def empty(count):
+      shape = (count, batch, length, c.num_kv_heads, c.head_dim)
       return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-              "pos": jnp.full((*lead, batch, length), -1, jnp.int32)}
+              "pos": jnp.full((count, batch, length), -1, jnp.int32)}
     return {"groups": [empty(c.num_groups) for _ in range(c.group_size)] if c.num_groups else None,
-            "tail": [empty() for _ in range(len(self.tail))]}
+            "tail": [empty(num_tail)] if num_tail else None}
 
 
 def take_cache_rows(cache: dict, rows: jax.Array) -> dict:
   """The cache of batch rows `rows`: each beam's parent in beam search, or every prompt repeated
-  (rows = repeat(arange(B), n)). Group caches hold the batch on axis 1, behind the group axis."""
-  groups = cache["groups"]
-  return {"groups": None if groups is None else jax.tree.map(lambda x: x[:, rows], groups),
-          "tail": jax.tree.map(lambda x: x[rows], cache["tail"])}
+  (rows = repeat(arange(B), n)). The batch is axis 1, behind the stack axis."""
+  return jax.tree.map(lambda x: x[:, rows], cache)
 
 
 def layer_state(state, config: DecoderConfig, layer: int):
-  """Layer `layer`'s part of a Decoder state (parameters or gradients), wherever the scan keeps
-  it: its slice of a stacked group, or a tail block."""
+  """Layer `layer`'s part of a Decoder state (parameters or gradients): its slice of the stack
+  that holds it (DecoderConfig.layer_slot)."""
   prefix, index = config.layer_slot(layer)
   for part in prefix.split("/"):
     state = state[int(part) if part.isdigit() else part]
-  return state if index is None else jax.tree.map(lambda x: x[index], state)
+  return jax.tree.map(lambda x: x[index], state)

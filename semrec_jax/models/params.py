@@ -83,8 +83,8 @@ def abstract_model(config: DecoderConfig, dtype=jnp.float32) -> Decoder:
 
 
 def _slot(config: DecoderConfig, path: str) -> tuple[str, int | None]:
-  """A per-layer path "layers/i/rest" -> (its parameter path, index on the stacked group axis or
-  None): the decoder scans groups of layers (DecoderConfig.layer_slot)."""
+  """A per-layer path "layers/i/rest" -> (its parameter path, index on the stacked axis; None
+  for parameters outside the layers): the decoder scans stacks of layers (DecoderConfig.layer_slot)."""
   found = re.fullmatch(r"layers/(\d+)/(.+)", path)
   if not found:
     return path, None
@@ -143,17 +143,17 @@ def _load(model: Decoder, tensors, source: str, mesh, rules) -> Decoder:
 
 
 def _layer_paths(config: DecoderConfig, by_path) -> set[str]:
-  """Every parameter path in per-layer form ("layers/i/rest" for each layer of a group slot)."""
+  """Every parameter path in per-layer form ("layers/i/rest" for each layer a stacked slot holds)."""
+  layers_of = {}
+  for i in range(config.num_layers):
+    layers_of.setdefault(config.layer_slot(i)[0], []).append(i)
   out = set()
   for path in by_path:
-    found = re.fullmatch(r"(groups/blocks/(\d+)|tail/(\d+))/(.+)", path)
-    if not found:
+    prefix = next((p for p in layers_of if path.startswith(p + "/")), None)
+    if prefix is None:
       out.add(path)
-      continue
-    g, first_tail = config.group_size, config.num_groups * config.group_size
-    layers = ([i * g + int(found[2]) for i in range(config.num_groups)] if found[2] is not None
-              else [first_tail + int(found[3])])
-    out.update(f"layers/{i}/{found[4]}" for i in layers)
+    else:
+      out.update(f"layers/{i}/{path[len(prefix) + 1:]}" for i in layers_of[prefix])
   return out
 
 
