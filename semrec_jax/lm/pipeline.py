@@ -6,6 +6,8 @@ Each packed row holds whole examples with `segment_ids` (1, 2, ... per example, 
 DatasetIterators: `get_state()` goes into every checkpoint and `set_state()` resumes exactly.
 """
 
+import threading
+
 import grain
 import jax
 import numpy as np
@@ -75,11 +77,25 @@ def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], see
 class Memo(grain.MapDataset):
   """Each element built once per process and then served from memory: the task builders and the
   tokenizer are pure functions of the index, so epochs after the first skip building and
-  tokenizing (a grain worker process keeps the elements of its own slice)."""
+  tokenizing (a grain worker process keeps the elements of its own slice). grain's read-ahead
+  threads can ask for one index twice at an epoch boundary, so each index is built under its own
+  lock (an unlocked check built index 6 twice in one CI run)."""
 
   def __init__(self, parent: grain.MapDataset):
     super().__init__(parent)
     self._memo = {}
+    self._locks = {}
+    self._locks_lock = threading.Lock()
+
+  def __getstate__(self):
+    # Worker processes get a copy without locks (unpicklable) and start with an empty memo.
+    state = dict(self.__dict__)
+    state.update(_memo={}, _locks={}, _locks_lock=None)
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._locks_lock = threading.Lock()
 
   def __len__(self) -> int:
     return len(self._parent)
@@ -88,8 +104,15 @@ class Memo(grain.MapDataset):
     if isinstance(index, slice):
       return self.slice(index)
     index %= len(self)
-    if index not in self._memo:
-      self._memo[index] = self._parent[index]
+    if index in self._memo:
+      return self._memo[index]
+    with self._locks_lock:
+      lock = self._locks.setdefault(index, threading.Lock())
+    with lock:
+      if index not in self._memo:
+        self._memo[index] = self._parent[index]
+    with self._locks_lock:
+      self._locks.pop(index, None)
     return self._memo[index]
 
 
