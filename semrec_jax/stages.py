@@ -11,14 +11,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 from typing import Callable
 
 import jax
 from absl import logging
 
-from semrec_jax import console, multihost
+from semrec_jax import console, multihost, storage
 
 FINGERPRINT = "fingerprint.json"
 
@@ -48,10 +47,7 @@ class Stage:
 
 def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
   path = os.path.join(workdir, stage.output, FINGERPRINT)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  return storage.read_json(path) if storage.exists(path) else None
 
 
 # Settings that change how a stage runs, never what it writes (the tests check both ways give the
@@ -103,15 +99,11 @@ def _scratch(workdir: str, stage: Stage, wanted: dict) -> str:
 
 def _prepare_scratch(scratch: str, stage: Stage, wanted: dict) -> None:
   marker = os.path.join(scratch, ".wanted_fingerprint")
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if f.read() == wanted["sha256"]:
-        console.say(f"{stage.name}: resuming from {scratch}")
-        return
-  shutil.rmtree(scratch, ignore_errors=True)
-  os.makedirs(scratch)
-  with open(marker, "w") as f:
-    f.write(wanted["sha256"])
+  if storage.exists(marker) and storage.read_text(marker) == wanted["sha256"]:
+    console.say(f"{stage.name}: resuming from {scratch}")
+    return
+  storage.remove_tree(scratch)
+  storage.write_text(marker, wanted["sha256"])
 
 
 def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
@@ -144,10 +136,11 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
       raise Interrupted(name, scratch, str(e).split(";")[0]) from None
     multihost.sync(f"ran:{name}")
     if multihost.is_primary():
-      with open(os.path.join(scratch, FINGERPRINT), "w") as f:
-        json.dump(wanted, f, indent=2, sort_keys=True, default=str)
-      os.remove(os.path.join(scratch, ".wanted_fingerprint"))
-      shutil.rmtree(out_dir, ignore_errors=True)
-      os.rename(scratch, out_dir)
+      # The fingerprint goes in last: only a finished folder has one. On a bucket the move is a
+      # copy; one cut short leaves the scratch folder (and its marker) for the next run.
+      storage.remove_tree(out_dir)
+      storage.move(scratch, out_dir)
+      storage.path(os.path.join(out_dir, ".wanted_fingerprint")).unlink()
+      storage.write_json(os.path.join(out_dir, FINGERPRINT), wanted, sort_keys=True, default=str)
     multihost.sync(f"done:{name}")
     console.say(f"{name}: done in {console.duration(time.time() - started)} -> {out_dir}")

@@ -106,7 +106,7 @@ def test_setup_copies_the_checkout_to_every_worker_of_every_slice(fake_bin):
   assert ssh.startswith(f"{QR} ssh my-v5e {WHERE} --node=all --worker=all --command=")
   assert remote_command(ssh) == (
       "mkdir -p ~/semrec_jax && tar -C ~/semrec_jax -xzf /tmp/semrec_jax.tgz && cd ~/semrec_jax"
-      ' && python3 -m venv .venv && . .venv/bin/activate && pip install -q -e . "jax[tpu]"')
+      ' && python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[tpu]"')
 
 
 def test_run_starts_one_job_on_all_workers_each_logging_to_its_own_file(fake_bin):

@@ -8,7 +8,6 @@ model whose metrics.json exists is skipped, so an interrupted stage resumes with
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -17,7 +16,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import parallel, storage
 from semrec_jax.baselines import losses, popularity, sequences
 from semrec_jax.baselines.trainer import Trainer, train
 from semrec_jax.data import tfds_builders
@@ -57,8 +56,7 @@ def measure(top: dict[str, np.ndarray], targets: dict[str, np.ndarray],
 
 
 def _write(folder: str, name: str, value) -> None:
-  with open(os.path.join(folder, name), "w") as f:
-    json.dump(value, f, indent=2)
+  storage.write_json(os.path.join(folder, name), value)
 
 
 def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
@@ -92,11 +90,10 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
   results = {}
   for name in c.models:
     folder = os.path.join(out_dir, name)
-    os.makedirs(folder, exist_ok=True)
-    if os.path.exists(os.path.join(folder, "metrics.json")):
+    storage.path(folder).mkdir(parents=True, exist_ok=True)
+    if storage.exists(os.path.join(folder, "metrics.json")):
       logging.info("baselines: %s already measured in %s", name, folder)
-      with open(os.path.join(folder, "metrics.json")) as f:
-        results[name] = json.load(f)
+      results[name] = storage.read_json(os.path.join(folder, "metrics.json"))
       continue
     started, k = time.time(), max(metrics.CUTOFFS)
     info = {"model": name, "users": len(users), "protocol": PROTOCOL.format(

@@ -38,6 +38,7 @@ from absl import logging
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from semrec_jax import storage
 from semrec_jax.data import amazon2023, beam_steps as steps, games_tsv, generic, tfds_builders
 from semrec_jax.data.errors import BadLines, DataError, DropLog
 from semrec_jax.data.prepare import COVERAGE_FIELDS, summarize_stats
@@ -210,13 +211,12 @@ def _delete(folder: str) -> None:
 
 def _copy_datasets(src_root: str, dst_root: str) -> None:
   """Copies the finished datasets from the run's folder in config.data.beam_dir into the stage's
-  (local) folder, until the workdir itself can be remote."""
+  folder (local or on a bucket)."""
   for name in (tfds_builders.ITEMS, tfds_builders.SEQUENCES):
     src = _join(_join(src_root, name), tfds_builders.VERSION)
-    dst = os.path.join(dst_root, name, tfds_builders.VERSION)
-    os.makedirs(dst, exist_ok=True)
+    dst = storage.path(os.path.join(dst_root, name, tfds_builders.VERSION))
+    dst.mkdir(parents=True, exist_ok=True)
     for m in FileSystems.match([_join(src, "*")])[0].metadata_list:
-      with FileSystems.open(m.path) as f, open(os.path.join(dst, os.path.basename(m.path)),
-                                                "wb") as out:
+      with FileSystems.open(m.path) as f, (dst / os.path.basename(m.path)).open("wb") as out:
         while chunk := f.read(1 << 24):
           out.write(chunk)

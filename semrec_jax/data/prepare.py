@@ -1,12 +1,12 @@
 """The `prepare` stage: raw files -> clean sequences -> TFDS ArrayRecord datasets + stats.json."""
 
-import json
 import os
 import time
 
 import numpy as np
 from absl import logging
 
+from semrec_jax import storage
 from semrec_jax.data import amazon2023, games_tsv, generic, tfds_builders
 from semrec_jax.data.catalog import ATTRIBUTE_FIELDS
 from semrec_jax.data.errors import DataError
@@ -35,8 +35,7 @@ def prepare(config, out_dir: str) -> dict:
   start = time.time()
   stats = _beam_prepare()(config, out_dir) if runner == "beam" else _prepare_local(data, out_dir)
   stats["seconds"] = round(time.time() - start, 2)
-  with open(os.path.join(out_dir, "stats.json"), "w") as f:
-    json.dump(stats, f, indent=2, ensure_ascii=False)
+  storage.write_json(os.path.join(out_dir, "stats.json"), stats, ensure_ascii=False)
   logging.info("prepared %d users, %d items, %d interactions in %.1fs (%s)", stats["num_users"],
                stats["num_items"], stats["num_interactions"], stats["seconds"], runner)
   return stats

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from semrec_jax import storage
 from semrec_jax.data.catalog import FIELDS, Catalog
 
 VERSION = "1.0.0"
@@ -91,9 +92,11 @@ class SemrecSequences(tfds.core.GeneratorBasedBuilder):
 
 
 def write(data_dir: str, catalog: Catalog, examples: dict[str, list[dict]]) -> None:
-  """Writes both datasets as ArrayRecord under data_dir."""
-  _prepare((SemrecItems(catalog=catalog, data_dir=data_dir, file_format="array_record"),
-            SemrecSequences(examples=examples, data_dir=data_dir, file_format="array_record")))
+  """Writes both datasets as ArrayRecord under data_dir (on a bucket: written locally, then
+  copied up, as ArrayRecord writes POSIX files; reading from a bucket is native)."""
+  with storage.local_folder(data_dir) as local:
+    _prepare((SemrecItems(catalog=catalog, data_dir=local, file_format="array_record"),
+              SemrecSequences(examples=examples, data_dir=local, file_format="array_record")))
 
 
 def write_beam(data_dir: str, items_files: str, example_files: dict[str, str],
@@ -142,9 +145,9 @@ def text(value) -> str:
 
 def _builder(data_dir: str, name: str):
   path = os.path.join(data_dir, name, VERSION)
-  if not os.path.isdir(path):
+  if not storage.path(path).is_dir():
     raise FileNotFoundError(f"no prepared dataset at {path}; run the 'prepare' stage first")
-  return tfds.builder_from_directory(path)
+  return tfds.builder_from_directory(storage.cached_copy(path))
 
 
 def items_source(data_dir: str):

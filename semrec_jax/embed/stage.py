@@ -4,14 +4,14 @@ Output in WORKDIR/embeddings/: items.npy (float32 [num_items, dim], row i = item
 (item i's id on line i) and info.json (source, dim, count, time).
 """
 
-import json
+import io
 import os
 import time
 
 import numpy as np
 from absl import logging
 
-from semrec_jax import console, parallel
+from semrec_jax import console, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.errors import DataError
 from semrec_jax.embed.encoder import TextEncoder
@@ -25,8 +25,7 @@ def catalog_rows(workdir: str) -> list[dict]:
 
 def read_ids(path: str) -> list[str]:
   """One item id per line (the id list beside an embedding matrix)."""
-  with open(path, encoding="utf-8") as f:
-    return [line.rstrip("\n") for line in f]
+  return [line.rstrip("\n") for line in io.StringIO(storage.read_text(path))]
 
 
 def check_finite(matrix: np.ndarray, ids: list[str], where: str) -> None:
@@ -40,10 +39,10 @@ def check_finite(matrix: np.ndarray, ids: list[str], where: str) -> None:
 def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple[np.ndarray, dict]:
   """Loads an external [n, dim] matrix with one id per row and reorders it to item-index order."""
   for path in (npy_path, ids_path):
-    if not path or not os.path.isfile(path):
+    if not path or not storage.path(path).is_file():
       raise DataError(f"precomputed embeddings: file {path!r} not found (set "
                       "config.embed.precomputed_npy and config.embed.precomputed_ids)")
-  matrix = np.load(npy_path, allow_pickle=False)
+  matrix = storage.load_array(npy_path)
   ids = read_ids(ids_path)
   if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
     raise DataError(f"{npy_path}: expected a 2-D float array, got shape {matrix.shape} "
@@ -63,7 +62,7 @@ def read_precomputed(npy_path: str, ids_path: str, item_ids: list[str]) -> tuple
     logging.warning("%s: %d rows are for items not in the catalog and are not used", ids_path,
                     extra)
   return (matrix[[row_of[i] for i in item_ids]].astype(np.float32),
-          {"unused_rows": extra, "source_file": os.path.abspath(npy_path)})
+          {"unused_rows": extra, "source_file": str(storage.path(npy_path))})
 
 
 CHUNK = 1024  # items per saved part: an interrupted stage redoes at most one part
@@ -72,26 +71,33 @@ CHUNK = 1024  # items per saved part: an interrupted stage redoes at most one pa
 def encode_resumably(encoder: TextEncoder, texts: list[str], partial_dir: str) -> np.ndarray:
   """encoder.encode(texts) a part at a time, each part saved to `partial_dir` (inside the stage's
   scratch folder), so a re-run after an interruption starts at the first missing part."""
-  os.makedirs(partial_dir, exist_ok=True)
+  storage.path(partial_dir).mkdir(parents=True, exist_ok=True)
   parts, resumed = [], 0
   bar = console.Progress("embed", len(texts))
   for start in range(0, len(texts), CHUNK):
     path = os.path.join(partial_dir, f"{start:09d}.npy")
-    if os.path.exists(path):
-      parts.append(np.load(path))
+    if storage.exists(path):
+      parts.append(storage.load_array(path))
       resumed += len(parts[-1])
     else:
       parts.append(encoder.encode(texts[start:start + CHUNK]))
-      np.save(path + ".tmp.npy", parts[-1])
-      os.replace(path + ".tmp.npy", path)  # a killed save leaves no part that looks finished
+      _save_part(path, parts[-1])
     bar.update(min(start + CHUNK, len(texts)))
   bar.close(f"embed: resumed with {resumed} of {len(texts)} items already embedded"
             if resumed else "")
   vectors = np.concatenate(parts)
-  for name in os.listdir(partial_dir):
-    os.remove(os.path.join(partial_dir, name))
-  os.rmdir(partial_dir)
+  storage.remove_tree(partial_dir)
   return vectors
+
+
+def _save_part(path: str, part: np.ndarray) -> None:
+  """Saves a part so that a killed save leaves no part that looks finished: locally through a
+  temporary file renamed into place; a bucket object is written whole or not at all."""
+  if storage.is_remote(path):
+    storage.save_array(path, part)
+    return
+  storage.save_array(path + ".tmp.npy", part)
+  os.replace(path + ".tmp.npy", path)
 
 
 def embed(config, workdir: str, out_dir: str) -> dict:
@@ -111,12 +117,10 @@ def embed(config, workdir: str, out_dir: str) -> dict:
   else:
     raise DataError(f"config.embed.source must be 'encoder' or 'precomputed', not {c.source!r}")
   seconds = time.time() - start
-  np.save(os.path.join(out_dir, "items.npy"), vectors)
-  with open(os.path.join(out_dir, "item_ids.txt"), "w", encoding="utf-8") as f:
-    f.write("".join(i + "\n" for i in item_ids))
+  storage.save_array(os.path.join(out_dir, "items.npy"), vectors)
+  storage.write_text(os.path.join(out_dir, "item_ids.txt"), "".join(i + "\n" for i in item_ids))
   info.update({"source": c.source, "num_items": len(item_ids), "dim": int(vectors.shape[1]),
                "seconds": round(seconds, 2), "items_per_s": round(len(item_ids) / seconds, 1)})
-  with open(os.path.join(out_dir, "info.json"), "w") as f:
-    json.dump(info, f, indent=2)
+  storage.write_json(os.path.join(out_dir, "info.json"), info)
   logging.info("embedded %d items (dim %d) in %.1fs", len(item_ids), vectors.shape[1], seconds)
   return info

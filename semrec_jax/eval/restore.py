@@ -3,7 +3,6 @@ state), into an abstract model built on the current mesh, from a checkpoint writ
 or number of processes; with its tokenizer, semantic IDs, trie and catalog."""
 
 import dataclasses
-import json
 import os
 
 import jax
@@ -13,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.ids import assign, trie as trie_lib
 from semrec_jax.lm import tokenizer as tokenizer_lib
@@ -43,12 +42,11 @@ class TrainedLM:
 def checkpoint_dir(workdir: str) -> tuple[str, str]:
   """(folder, stage) of the final LM training stage's checkpoints."""
   info_path = os.path.join(workdir, "lm", "info.json")
-  if not os.path.isfile(info_path):
+  if not storage.path(info_path).is_file():
     raise MissingArtifact(f"no trained LM in {workdir}/lm (no info.json): run "
                           f"`python -m semrec_jax.main --config=... --workdir={workdir}` "
                           "with the lm stage first")
-  with open(info_path) as f:
-    stage = json.load(f)["final"]["stage"]
+  stage = storage.read_json(info_path)["final"]["stage"]
   return os.path.join(workdir, "lm", "checkpoints", stage), stage
 
 

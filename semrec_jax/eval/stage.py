@@ -13,7 +13,7 @@ import time
 import numpy as np
 from absl import logging
 
-from semrec_jax import console, decoding, multihost, parallel
+from semrec_jax import console, decoding, multihost, parallel, storage
 from semrec_jax.baselines import popularity
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
@@ -114,12 +114,9 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
           "steer_users": n, "held_out_items": len(held_out), "bundles": len(bundles),
           "seconds": round(time.time() - started, 1), **timings}
   if multihost.is_primary():
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump(out, f, indent=2)
-    with open(os.path.join(out_dir, "info.json"), "w") as f:
-      json.dump(info, f, indent=2)
-    with open(os.path.join(out_dir, "samples.jsonl"), "w", encoding="utf-8") as f:
-      for sample in samples:
-        f.write(json.dumps(sample, ensure_ascii=False, default=int) + "\n")
+    storage.write_json(os.path.join(out_dir, "metrics.json"), out)
+    storage.write_json(os.path.join(out_dir, "info.json"), info)
+    storage.write_text(os.path.join(out_dir, "samples.jsonl"), "".join(
+        json.dumps(sample, ensure_ascii=False, default=int) + "\n" for sample in samples))
   logging.info("eval: %s", {k: v for k, v in out.items() if k != "null_reasons"})
   return out

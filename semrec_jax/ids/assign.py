@@ -2,12 +2,14 @@
 and the final collision level that numbers items still sharing all L codes."""
 
 import collections
+import io
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from semrec_jax import storage
 from semrec_jax.ids.rqvae import RQVAE
 
 
@@ -92,7 +94,7 @@ def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
 
 def read_table(path: str) -> tuple[list[str], np.ndarray]:
   """(token string per item, codes [items, levels]) from the ids stage's semantic_ids.tsv."""
-  with open(path, encoding="utf-8") as f:
+  with io.StringIO(storage.read_text(path)) as f:
     header = f.readline().rstrip("\n").split("\t")
     rows = [line.rstrip("\n").split("\t") for line in f]
   codes, tokens = header.index("codes"), header.index("tokens")

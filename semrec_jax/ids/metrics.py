@@ -4,6 +4,8 @@ import collections
 
 import numpy as np
 
+from semrec_jax import storage
+
 
 def code_stats(codes: np.ndarray, codebook_size: int) -> dict:
   usage, perplexity = [], []
@@ -59,7 +61,7 @@ def plot(codes: np.ndarray, codebook_size: int, out_prefix: str, title: str) -> 
   fig.suptitle(f"{title}: items per code")
   fig.tight_layout()
   usage_path = out_prefix + "code_usage.png"
-  fig.savefig(usage_path, dpi=80)
+  _save(fig, usage_path)
   plt.close(fig)
 
   sizes = collision_groups(codes)
@@ -72,6 +74,14 @@ def plot(codes: np.ndarray, codebook_size: int, out_prefix: str, title: str) -> 
   ax.set_title(f"{title}: collision groups")
   fig.tight_layout()
   groups_path = out_prefix + "collision_groups.png"
-  fig.savefig(groups_path, dpi=80)
+  _save(fig, groups_path)
   plt.close(fig)
   return [usage_path, groups_path]
+
+
+def _save(fig, where: str) -> None:
+  """fig as a PNG at a local or remote path."""
+  target = storage.path(where)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with target.open("wb") as f:
+    fig.savefig(f, format="png", dpi=80)

@@ -5,14 +5,13 @@ semantic_ids.tsv (item_index, item_id, codes, tokens), trie.npz (prefix tables),
 history.json (training curve), code_usage.png and collision_groups.png.
 """
 
-import json
 import os
 import time
 
 import numpy as np
 from absl import logging
 
-from semrec_jax import parallel
+from semrec_jax import parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.errors import DataError
 from semrec_jax.embed.stage import check_finite, read_ids
@@ -25,10 +24,10 @@ def load_embeddings(workdir: str, num_items: int) -> tuple[np.ndarray, list[str]
   """Item embeddings from the embed stage, checked against the catalog's size."""
   folder = os.path.join(workdir, "embeddings")
   path = os.path.join(folder, "items.npy")
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     raise DataError(f"no embeddings at {path}; run the 'embed' stage first")
   ids = read_ids(os.path.join(folder, "item_ids.txt"))
-  return check_embeddings(np.load(path, allow_pickle=False), ids, num_items, path), ids
+  return check_embeddings(storage.load_array(path), ids, num_items, path), ids
 
 
 def check_embeddings(vectors: np.ndarray, ids: list[str], num_items: int,
@@ -68,17 +67,15 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
             "best_step": result.best_step, "best_val_loss": round(result.best_val_loss, 6),
             "train_seconds": round(train_seconds, 1),
             "seconds": round(time.time() - start, 1)}
-  with open(os.path.join(out_dir, "semantic_ids.tsv"), "w", encoding="utf-8") as f:
-    f.write("item_index\titem_id\tcodes\ttokens\n")
-    for index, (item_id, row) in enumerate(zip(item_ids, ids)):
-      f.write(f"{index}\t{item_id}\t{' '.join(map(str, row))}\t"
-              f"{assign_lib.token_string(row, c.codebook_size)}\n")
+  lines = ["item_index\titem_id\tcodes\ttokens\n"]
+  for index, (item_id, row) in enumerate(zip(item_ids, ids)):
+    lines.append(f"{index}\t{item_id}\t{' '.join(map(str, row))}\t"
+                 f"{assign_lib.token_string(row, c.codebook_size)}\n")
+  storage.write_text(os.path.join(out_dir, "semantic_ids.tsv"), "".join(lines))
   trie.save(os.path.join(out_dir, "trie.npz"), trie.build(ids, c.codebook_size))
   metrics.plot(assigned["codes"], c.codebook_size, os.path.join(out_dir, ""),
                f"RQ-VAE ({recipe.name})")
-  with open(os.path.join(out_dir, "history.json"), "w") as f:
-    json.dump(result.history, f, indent=1)
-  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-    json.dump(report, f, indent=2)
+  storage.write_json(os.path.join(out_dir, "history.json"), result.history, indent=1)
+  storage.write_json(os.path.join(out_dir, "metrics.json"), report)
   logging.info("semantic IDs: %s", report)
   return report

@@ -11,6 +11,8 @@ import dataclasses
 
 import numpy as np
 
+from semrec_jax import storage
+
 
 @dataclasses.dataclass
 class Trie:
@@ -88,15 +90,15 @@ def save(path: str, trie: Trie) -> None:
   for level in range(trie.levels):
     arrays.update({f"row_ptr_{level}": trie.row_ptr[level], f"codes_{level}": trie.codes[level],
                    f"children_{level}": trie.children[level]})
-  np.savez_compressed(path, **arrays)
+  storage.save_arrays(path, compressed=True, **arrays)
 
 
 def load(path: str) -> Trie:
-  with np.load(path) as f:
-    if "codebook_size" not in f.files:
-      raise ValueError(f"{path} is not a semantic-ID trie written by this version (re-run the "
-                       "'ids' stage with --overwrite)")
-    levels = sum(name.startswith("codes_") for name in f.files)
-    return Trie(int(f["codebook_size"]), [f[f"row_ptr_{i}"] for i in range(levels)],
-                [f[f"codes_{i}"] for i in range(levels)],
-                [f[f"children_{i}"] for i in range(levels)])
+  f = storage.load_array(path)
+  if not isinstance(f, dict) or "codebook_size" not in f:
+    raise ValueError(f"{path} is not a semantic-ID trie written by this version (re-run the "
+                     "'ids' stage with --overwrite)")
+  levels = sum(name.startswith("codes_") for name in f)
+  return Trie(int(f["codebook_size"]), [f[f"row_ptr_{i}"] for i in range(levels)],
+              [f[f"codes_{i}"] for i in range(levels)],
+              [f[f"children_{i}"] for i in range(levels)])

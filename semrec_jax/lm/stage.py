@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from semrec_jax import multihost, parallel
+from semrec_jax import multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.embed.text import item_text
 from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
@@ -26,8 +26,7 @@ from semrec_jax.stages import StageError
 
 
 def _sid_tokens(workdir: str) -> list[str]:
-  with open(os.path.join(workdir, "ids", "metrics.json")) as f:
-    m = json.load(f)
+  m = storage.read_json(os.path.join(workdir, "ids", "metrics.json"))
   return tokenizer_lib.semantic_id_tokens(m["levels"] + 1, m["codebook_size"])
 
 
@@ -177,6 +176,5 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   info = {"model": c.model, "weights": c.weights, "vocab_size": tokenizer.vocab_size,
           "tokenizer": tokenizer.fingerprint(), "final": final}
   if multihost.is_primary():
-    with open(os.path.join(out_dir, "info.json"), "w") as f:
-      json.dump(info, f, indent=2)
+    storage.write_json(os.path.join(out_dir, "info.json"), info)
   return info

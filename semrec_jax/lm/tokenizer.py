@@ -7,10 +7,11 @@ Semantic-ID tokens are appended after the base vocabulary as user-defined pieces
 
 import hashlib
 import io
-import os
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+from semrec_jax import storage
 
 CONTROL_TOKENS = ("<|rec|>", "<|sid_start|>", "<|sid_end|>")
 
@@ -99,8 +100,7 @@ class Tokenizer:
 
   def __init__(self, proto: sp_pb2.ModelProto | bytes | str):
     if isinstance(proto, str):
-      with open(proto, "rb") as f:
-        proto = f.read()
+      proto = storage.path(proto).read_bytes()
     self.serialized = proto if isinstance(proto, bytes) else proto.SerializeToString()
     self.sp = spm.SentencePieceProcessor(model_proto=self.serialized)
     self.bos_id, self.eos_id, self.pad_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()
@@ -140,8 +140,9 @@ class Tokenizer:
     return i
 
   def save(self, path: str) -> None:
-    with open(path, "wb") as f:
-      f.write(self.serialized)
+    target = storage.path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(self.serialized)
 
   def fingerprint(self) -> str:
     return hashlib.sha256(self.serialized).hexdigest()[:16]
@@ -149,11 +150,10 @@ class Tokenizer:
 
 def load_proto(path: str) -> sp_pb2.ModelProto:
   """A SentencePiece ModelProto from a tokenizer.model file."""
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     raise FileNotFoundError(f"no SentencePiece model at {path}")
   proto = sp_pb2.ModelProto()
-  with open(path, "rb") as f:
-    proto.ParseFromString(f.read())
+  proto.ParseFromString(storage.path(path).read_bytes())
   return proto
 
 

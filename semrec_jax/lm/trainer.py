@@ -20,7 +20,7 @@ from absl import logging
 from flax import nnx
 from tensorboardX import SummaryWriter
 
-from semrec_jax import checkpoint, console, microbatch, multihost, parallel
+from semrec_jax import checkpoint, console, microbatch, multihost, parallel, storage
 from semrec_jax.lm import loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.models import flops
@@ -190,8 +190,9 @@ class _Log:
   def __init__(self, metrics_path: str, tensorboard_dir: str | None, step_offset: int):
     self.active = multihost.is_primary()
     self.offset = step_offset
-    self.file = open(metrics_path, "a") if self.active else None
-    self.writer = SummaryWriter(tensorboard_dir) if self.active and tensorboard_dir else None
+    self.file = storage.Appender(metrics_path) if self.active else None
+    self.events = storage.Mirror(tensorboard_dir) if self.active and tensorboard_dir else None
+    self.writer = SummaryWriter(self.events.local) if self.events else None
 
   def write(self, record: dict, prefix: str) -> None:
     logging.info("lm %s", record)  # the log file; the terminal shows a progress bar
@@ -205,12 +206,14 @@ class _Log:
           self.writer.add_scalar(name if "/" in name else f"{prefix}/{name}", value,
                                  self.offset + record["step"])
       self.writer.flush()
+      self.events.sync()
 
   def close(self) -> None:
     if self.active:
       self.file.close()
       if self.writer:
         self.writer.close()
+        self.events.sync()
 
 
 def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,

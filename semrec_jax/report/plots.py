@@ -6,12 +6,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+from semrec_jax import storage  # pylint: disable=wrong-import-position
 from semrec_jax.report import summary  # pylint: disable=wrong-import-position
 
 
 def _save(fig, path: str) -> str:
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  target = storage.path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with target.open("wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
   return path
 

@@ -10,8 +10,8 @@ metrics, steering lift.
 import base64
 import os
 import re
-import shutil
 
+from semrec_jax import storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.lm import tasks
 from semrec_jax.report import plots, summary
@@ -53,21 +53,19 @@ def report(config, workdir: str, out_dir: str) -> list[str]:
       "steering": plots.steering_bars(found["eval"], os.path.join(out_dir, "steering.png")),
   }
   usage = os.path.join(workdir, "ids", "code_usage.png")
-  if os.path.isfile(usage):
-    figures["semantic-ID code usage per level"] = shutil.copy(
-        usage, os.path.join(out_dir, "code_usage.png"))
+  if storage.path(usage).is_file():
+    copied = os.path.join(out_dir, "code_usage.png")
+    storage.path(usage).copy(storage.path(copied), overwrite=True)
+    figures["semantic-ID code usage per level"] = copied
   figures = {k: v for k, v in figures.items() if v}
   shown.append(f"report     {os.path.join(workdir, 'report', 'report.md')} (and report.html)")
-  with open(os.path.join(out_dir, "summary.txt"), "w", encoding="utf-8") as f:
-    f.write("\n".join(shown) + "\n")
+  storage.write_text(os.path.join(out_dir, "summary.txt"), "\n".join(shown) + "\n")
   body = ["# semrec_jax run report", "", f"Workdir `{workdir}`.", "", "```", *shown[:-1], "```",
           ""]
   for title, path in figures.items():
     body += [f"## {title}", "", f"![{title}]({os.path.basename(path)})", ""]
-  with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(body))
-  with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as f:
-    f.write(_html(body, out_dir))
+  storage.write_text(os.path.join(out_dir, "report.md"), "\n".join(body))
+  storage.write_text(os.path.join(out_dir, "report.html"), _html(body, out_dir))
   return shown
 
 
@@ -83,8 +81,8 @@ def _html(markdown: list[str], folder: str) -> str:
     elif in_code:
       html.append(escaped)
     elif (m := re.fullmatch(r"!\[(.*)\]\((.*)\)", line)):
-      with open(os.path.join(folder, m.group(2)), "rb") as f:
-        data = base64.b64encode(f.read()).decode()
+      data = storage.path(os.path.join(folder, m.group(2))).read_bytes()
+      data = base64.b64encode(data).decode()
       html.append(f"<img alt='{m.group(1)}' src='data:image/png;base64,{data}' width='100%'>")
     elif line.startswith("## "):
       html.append(f"<h2>{escaped[3:]}</h2>")

@@ -4,15 +4,16 @@
 import json
 import os
 
+from semrec_jax import storage
+
 BASELINES = ("popularity", "sasrec_id", "sasrec_sid")
 STEER_KINDS = ("platform", "genre", "brand", "product_type", "price")
 
 
 def _read(path: str):
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     return None
-  with open(path) as f:
-    return json.load(f)
+  return storage.read_json(path)
 
 
 def collect(workdir: str) -> dict:
@@ -28,9 +29,9 @@ def collect(workdir: str) -> dict:
       found["baselines"][name] = {**metrics, **(_read(os.path.join(
           workdir, "baselines", name, "info.json")) or {})}
   path = os.path.join(workdir, "lm", "metrics.jsonl")
-  if os.path.isfile(path):
-    with open(path) as f:
-      found["lm"] = [json.loads(line) for line in f if line.strip()]
+  if storage.path(path).is_file():
+    found["lm"] = [json.loads(line) for line in storage.read_text(path).splitlines()
+                   if line.strip()]
   return found
 
 

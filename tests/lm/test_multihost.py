@@ -171,3 +171,32 @@ def test_main_runs_the_lm_stage_on_two_processes(tmp_path, main_workdir):
                     coordinator_address=f"127.0.0.1:{_free_port()}")
   for code, output in runs:
     assert code != 0 and "stage 'prepare' runs in one process" in output
+
+
+def test_a_checkpoint_from_one_process_evaluates_on_two(tmp_path, trained_lm):
+  """The LM that one process trained (8 devices) restores, parameters only, in a 2-process job
+  (2 devices each) through `semrec_jax.evaluate`: the same metrics as one process measures."""
+  trained, config = trained_lm
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  for name in ("data", "ids", "lm"):
+    os.symlink(trained / name, workdir / name)
+  small_eval = {"max_users": 16, "steer_users": 4, "explain_users": 2, "max_bundles": 2,
+                "sampled_negatives": 50, "sampled_users": 4, "batch_size": 8}
+  runs = _processes(["-m", "semrec_jax.evaluate", f"--workdir={workdir}",
+                     "--config=configs/demo.py"], num_processes=2,
+                    coordinator_address=f"127.0.0.1:{_free_port()}",
+                    **{f"config.eval.{k}": v for k, v in small_eval.items()})
+  for i, (code, output) in enumerate(runs):
+    assert code == 0, f"process {i} failed:\n{output[-4000:]}"
+  assert "test: recall@10" in runs[0][1] and "test: recall@10" not in runs[1][1]
+  with open(workdir / "eval" / "metrics.json") as f:
+    two_processes = json.load(f)
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.eval.update(small_eval)
+  one_process = evaluate(config, str(workdir), str(tmp_path / "one"))
+  assert set(one_process) == set(two_processes)
+  for key, value in one_process.items():
+    assert two_processes[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float)
+                                  else value), key

@@ -1,0 +1,67 @@
+"""An in-memory Cloud Storage emulator that every client of a `gs://` workdir can talk to.
+
+Each client is pointed at it by its own variable (`environment`): gcsfs, behind etils.epath (JSON,
+TFDS metadata, figures, logs); TensorStore (Orbax's arrays); google-cloud-cpp (ArrayRecord's
+reader). To try a bucket workdir by hand:
+
+  python -m tests.gcs_emulator --port=9023   # prints the variables to export, serves until Ctrl-C
+"""
+
+import socket
+import sys
+
+from gcp_storage_emulator import server as emulator
+
+BUCKET = "semrec-test"
+
+
+def _with_generation_headers():
+  """Media downloads from Cloud Storage carry the object's `x-goog-generation` header, which
+  TensorStore reads (OCDBT's conditional manifest writes); the emulator leaves it out."""
+  from gcp_storage_emulator.handlers import objects  # pylint: disable=import-outside-toplevel
+  original = objects.download
+  if getattr(original, "adds_generation", False):
+    return
+
+  def download(request, response, storage, *args, **kwargs):
+    original(request, response, storage, *args, **kwargs)
+    try:
+      obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+    except Exception:  # pylint: disable=broad-except  (not found: the 404 is already set)
+      return
+    response["x-goog-generation"] = obj["generation"]
+    response["x-goog-metageneration"] = obj["metageneration"]
+
+  download.adds_generation = True
+  objects.download = download  # objects.get (alt=media) calls it by this name
+  emulator.HANDLERS = tuple(
+      (route, {method: download if fn is original else fn for method, fn in fns.items()})
+      for route, fns in emulator.HANDLERS)
+
+
+def start(port: int = 0):
+  """Starts the emulator (a free port when 0) with an empty bucket BUCKET; returns (server,
+  environment variables that send every client to it)."""
+  _with_generation_headers()
+  if not port:
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      port = s.getsockname()[1]
+  server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+  server.start()
+  url = f"http://127.0.0.1:{port}"
+  return server, {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+                  "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,
+                  "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"}
+
+
+if __name__ == "__main__":
+  wanted = next((int(a.split("=")[1]) for a in sys.argv[1:] if a.startswith("--port=")), 9023)
+  running, variables = start(wanted)
+  print("export " + " ".join(f"{k}={v}" for k, v in variables.items()))
+  print(f"bucket: gs://{BUCKET}/  (Ctrl-C stops it; everything is in memory)", flush=True)
+  try:
+    import threading  # pylint: disable=import-outside-toplevel
+    threading.Event().wait()
+  except KeyboardInterrupt:
+    running.stop()
