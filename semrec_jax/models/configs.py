@@ -38,6 +38,15 @@ class DecoderConfig:
   def num_groups(self) -> int:
     return self.num_layers // self.group_size
 
+  @property
+  def first_tail_layer(self) -> int:
+    """The first layer after the last whole group; it and those after it form the tail stack."""
+    return self.num_groups * self.group_size
+
+  @property
+  def num_tail(self) -> int:
+    return self.num_layers - self.first_tail_layer
+
   def layer_slot(self, layer: int) -> tuple[str, int]:
     """Where layer `layer`'s parameters live, as (path, index on the stacked axis): block j of
     group g of the scanned groups, or the k-th of the layers after the last whole group (Gemma 3
@@ -47,7 +56,7 @@ class DecoderConfig:
     group, j = divmod(layer, self.group_size)
     if group < self.num_groups:
       return f"groups/blocks/{j}", group
-    return "tail/blocks/0", layer - self.num_groups * self.group_size
+    return "tail/blocks/0", layer - self.first_tail_layer
 
   @property
   def is_gemma(self) -> bool:

@@ -274,10 +274,9 @@ class Decoder(nnx.Module):
     # Parameters stacked on a leading "layers" axis (nnx.vmap) and run by a scan: the step
     # compiles one group and one tail layer however deep the model is. The tail holds the layers
     # after the last whole group (Gemma 3 1B: 26 = 4 x 6 + 2), all sliding-window layers.
-    first_tail = config.num_groups * config.group_size
     self.groups = _stack(config.num_groups, lambda r: Group(config, r), rngs)
-    self.tail = _stack(config.num_layers - first_tail,
-                       lambda r: Group(config, r, layers=[first_tail]), rngs)
+    self.tail = _stack(config.num_tail,
+                       lambda r: Group(config, r, layers=[config.first_tail_layer]), rngs)
     self.final_norm = RMSNorm(config.embed_dim, config.norm_eps, 1.0 if config.is_gemma else 0.0)
 
   def __call__(self, tokens, positions=None, segment_ids=None, cache=None):
@@ -312,14 +311,13 @@ class Decoder(nnx.Module):
     "tail": one}, arrays with a leading axis over the stack (None for an empty stack)."""
     c = self.config
     dtype = dtype or self.dtype
-    num_tail = c.num_layers - c.num_groups * c.group_size
 
     def empty(count):
       shape = (count, batch, length, c.num_kv_heads, c.head_dim)
       return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
               "pos": jnp.full((count, batch, length), -1, jnp.int32)}
     return {"groups": [empty(c.num_groups) for _ in range(c.group_size)] if c.num_groups else None,
-            "tail": [empty(num_tail)] if num_tail else None}
+            "tail": [empty(c.num_tail)] if c.num_tail else None}
 
 
 def take_cache_rows(cache: dict, rows: jax.Array) -> dict:
