@@ -270,8 +270,9 @@ _SLURM_TASK = """
 import jax
 from semrec_jax import multihost
 multihost.initialize()  # what main.py does with --multihost
+# Flushed at once: a line left in the buffer for interpreter exit was missing once in CI.
 print("process", jax.process_index(), "of", jax.process_count(), "max",
-      int(multihost.max_over_processes(jax.process_index() + 10)))
+      int(multihost.max_over_processes(jax.process_index() + 10)), flush=True)
 """
 
 
