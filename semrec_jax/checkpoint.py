@@ -7,13 +7,12 @@ travels as grain's own checkpoint item, one JSON file per JAX process (each proc
 slice of the data, so each has its own position).
 """
 
-import os
-
 import grain
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
 from flax import nnx
+
+from semrec_jax import storage
 
 
 def manager(directory, max_to_keep: int = 1, best_metric: str | None = None,
@@ -25,9 +24,7 @@ def manager(directory, max_to_keep: int = 1, best_metric: str | None = None,
   step folder only when complete (renamed, or marked committed where renames are not atomic), and
   cleans such folders up here.
   """
-  path = epath.Path(directory)
-  if "://" not in str(directory):
-    path = epath.Path(os.path.abspath(directory))
+  path = storage.path(directory)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,

@@ -49,7 +49,7 @@ def log_to(path: str) -> None:
   log on a bucket is written locally and copied up when the command exits."""
   if storage.is_remote(path):
     mirror = storage.Mirror(os.path.dirname(path))
-    atexit.register(mirror.sync)
+    atexit.register(mirror.close)
     path = os.path.join(mirror.local, os.path.basename(path))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   root = py_logging.getLogger()

@@ -37,6 +37,7 @@ def read_text(where) -> str:
 
 def write_text(where, text: str) -> None:
   target = path(where)
+  _forget_cached(target)
   target.parent.mkdir(parents=True, exist_ok=True)
   target.write_text(text, encoding="utf-8")
 
@@ -54,14 +55,14 @@ def save_array(where, array: np.ndarray) -> None:
   """np.save to a local or remote path."""
   buffer = io.BytesIO()
   np.save(buffer, np.asarray(array), allow_pickle=False)
-  _write_bytes(where, buffer.getvalue())
+  write_bytes(where, buffer.getvalue())
 
 
 def save_arrays(where, compressed: bool = False, **arrays) -> None:
   """np.savez (or np.savez_compressed) to a local or remote path."""
   buffer = io.BytesIO()
   (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
-  _write_bytes(where, buffer.getvalue())
+  write_bytes(where, buffer.getvalue())
 
 
 def load_array(where):
@@ -74,15 +75,25 @@ def load_array(where):
   return loaded
 
 
-def _write_bytes(where, data: bytes) -> None:
+def write_bytes(where, data: bytes) -> None:
   target = path(where)
+  _forget_cached(target)
   target.parent.mkdir(parents=True, exist_ok=True)
   target.write_bytes(data)
+
+
+def save_figure(fig, where, dpi: int) -> None:
+  """A matplotlib figure as a PNG at a local or remote path."""
+  target = path(where)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with target.open("wb") as f:
+    fig.savefig(f, format="png", dpi=dpi)
 
 
 def copy_tree(source, destination) -> None:
   """Copies every file under `source` to the same relative path under `destination`."""
   source, destination = path(source), path(destination)
+  _forget_cached(destination)
   destination.mkdir(parents=True, exist_ok=True)
   for entry in source.iterdir():
     if entry.is_dir():
@@ -93,6 +104,7 @@ def copy_tree(source, destination) -> None:
 
 def remove_tree(where) -> None:
   target = path(where)
+  _forget_cached(target)
   if target.exists():
     target.rmtree()
 
@@ -100,6 +112,7 @@ def remove_tree(where) -> None:
 def move(source, destination) -> None:
   """Renames a folder (on a bucket: copy then delete, as buckets have no folders to rename)."""
   source, destination = path(source), path(destination)
+  _forget_cached(destination)
   if is_remote(source):
     copy_tree(source, destination)
     source.rmtree()
@@ -134,13 +147,28 @@ def _files(folder: epath.Path, prefix: str = ""):
   return out
 
 
+_CACHED: dict[str, str] = {}  # remote folder -> its local copy, for this process
+
+
+def _forget_cached(where) -> None:
+  """Drops the remembered copies of folders this process is writing into (above or under
+  `where`): their next `cached_copy` looks at the bucket again."""
+  written = str(where).rstrip("/") + "/"
+  for key in [k for k in _CACHED if written.startswith(k + "/") or (k + "/").startswith(written)]:
+    del _CACHED[key]
+
+
 def cached_copy(where) -> str:
   """A local copy of a folder that does not change once written (a prepared dataset): `where`
   itself when local. On a bucket, ArrayRecord reads one request per record, so the folder is
   copied once per machine into $SEMREC_CACHE (default ~/.cache/semrec_jax), under a key of its
-  path, file sizes and JSON metadata: a rewritten folder gets a new copy."""
+  path, file sizes and JSON metadata: a rewritten folder gets a new copy. The answer is
+  remembered for the process (the bucket is listed once), until this process writes there."""
   if not is_remote(where):
     return str(where)
+  remembered = _CACHED.get(str(path(where)).rstrip("/"))
+  if remembered and os.path.isdir(remembered):
+    return remembered
   files = _files(path(where))
   key = hashlib.sha256(str(where).encode())
   for name, entry in files:
@@ -160,21 +188,40 @@ def cached_copy(where) -> str:
       os.rename(scratch, local)  # another process on this machine may have won the race
     except OSError:
       shutil.rmtree(scratch, ignore_errors=True)
+  _CACHED[str(path(where)).rstrip("/")] = local
   return local
 
 
 class Mirror:
-  """A local folder whose files are copied to a remote `where` on every `sync()` (for writers that
-  keep files open, like tensorboard's); for a local `where`, the folder itself and no copying."""
+  """A local folder whose files are copied to a remote `where` by `sync()` (for writers that keep
+  files open, like tensorboard's): only files that changed since the last sync; `close()` syncs
+  and removes the local folder. For a local `where`, the folder itself and no copying."""
 
   def __init__(self, where):
     self.remote = where if is_remote(where) else None
     self.local = tempfile.mkdtemp(prefix="semrec_mirror_") if self.remote else str(where)
     os.makedirs(self.local, exist_ok=True)
+    self._sent: dict[str, tuple[int, int]] = {}  # relative name -> (size, mtime_ns) uploaded
 
   def sync(self) -> None:
+    if not self.remote or not os.path.isdir(self.local):
+      return
+    for folder, _, names in os.walk(self.local):
+      for name in names:
+        local = os.path.join(folder, name)
+        relative = os.path.relpath(local, self.local)
+        stat = os.stat(local)
+        if self._sent.get(relative) == (stat.st_size, stat.st_mtime_ns):
+          continue
+        target = path(self.remote) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        epath.Path(local).copy(target, overwrite=True)
+        self._sent[relative] = (stat.st_size, stat.st_mtime_ns)
+
+  def close(self) -> None:
+    self.sync()
     if self.remote:
-      copy_tree(self.local, self.remote)
+      shutil.rmtree(self.local, ignore_errors=True)
 
 
 class Appender:

@@ -70,3 +70,55 @@ def test_a_bucket_folder_is_cached_once_and_again_when_rewritten(bucket, tmp_pat
   second = storage.cached_copy(folder)
   assert second != first and storage.read_json(os.path.join(second, "info.json"))["version"] == 2
   assert storage.cached_copy(str(tmp_path)) == str(tmp_path)  # local folders are read in place
+
+
+def test_a_cached_copy_is_remembered_until_this_process_writes_there(bucket, tmp_path,
+                                                                      monkeypatch):
+  monkeypatch.setenv("SEMREC_CACHE", str(tmp_path / "cache"))
+  listings = []
+  files = storage._files  # pylint: disable=protected-access
+  monkeypatch.setattr(storage, "_files", lambda *a: listings.append(a) or files(*a))
+  folder = f"{bucket}/remembered"
+  storage.write_text(f"{folder}/part", "x")
+  first = storage.cached_copy(folder)
+  assert storage.cached_copy(folder) == first and storage.cached_copy(folder + "/") == first
+  assert len(listings) == 1  # the bucket is listed once per process
+  storage.copy_tree(first, f"{bucket}/elsewhere")  # a write outside the folder keeps it
+  assert storage.cached_copy(folder) == first and len(listings) == 1
+  storage.write_text(f"{folder}/part", "yy")  # a write inside: listed again, copied again
+  second = storage.cached_copy(folder)
+  assert second != first and len(listings) == 2
+  with open(os.path.join(second, "part"), encoding="utf-8") as f:
+    assert f.read() == "yy"
+
+
+def test_a_mirror_uploads_what_changed_and_removes_its_folder(bucket):
+  mirror = storage.Mirror(f"{bucket}/mirror")
+  local = mirror.local
+  with open(os.path.join(local, "events"), "w", encoding="utf-8") as f:
+    f.write("a")
+  mirror.sync()
+  assert storage.read_text(f"{bucket}/mirror/events") == "a"
+  storage.write_text(f"{bucket}/mirror/events", "changed on the bucket")
+  mirror.sync()  # nothing changed locally: nothing sent
+  assert storage.read_text(f"{bucket}/mirror/events") == "changed on the bucket"
+  with open(os.path.join(local, "events"), "a", encoding="utf-8") as f:
+    f.write("b")
+  os.makedirs(os.path.join(local, "sub"))
+  with open(os.path.join(local, "sub", "more"), "w", encoding="utf-8") as f:
+    f.write("c")
+  mirror.close()
+  assert storage.read_text(f"{bucket}/mirror/events") == "ab"
+  assert storage.read_text(f"{bucket}/mirror/sub/more") == "c"
+  assert not os.path.exists(local)
+
+
+def test_a_figure_is_saved_as_png(root):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig = plt.figure(figsize=(2, 1))
+  storage.save_figure(fig, f"{root}/figs/f.png", dpi=50)
+  plt.close(fig)
+  data = storage.path(f"{root}/figs/f.png").read_bytes()
+  assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[16:20], "big") == 100  # 2 in x 50

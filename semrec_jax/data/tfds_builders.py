@@ -16,6 +16,8 @@ import tempfile
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
+from tensorflow_datasets.core import writer as tfds_writer
 
 from semrec_jax import storage
 from semrec_jax.data.catalog import FIELDS, Catalog
@@ -25,7 +27,29 @@ SPLITS = ("train", "validation", "test")
 ITEMS, SEQUENCES = "semrec_items", "semrec_sequences"
 
 
-class SemrecItems(tfds.core.GeneratorBasedBuilder):
+class _ShardWriter(tfds_writer.ExampleWriter):
+  """ArrayRecord's writer opens POSIX files only (array_record has a bucket reader, no writer):
+  a shard bound for a bucket is written to a local temporary file and copied up. With Beam this
+  runs on the worker that writes the shard, so a Dataflow job can write into a gs:// beam_dir."""
+
+  def write(self, path, examples):
+    if not storage.is_remote(path):
+      return super().write(path, examples)
+    with tempfile.TemporaryDirectory(prefix="semrec_shard_") as local:
+      local_path = os.path.join(local, epath.Path(path).name)
+      positions = super().write(local_path, examples)
+      epath.Path(local_path).copy(storage.path(path), overwrite=True)
+    return positions
+
+
+class _Builder(tfds.core.GeneratorBasedBuilder):
+  """Shared by both datasets: shards written through `_ShardWriter`."""
+
+  def _example_writer(self):
+    return _ShardWriter(file_format=self.info.file_format)
+
+
+class SemrecItems(_Builder):
   """The item catalog: index, item id (ASIN), text fields and attributes ('' when unknown)."""
 
   VERSION = tfds.core.Version(VERSION)
@@ -58,7 +82,7 @@ class SemrecItems(tfds.core.GeneratorBasedBuilder):
       yield index, {"index": index, **row}
 
 
-class SemrecSequences(tfds.core.GeneratorBasedBuilder):
+class SemrecSequences(_Builder):
   """Leave-one-out examples: a user's last <= max_history items before a target item."""
 
   VERSION = tfds.core.Version(VERSION)

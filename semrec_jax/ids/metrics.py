@@ -61,7 +61,7 @@ def plot(codes: np.ndarray, codebook_size: int, out_prefix: str, title: str) -> 
   fig.suptitle(f"{title}: items per code")
   fig.tight_layout()
   usage_path = out_prefix + "code_usage.png"
-  _save(fig, usage_path)
+  storage.save_figure(fig, usage_path, dpi=80)
   plt.close(fig)
 
   sizes = collision_groups(codes)
@@ -74,14 +74,8 @@ def plot(codes: np.ndarray, codebook_size: int, out_prefix: str, title: str) -> 
   ax.set_title(f"{title}: collision groups")
   fig.tight_layout()
   groups_path = out_prefix + "collision_groups.png"
-  _save(fig, groups_path)
+  storage.save_figure(fig, groups_path, dpi=80)
   plt.close(fig)
   return [usage_path, groups_path]
 
 
-def _save(fig, where: str) -> None:
-  """fig as a PNG at a local or remote path."""
-  target = storage.path(where)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  with target.open("wb") as f:
-    fig.savefig(f, format="png", dpi=80)

@@ -140,9 +140,7 @@ class Tokenizer:
     return i
 
   def save(self, path: str) -> None:
-    target = storage.path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(self.serialized)
+    storage.write_bytes(path, self.serialized)
 
   def fingerprint(self) -> str:
     return hashlib.sha256(self.serialized).hexdigest()[:16]

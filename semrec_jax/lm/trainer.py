@@ -206,6 +206,10 @@ class _Log:
           self.writer.add_scalar(name if "/" in name else f"{prefix}/{name}", value,
                                  self.offset + record["step"])
       self.writer.flush()
+
+  def sync(self) -> None:
+    """Copies new tensorboard events up to a remote workdir (at checkpoints, not every line)."""
+    if self.events:
       self.events.sync()
 
   def close(self) -> None:
@@ -213,7 +217,7 @@ class _Log:
       self.file.close()
       if self.writer:
         self.writer.close()
-        self.events.sync()
+        self.events.close()
 
 
 def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
@@ -281,6 +285,7 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
       if (step + 1) % c.checkpoint_every == 0 or done or stop:
         checkpoint.save(mngr, step + 1, trainer.state, meta={**meta, "step": step + 1},
                         data_iterator=batches)
+        log.sync()
       if stop:
         preempted = True
         break

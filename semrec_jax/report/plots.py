@@ -12,10 +12,7 @@ from semrec_jax.report import summary  # pylint: disable=wrong-import-position
 
 def _save(fig, path: str) -> str:
   fig.tight_layout()
-  target = storage.path(path)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  with target.open("wb") as f:
-    fig.savefig(f, format="png", dpi=110)
+  storage.save_figure(fig, path, dpi=110)
   plt.close(fig)
   return path
 

@@ -131,6 +131,40 @@ def test_remote_input_and_beam_dir(tmp_path):
   assert not list((tmp_path / "bucket").iterdir())  # the run's folder is removed after the copy
 
 
+@requires_beam
+@pytest.mark.slow
+def test_stage_folder_and_beam_dir_on_a_bucket(tmp_path, monkeypatch):
+  """The stage folder and config.data.beam_dir both on gs:// (a pod's workdir, a Dataflow job's
+  files), against the in-memory emulator: Beam's intermediate files, TFDS's shards (ArrayRecord
+  writes POSIX files: each shard is written locally and copied up) and the copy into the stage's
+  folder all go through the bucket, and the datasets equal the in-process ones."""
+  pytest.importorskip("gcp_storage_emulator")
+  pytest.importorskip("gcsfs")
+  from semrec_jax import storage  # pylint: disable=import-outside-toplevel
+  from tests import gcs_emulator  # pylint: disable=import-outside-toplevel
+  server, env = gcs_emulator.start()
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  monkeypatch.setenv("SEMREC_CACHE", str(tmp_path / "cache"))
+  try:
+    common = dict(format="amazon2023", path=AMAZON2023, category="Video_Games", kcore=2)
+    (tmp_path / "local").mkdir()
+    prepare(_config(**common), str(tmp_path / "local"))
+    bucket = f"gs://{gcs_emulator.BUCKET}"
+    prepare(_config(runner="beam", beam_dir=f"{bucket}/beam", **common), f"{bucket}/w/data")
+    shards = [p.name for p in storage.path(
+        f"{bucket}/w/data/{tfds_builders.SEQUENCES}/{tfds_builders.VERSION}").iterdir()]
+    assert any(".array_record-" in name for name in shards)
+    assert not [n for n in shards if "incomplete" in n or n.startswith("tmp")]
+    assert not list(storage.path(f"{bucket}/beam").glob("*"))  # the run's folder is removed
+    storage.copy_tree(f"{bucket}/w/data", tmp_path / "downloaded")
+    _assert_same_output(str(tmp_path / "local"), str(tmp_path / "downloaded"))
+    source = tfds_builders.sequences_source(f"{bucket}/w/data", "test")  # read through the cache
+    assert len(source) == len(tfds_builders.sequences_source(str(tmp_path / "local"), "test"))
+  finally:
+    server.stop()
+
+
 def _write_generic(folder, items: list[dict], rows: list[tuple], extra_lines=()) -> None:
   folder.mkdir(exist_ok=True)
   with open(folder / "items.jsonl", "w", encoding="utf-8") as f:
