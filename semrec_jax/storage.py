@@ -84,10 +84,9 @@ def write_bytes(where, data: bytes) -> None:
 
 def save_figure(fig, where, dpi: int) -> None:
   """A matplotlib figure as a PNG at a local or remote path."""
-  target = path(where)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  with target.open("wb") as f:
-    fig.savefig(f, format="png", dpi=dpi)
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=dpi)
+  write_bytes(where, png.getvalue())
 
 
 def copy_tree(source, destination) -> None:
@@ -166,7 +165,8 @@ def cached_copy(where) -> str:
   remembered for the process (the bucket is listed once), until this process writes there."""
   if not is_remote(where):
     return str(where)
-  remembered = _CACHED.get(str(path(where)).rstrip("/"))
+  memo = str(path(where)).rstrip("/")
+  remembered = _CACHED.get(memo)
   if remembered and os.path.isdir(remembered):
     return remembered
   files = _files(path(where))
@@ -188,7 +188,7 @@ def cached_copy(where) -> str:
       os.rename(scratch, local)  # another process on this machine may have won the race
     except OSError:
       shutil.rmtree(scratch, ignore_errors=True)
-  _CACHED[str(path(where)).rstrip("/")] = local
+  _CACHED[memo] = local
   return local
 
 

@@ -27,6 +27,8 @@ class DecoderConfig:
   max_len: int = 2048
   attention: str = "auto"              # auto | xla | cudnn | splash (models/attention.py)
   remat: str = "none"                  # none | dots | full: what a layer's backward recomputes
+  scan_unroll: bool = False            # unroll the layer scan (without remat): faster for a
+                                       # few small groups (tiny on a CPU)
 
   @property
   def group_size(self) -> int:
@@ -91,7 +93,8 @@ CONFIGS = {
     # SentencePiece model (the size is set when the tokenizer is known).
     "tiny": DecoderConfig(family="gemma3", vocab_size=8192, embed_dim=256, num_layers=4,
                           num_heads=4, num_kv_heads=1, head_dim=64, mlp_dim=1024,
-                          rope_base=10_000.0, sliding_window=128, global_every=2, max_len=512),
+                          rope_base=10_000.0, sliding_window=128, global_every=2, max_len=512,
+                          scan_unroll=True),
     "gemma3_270m": DecoderConfig(**_GEMMA3, embed_dim=640, num_layers=18, num_heads=4,
                                  num_kv_heads=1, head_dim=256, mlp_dim=2048, sliding_window=512,
                                  query_scale=256 ** -0.5),

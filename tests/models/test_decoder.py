@@ -187,3 +187,23 @@ def test_remat_policies_keep_the_numbers_and_cut_the_step_memory():
 def test_unknown_remat_policy_is_named():
   with pytest.raises(ValueError, match="remat policy 'some'"):
     Decoder(tiny(remat="some"), nnx.Rngs(0))(jnp.ones((1, 4), jnp.int32))
+
+
+def test_unrolled_layer_scan_equals_the_rolled_one():
+  """scan_unroll (on for tiny, off for the pretrained families) changes the program, never the
+  logits, the gradients or the cache it writes."""
+  tokens = jnp.asarray(np.random.default_rng(7).integers(1, 552, (2, 12)))
+  assert configs.get("tiny").scan_unroll and not configs.get("gemma3_1b").scan_unroll
+  results = {}
+  for unroll in (False, True):
+    graphdef, state = nnx.split(Decoder(tiny(num_layers=5, scan_unroll=unroll), nnx.Rngs(0)))
+
+    def loss(state, graphdef=graphdef):
+      logp = jax.nn.log_softmax(nnx.merge(graphdef, state)(tokens)[:, :-1])
+      return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1))
+    m = nnx.merge(graphdef, state)
+    _, cache = m(tokens[:, :8], cache=m.init_cache(2, 16))
+    step, _ = m(tokens[:, 8:9], positions=jnp.full((2, 1), 8), cache=cache)
+    results[unroll] = (*jax.jit(jax.value_and_grad(loss))(state), cache, step)
+  for got, want in zip(jax.tree.leaves(results[True]), jax.tree.leaves(results[False])):
+    np.testing.assert_allclose(got, want, atol=1e-5)
