@@ -276,6 +276,16 @@ print("process", jax.process_index(), "of", jax.process_count(), "max",
 """
 
 
+def _output_within(task, seconds):
+  """(stdout, stderr) of a task, killed when it runs longer than `seconds` (one hung once in CI
+  while a training run shared the cores): what it printed until then still comes back."""
+  try:
+    return task.communicate(timeout=seconds)
+  except subprocess.TimeoutExpired:
+    task.kill()
+    return task.communicate()
+
+
 @pytest.mark.slow
 def test_slurm_environment_starts_one_jax_job(fake_bin, tmp_path):
   """The batch script's coordinator line, run against a fake scontrol, then two processes with
@@ -304,16 +314,7 @@ def test_slurm_environment_starts_one_jax_job(fake_bin, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**env, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
            for i in range(2)]
-  try:
-    for task in tasks:
-      task.wait(timeout=120)
-  except subprocess.TimeoutExpired:
-    pass  # (hung once in CI while a training run shared the cores: what each printed is below)
-  finally:
-    for task in tasks:
-      if task.poll() is None:
-        task.kill()
-  outputs = [task.communicate() for task in tasks]
+  outputs = [_output_within(task, 120) for task in tasks]
   assert [task.returncode for task in tasks] == [0, 0], [(out[-1000:], err[-2000:])
                                                          for out, err in outputs]
   # (gloo prints to stdout too, not always at line starts)
