@@ -3,8 +3,8 @@ bundle naming, on held-out items and users, from greedy generation and constrain
 
 Explanations are taught as "<item>: like <history item>, it is <reason>." with a reason built from
 the attributes the two items share ("for PS4 and by Sony"); each clause of a generated reason is
-a claim, true when both items hold that attribute value. A bundle name is accurate when every
-attribute value it mentions is held by all the bundle's items."""
+a claim, true when both items hold that attribute value. A bundle name is accurate when it mentions
+at least one attribute value and every value it mentions is held by all the bundle's items."""
 
 import re
 
@@ -74,25 +74,27 @@ def known_values(values) -> dict[str, set[str]]:
 
 
 def bundle_name_accurate(name: str, members: list[int], values, known=None) -> bool:
-  """Every catalog attribute value the name mentions (any item's, not only the members') is held
-  by all members, and the name is not empty. `known`: known_values(values), computed once by
-  callers that check many names."""
+  """The name claims at least one attribute (a catalog value of any item, not only the members',
+  or a kind noun such as "accessories") and every claim is held by all members: a name that says
+  nothing checkable ("great picks", ID tokens) is not accurate. `known`: known_values(values),
+  computed once by callers that check many names."""
   words = f" {normalise(name)} "
-  if not words.strip():
-    return False
   known = known or known_values(values)
   named = sorted(((normalise(v), kind, v) for kind in ATTRIBUTE_KINDS if kind != "product_type"
                   for v in known[kind]), key=lambda n: -len(n[0]))
+  claimed = 0
   for phrase, kind, value in named:  # longest first: "wii u" is not also a claim of "wii"
     if phrase and f" {phrase} " in words:
       if not all(value in values[i][kind] for i in members):
         return False
+      claimed += 1
       words = words.replace(f" {phrase} ", " | ")
   for kind_value, (one, several) in tasks.KIND_NOUNS.items():
     if f" {several} " in words or f" {one} " in words:
       if not all(kind_value.lower() in values[i]["product_type"] for i in members):
         return False
-  return True
+      claimed += 1
+  return claimed > 0
 
 
 def _decode(tokenizer, rows: np.ndarray) -> list[str]:

@@ -72,6 +72,11 @@ def test_language_parsers_by_hand():
   assert not language.bundle_name_accurate("Sony PS4 games", [0, 1], values)
   assert not language.bundle_name_accurate("PS3 picks", [0, 1], values)  # a value none holds
   assert not language.bundle_name_accurate("", [0, 1], values)
+  # A name must claim something checkable: words or ID tokens that claim nothing are not accurate.
+  assert not language.bundle_name_accurate("great picks", [0, 1], values)
+  assert not language.bundle_name_accurate("<|sid_579|><|sid_768|><|sid_end|>", [0, 1], values)
+  assert language.bundle_name_accurate("great games", [0, 1], values)  # a kind noun all hold
+  assert not language.bundle_name_accurate("accessories", [0, 1], values)
   # A longer value is one claim, not also a claim of the shorter value inside it ("wii").
   wii = [{"platform": {p}, "brand": set(), "genre": set(), "franchise": set(),
           "product_type": {"game"}} for p in ("wii u", "wii u", "wii")]
