@@ -10,9 +10,7 @@ def get_config():
   # SASRec: histories of 20 items (LC-Rec's Games protocol; 96% of training sequences fit), two
   # blocks of width 64, batches of 256 users, early stopping on validation NDCG@10 every ~2.5
   # epochs (two evaluations without a better one).
-  # RQ-VAE: 5x the default's 300 steps. On Games, the semantic-ID SASRec on codes trained 1,500 steps
-  # ranks ~12% higher on validation (NDCG@10 0.0279 vs 0.0251, README); loss still falling there.
-  config.ids.steps = 1_500
+  config.ids.steps = defaults.GAMES_IDS_STEPS
   config.baselines.max_len = 20
   config.baselines.batch_size = 256
   config.baselines.dropout = 0.3
