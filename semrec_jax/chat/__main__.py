@@ -7,7 +7,7 @@ and bundle names.
       --prompt "why #2?" [--json]
 
 Each --prompt is one user message (answered in order, then the command exits); without --prompt
-it reads messages from the terminal (or stdin) until an empty line twice, Ctrl-D or Ctrl-C.
+it reads messages from the terminal (or stdin) until "quit", an empty line twice, Ctrl-D or Ctrl-C.
 """
 
 import json
@@ -31,7 +31,8 @@ _K = flags.DEFINE_integer("k", 5, "Recommendations per reply.")
 flags.mark_flags_as_required(["workdir"])
 
 
-def _answer(session: Session, message: str) -> None:
+def _answer(session: Session, message: str) -> str:
+  """Prints the reply to one message; returns its kind ("bye" ends the chat)."""
   try:
     reply = session.reply(message)
   except (UnknownItem, AmbiguousItem, ValueError) as e:
@@ -42,6 +43,7 @@ def _answer(session: Session, message: str) -> None:
                      ensure_ascii=False, default=str), flush=True)
   else:
     print(reply.text if reply else text, flush=True)
+  return reply.kind if reply else "error"
 
 
 def main(argv):
@@ -61,7 +63,8 @@ def main(argv):
   try:
     if _PROMPT.value:
       for message in _PROMPT.value:
-        _answer(session, message)
+        if _answer(session, message) == "bye":
+          return
       return
     interactive = sys.stdin.isatty()
     if interactive:
@@ -77,7 +80,8 @@ def main(argv):
         return
       if not interactive:
         print(f"you> {message}")
-      _answer(session, message)
+      if _answer(session, message) == "bye":
+        return
   except KeyboardInterrupt:
     print("\n(interrupted) bye", flush=True)
 

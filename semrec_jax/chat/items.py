@@ -4,6 +4,7 @@ attribute values, and a readable one-line form."""
 import dataclasses
 import difflib
 import re
+import unicodedata
 
 import numpy as np
 
@@ -28,7 +29,9 @@ class AmbiguousItem(ValueError):
 
 
 def words(s: str) -> list[str]:
-  return _WORD.findall(s.lower())
+  """Lower-case ASCII words: "Pokémon" and "pokemon" are the same word."""
+  folded = unicodedata.normalize("NFKD", s.lower()).encode("ascii", "ignore").decode()
+  return _WORD.findall(folded)
 
 
 def parse_price(value) -> float | None:
@@ -80,6 +83,16 @@ class Catalog:
       for v in values:
         counts[v] = counts.get(v, 0) + 1
     return dict(sorted(counts.items(), key=lambda c: (-c[1], c[0])))
+
+  def holds(self, kind: str, values: set[str]) -> np.ndarray:
+    """[items] bool: the items holding any of `values` for `kind`. A series (franchise) is also
+    held by an item whose title names it in full ("The Legend of Zelda: Breath of the Wild"), as
+    the catalog's franchise field is often empty."""
+    held = np.asarray([bool(v & values) for v in self.values[kind]], bool)
+    if kind == "franchise":
+      names = [" ".join(words(v)) for v in values if words(v)]
+      held |= np.asarray([any(f" {n} " in f" {t} " for n in names) for t in self._normal], bool)
+    return held
 
   @property
   def has_prices(self) -> bool:

@@ -4,8 +4,10 @@ items that meet them.
 
 A clause with "not", "no", "without" or "except" negates the values it names. Platforms are
 matched through their aliases ("PlayStation 4" = "PS4"), other kinds by their catalog values as
-whole words, longest first. The model is asked with the taught phrase of the first wish
-(tasks.constraint); decoding is restricted to items meeting all of them (Recommender.recommend)."""
+whole words, longest first. A series (franchise) is named before "games" or "series" ("Zelda
+games", "the Mario series"), so a bare "Splatoon" stays the item of that title. The model is asked
+with the taught phrase of the first wish (tasks.constraint); decoding is restricted to items
+meeting all of them (Recommender.recommend)."""
 
 import dataclasses
 import re
@@ -25,6 +27,7 @@ _PRODUCT_WORDS = {"accessory": "Accessory", "accessories": "Accessory", "game": 
 _UNDER = re.compile(r"(?:under|below|less than|cheaper than|at most|up to|max(?:imum)?|within)\s*"
                     r"\$?\s*(\d+(?:\.\d+)?)|\$\s*(\d+(?:\.\d+)?)\s*(?:or less|or under|max)")
 _OVER = re.compile(r"(?:over|above|more than|at least)\s*\$\s*(\d+(?:\.\d+)?)")
+_SERIES_CUES = ("games", "game", "series", "franchise")
 _CHEAP = re.compile(r"\b(cheap|cheaper|inexpensive|budget|affordable|not too expensive|"
                     r"not expensive|low price)\b")
 
@@ -44,12 +47,18 @@ class Request:
                 or self.min_price is not None)
 
   def merge(self, newer: "Request") -> "Request":
-    """A follow-up: a newer wish for a kind replaces the older one; exclusions add up."""
+    """A follow-up: a newer wish for a kind replaces the older one; exclusions add up, and an
+    exclusion takes back an older wish for the same values ("Zelda games", then "not Zelda")."""
     out = Request({**self.wanted, **newer.wanted}, {k: set(v) for k, v in self.unwanted.items()},
                   self.max_price, self.min_price,
                   [k for k in self.order if k not in newer.order] + newer.order)
     for kind, values in newer.unwanted.items():
       out.unwanted[kind] = out.unwanted.get(kind, set()) | values
+      if kind not in newer.wanted and out.wanted.get(kind, set()) & values:
+        out.wanted[kind] = out.wanted[kind] - values
+        if not out.wanted[kind]:
+          del out.wanted[kind]
+          out.order = [k for k in out.order if k != kind]
     for kind in newer.wanted:
       out.unwanted.pop(kind, None) if out.unwanted.get(kind) == newer.wanted[kind] else None
     if newer.max_price is not None or newer.min_price is not None:
@@ -57,9 +66,8 @@ class Request:
     return out
 
   def describe(self) -> str:
-    parts = [f"{kind.replace('_', ' ')} {' or '.join(sorted(v))}"
-             for kind, v in self.wanted.items()]
-    parts += [f"not {' or '.join(sorted(v))}" for v in self.unwanted.values()]
+    parts = [f"{kind.replace('_', ' ')} {_any_of(v)}" for kind, v in self.wanted.items()]
+    parts += [f"not {_any_of(v)}" for v in self.unwanted.values()]
     if self.max_price is not None:
       parts.append(f"under ${self.max_price:g}")
     if self.min_price is not None:
@@ -80,9 +88,9 @@ class Request:
     """[items] bool: the items meeting every wish and no exclusion."""
     ok = np.ones(len(catalog), bool)
     for kind, values in self.wanted.items():
-      ok &= np.asarray([bool(v & values) for v in catalog.values[kind]])
+      ok &= catalog.holds(kind, values)
     for kind, values in self.unwanted.items():
-      ok &= ~np.asarray([bool(v & values) for v in catalog.values[kind]])
+      ok &= ~catalog.holds(kind, values)
     with np.errstate(invalid="ignore"):
       if self.max_price is not None:
         ok &= catalog.prices <= self.max_price
@@ -106,6 +114,7 @@ class Reader:
         for v in values:
           if len(v) >= 3 and words(v):
             self.phrases.setdefault((kind, " ".join(words(v))), v)
+    self.series = series_names(catalog)
 
   def read(self, said: str) -> tuple[Request, str]:
     """(request, what was left unread) for one message."""
@@ -151,6 +160,13 @@ class Reader:
           found.append((kind, {value}))
           text = text.replace(f" {phrase}{suffix}", " ", 1)
           break
+    for phrase, values in sorted(self.series.items(), key=lambda p: -len(p[0])):
+      cue = next((c for c in _SERIES_CUES if f" {phrase} {c} " in text), None)
+      if cue:
+        found.append(("franchise", set(values)))
+        # The cue goes too: "Zelda games" is not also a product-type wish, which would drop the
+        # many items whose product type the catalog does not know.
+        text = text.replace(f" {phrase} {cue} ", " ", 1)
     for word, value in _PRODUCT_WORDS.items():
       if f" {word} " in text and any(value in v for v in self.catalog.values["product_type"]):
         found.append(("product_type", {value}))
@@ -161,9 +177,44 @@ class Reader:
     return list(merged.items()), text.strip()
 
 
+def _any_of(values: set[str], shown: int = 3) -> str:
+  """"A or B or C or 5 more": a wish as the user reads it back."""
+  names = sorted(values)
+  more = f" or {len(names) - shown} more" if len(names) > shown else ""
+  return " or ".join(names[:shown]) + more
+
+
 def cheap_price(catalog: Catalog) -> float:
   """"Cheap" and "not too expensive": at most the catalog's median price, rounded to dollars
   (NaN for a catalog without prices)."""
   if not catalog.has_prices:
     return float("nan")
   return float(np.ceil(np.nanmedian(catalog.prices)))
+
+
+def series_names(catalog: Catalog) -> dict[str, set[str]]:
+  """Words that name a series -> its franchise values: each franchise value in full ("the legend
+  of zelda"), and a single word of one ("zelda", "mario") when at least half of the items whose
+  titles hold it, among those with a known franchise, belong to franchises holding that word: so
+  "mario" names Super Mario, Mario Kart and Mario Party together, and a common word such as "of"
+  or "star" names nothing."""
+  named: dict[str, set[str]] = {}
+  holders: dict[str, set[str]] = {}  # word -> franchise values holding it
+  for values in catalog.values["franchise"]:
+    for v in values:
+      if words(v):
+        named.setdefault(" ".join(words(v)), set()).add(v)
+        for w in words(v):
+          if len(w) >= 3:
+            holders.setdefault(w, set()).add(v)
+  titled: dict[str, list[int]] = {w: [] for w in holders}  # word -> items with a franchise
+  for i, (title, franchise) in enumerate(zip(catalog.titles, catalog.values["franchise"])):
+    if franchise:
+      for w in set(words(title)) & holders.keys():
+        titled[w].append(i)
+  for w, values in holders.items():
+    items = titled[w]
+    held = sum(bool(catalog.values["franchise"][i] & values) for i in items)
+    if len(items) >= 2 and 2 * held >= len(items):
+      named.setdefault(w, set()).update(values)
+  return named

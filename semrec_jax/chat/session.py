@@ -1,6 +1,7 @@
 """A conversation with the recommender: what the user liked, what they asked for and the last list
 shown are kept between messages, so follow-ups work ("cheaper", "for PS4", "why #2?", "make a
-bundle of 1, 3 and 4 and name it", "more"). Each message gets one Reply."""
+bundle of 1, 3 and 4 and name it", "more", "more like #1 but for 3DS"). Each message gets one
+Reply."""
 
 import dataclasses
 import re
@@ -13,21 +14,25 @@ from semrec_jax.chat.requests import Request
 
 MAX_CHARS = 2000
 HELP = ('Tell me items you liked ("I loved Mario Kart 8 and Splatoon"; titles, ids or ASINs), '
-        'ask in words ("something for Wii U, not a racing game", "under $20", "an accessory"), '
-        'then follow up: "why #2?", "make a bundle of 1, 3 and 4 and name it", "cheaper", "more", '
-        '"reset".')
+        'ask in words ("something for Wii U, not a racing game", "under $20", "an accessory", '
+        '"Zelda games"), then follow up: "why #2?", "make a bundle of 1, 3 and 4 and name it", '
+        '"more like #1", "cheaper", "more", "reset", "quit".')
 _LEAD = re.compile(r"^(?:and |also |but )?(?:i )?(?:really |also )?(?:loved|love|liked|like|"
                    r"enjoyed|enjoy|bought|buy|played|play|own|have|got|finished|adored)\b\s*(.*)$")
 _PARTS = re.compile(r",|\band\b|&|\bplus\b")
 _FILLER = set("""something some a an the for please now want i id d would rather like me
     recommend what should get next play buy more one thing things any anything give show with of to
-    it is that maybe also just kind sort stuff not no without except nothing avoid never but dont
-    isnt""".split())
+    from it is that maybe also just kind sort stuff not no without except nothing avoid never but
+    dont isnt""".split())
+_QUIT = ("quit", "exit", "bye", "goodbye", "q")
+# "#2", "more like #2": an item of the last list, which joins what the user liked.
+_LISTED = re.compile(r"(?:\b(?:more|something|anything|ones|stuff)\s+)?"
+                     r"(?:\blike\s+|\bsimilar\s+to\s+)?#(\d+)\b", re.IGNORECASE)
 
 
 @dataclasses.dataclass
 class Reply:
-  kind: str  # recommend | explain | bundle | help | reset | error
+  kind: str  # recommend | explain | bundle | help | reset | bye | error
   text: str
   items: list[Item] = dataclasses.field(default_factory=list)
   data: dict = dataclasses.field(default_factory=dict)
@@ -56,6 +61,8 @@ class Session:
     if len(said) > MAX_CHARS:
       return Reply("error", f"That message has {len(said)} characters; keep it under "
                             f"{MAX_CHARS}.")
+    if low.strip(" .!") in _QUIT:
+      return Reply("bye", "Bye.")
     if low in ("help", "?", "h"):
       return Reply("help", HELP)
     if low in ("reset", "start over", "clear", "new"):
@@ -75,6 +82,7 @@ class Session:
   def _read(self, said: str, notes: list[str]) -> None:
     """Items and wishes in one message (into self.history, self.request); notes for the rest."""
     request = Request()
+    said = _LISTED.sub(self._listed, said)
     for segment in re.split(r"[;.!?\n]", said):
       segment = segment.strip()
       lead = _LEAD.match(segment.lower())
@@ -116,14 +124,25 @@ class Session:
       self.request = self.request.merge(request)
       self.excluded = set()
 
+  def _listed(self, match: re.Match) -> str:
+    """A reference to the last list ("#2"): its item is liked; other numbers ("#553", a catalog
+    index) are left for the title reader."""
+    n = int(match.group(1))
+    if not 1 <= n <= len(self.shown):
+      return match.group(0)
+    index = self.shown[n - 1].index
+    self.history += [] if index in self.history else [index]
+    return " "
+
   def _title(self, part: str, notes: list[str] | None) -> int | None:
     """The item a phrase names, or None (with a note about it when `notes` is given)."""
     try:
       return self.rec.catalog.resolve(part.strip().strip('"\''))
     except AmbiguousItem as e:
       if notes is not None:
-        listed = "; ".join(f"{self.rec.catalog.titles[i]} (#{i})" for i in e.candidates)
-        notes.append(f'Which "{part}" do you mean? {listed}. Say the full title or its #index.')
+        listed = "; ".join(f"{self.rec.catalog.titles[i]} ({self.rec.catalog.ids[i]})"
+                           for i in e.candidates)
+        notes.append(f'Which "{part}" do you mean? {listed}. Say the full title or its id.')
     except UnknownItem:
       if notes is not None:
         notes.append(f'I could not find "{part}" in the catalog.')

@@ -97,6 +97,20 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
   assert 'I took "Splatoon 2" to mean "Splatoon".' in other.text
   assert "No item in this catalog is for PS5 (platforms here include " in other.text
   assert all("Racing" not in rec.catalog.values["genre"][i.index] for i in other.items)
+  # The last list by number ("more like #2") joins the history; a series is read with the
+  # earlier wishes; an ambiguous title lists ids to answer with; "quit" says goodbye.
+  assert s.reply("reset").kind == "reset"
+  wii_u = s.reply("I loved Mario Kart 8; something for Wii U")
+  liked = s.reply("show me more like #2 but for 3DS")
+  assert liked.data["history"] == ["Mario Kart 8 - Nintendo Wii U", wii_u.items[1].title]
+  assert liked.data["request"] == "platform 3DS" and "did not use" not in liked.text
+  zelda = s.reply("Zelda games please")
+  assert zelda.kind == "recommend" and "franchise The Legend of Zelda" in zelda.data["request"]
+  assert all(rec.catalog.holds("franchise", {"The Legend of Zelda"})[i.index] and
+             "3DS" in rec.catalog.values["platform"][i.index] for i in zelda.items)
+  which = s.reply("I loved Mario Kart")
+  assert f"Mario Kart 7 ({rec.catalog.ids[_index(rec, 'Mario Kart 7')]})" in which.text
+  assert s.reply("Quit.").kind == "bye"
   answer = rec.chat([{"role": "user", "content": "I loved Splatoon"},
                      {"role": "assistant", "content": "..."},
                      {"role": "user", "content": "something for Wii U"}])
@@ -111,10 +125,10 @@ def _chat(workdir, *args, **kwargs):
 def test_chat_command_one_shot_json_repl_and_ctrl_c(trained_lm, tmp_path):
   workdir, _ = trained_lm
   done = _chat(workdir, "--prompt=I loved Splatoon; something for Wii U", "--prompt=why #1?",
-               "--json")
+               "--prompt=quit", "--prompt=for PS4", "--json")
   assert done.returncode == 0, done.stderr
   replies = [json.loads(line) for line in done.stdout.splitlines()]
-  assert [r["kind"] for r in replies] == ["recommend", "explain"]
+  assert [r["kind"] for r in replies] == ["recommend", "explain", "bye"]  # nothing after quit
   assert len(replies[0]["items"]) == 5 and "Traceback" not in done.stderr
   assert _chat(tmp_path, "--prompt=hi").stderr.strip().startswith("error: no trained LM in")
   out_path = tmp_path / "out.txt"

@@ -1,9 +1,10 @@
-"""Requests in words against the sample's catalog (no model): values, negation, prices, items."""
+"""Requests in words against the sample's catalog (no model): values, negation, series, prices,
+items."""
 
 import numpy as np
 import pytest
 
-from semrec_jax.chat.items import AmbiguousItem, Catalog, UnknownItem
+from semrec_jax.chat.items import AmbiguousItem, Catalog, UnknownItem, words
 from semrec_jax.chat.requests import Reader, Request
 from semrec_jax.data import tfds_builders
 
@@ -66,3 +67,30 @@ def test_price_requests_on_a_catalog_with_prices():
   assert cheap.phrase() == "something under $30"  # the taught price request
   over, _ = reader.read("more than $40")
   assert [i + 1 for i in np.flatnonzero(over.mask(catalog))] == [8, 9, 10]
+
+
+def test_series_are_read_before_games_or_series_and_held_by_title(catalog):
+  reader = Reader(catalog)
+  zelda, left = reader.read("Zelda games for 3DS")
+  assert zelda.wanted == {"franchise": {"The Legend of Zelda"}, "platform": {"3DS"}}
+  assert left == "for"  # "games" is the cue, not also a product-type wish
+  held = catalog.holds("franchise", {"The Legend of Zelda"})
+  by_field = np.asarray(["The Legend of Zelda" in v for v in catalog.values["franchise"]])
+  by_title = np.asarray(["the legend of zelda" in " ".join(words(t)) for t in catalog.titles])
+  assert (held == (by_field | by_title)).all() and (by_title & ~by_field).sum() >= 3
+  mask = zelda.mask(catalog)
+  assert mask.sum() >= 3 and all(held[i] and "3DS" in catalog.values["platform"][i]
+                                 for i in np.flatnonzero(mask))
+  mario, _ = reader.read("something from the Mario series")
+  assert {"Super Mario", "Mario Kart", "Mario Party"} <= mario.wanted["franchise"]
+  n = len(mario.wanted["franchise"])
+  assert mario.describe().endswith(f" or {n - 3} more")  # three names, then a count
+  # A bare title stays an item, and a common word names no series.
+  assert reader.read("Splatoon")[0].wanted == {}
+  assert "franchise" not in reader.read("fun games")[0].wanted
+  assert "of" not in reader.series and "star wars" in reader.series
+  assert words("Pokémon") == words("pokemon") == ["pokemon"]
+  # "not Zelda" after "Zelda games" takes the wish back instead of asking for nothing.
+  later = zelda.merge(reader.read("not from the Zelda series")[0])
+  assert later.wanted == {"platform": {"3DS"}}
+  assert later.unwanted == {"franchise": {"The Legend of Zelda"}} and later.mask(catalog).any()
