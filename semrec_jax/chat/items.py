@@ -90,7 +90,7 @@ class Catalog:
     the catalog's franchise field is often empty."""
     held = np.asarray([bool(v & values) for v in self.values[kind]], bool)
     if kind == "franchise":
-      names = [" ".join(words(v)) for v in values if words(v)]
+      names = [" ".join(name) for name in map(words, values) if name]
       held |= np.asarray([any(f" {n} " in f" {t} " for n in names) for t in self._normal], bool)
     return held
 

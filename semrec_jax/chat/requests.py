@@ -196,15 +196,15 @@ def series_names(catalog: Catalog) -> dict[str, set[str]]:
   """Words that name a series -> its franchise values: each franchise value in full ("the legend
   of zelda"), and a single word of one ("zelda", "mario") when at least half of the items whose
   titles hold it, among those with a known franchise, belong to franchises holding that word: so
-  "mario" names Super Mario, Mario Kart and Mario Party together, and a common word such as "of"
-  or "star" names nothing."""
+  "mario" names Super Mario, Mario Kart and Mario Party together, and a common word such as "the",
+  "black" or "games" names nothing."""
   named: dict[str, set[str]] = {}
   holders: dict[str, set[str]] = {}  # word -> franchise values holding it
   for values in catalog.values["franchise"]:
     for v in values:
-      if words(v):
-        named.setdefault(" ".join(words(v)), set()).add(v)
-        for w in words(v):
+      if (name := words(v)):
+        named.setdefault(" ".join(name), set()).add(v)
+        for w in name:
           if len(w) >= 3:
             holders.setdefault(w, set()).add(v)
   titled: dict[str, list[int]] = {w: [] for w in holders}  # word -> items with a franchise
