@@ -20,6 +20,7 @@ from semrec_jax import console
 from semrec_jax.chat.items import AmbiguousItem, UnknownItem
 from semrec_jax.chat.recommender import Recommender
 from semrec_jax.chat.session import HELP, Session
+from semrec_jax.data.errors import DataError
 from semrec_jax.eval.restore import MissingArtifact
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run whose lm stage finished.")
@@ -54,7 +55,7 @@ def main(argv):
     sys.exit("error: --k must be at least 1")
   try:
     recommender = Recommender.from_workdir(_WORKDIR.value, _STEP.value)
-  except (MissingArtifact, FileNotFoundError) as e:
+  except (MissingArtifact, FileNotFoundError, DataError) as e:
     sys.exit(f"error: {e}")
   session = Session(recommender, _K.value)
   # Ctrl-C ends the chat with a goodbye even when it was started from a background job, whose

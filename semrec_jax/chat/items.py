@@ -8,9 +8,13 @@ import unicodedata
 
 import numpy as np
 
+from semrec_jax.chat import neighbours
 from semrec_jax.data.tfds_builders import text
 
 KINDS = ("platform", "genre", "brand", "product_type", "franchise")
+# Filled in together for an item (the Games benchmark's LLM-extracted attributes, a 2023 record's
+# store and categories): an item with one of them but no genre has none (an accessory).
+DESCRIBED_BY = ("genre", "brand", "product_type", "franchise")
 _WORD = re.compile(r"[0-9a-z]+")
 
 
@@ -59,10 +63,14 @@ class Item:
 
 
 class Catalog:
-  """Titles, ids, attribute value sets and prices of every item, read once from the data source."""
+  """Titles, ids, attribute value sets and prices of every item, read once from the data source;
+  with the items' embeddings (row i = item i), also the values their nearest items suggest where
+  the catalog gives none (neighbours.infer)."""
 
-  def __init__(self, source):
+  def __init__(self, source, embeddings: np.ndarray | None = None):
     rows = [source[i] for i in range(len(source))]
+    self.embeddings = embeddings  # [items, dim] or None (then nothing is inferred)
+    self._inferred: dict[str, list[set[str]]] = {}
     self.ids = [text(r["item_id"]) for r in rows]
     self.titles = [text(r["title"]) for r in rows]
     self.values = {kind: [{v.strip() for v in text(r.get(kind)).split("|") if v.strip()}
@@ -84,11 +92,29 @@ class Catalog:
         counts[v] = counts.get(v, 0) + 1
     return dict(sorted(counts.items(), key=lambda c: (-c[1], c[0])))
 
-  def holds(self, kind: str, values: set[str]) -> np.ndarray:
-    """[items] bool: the items holding any of `values` for `kind`. A series (franchise) is also
-    held by an item whose title names it in full ("The Legend of Zelda: Breath of the Wild"), as
-    the catalog's franchise field is often empty."""
+  def inferred(self, kind: str) -> list[set[str]]:
+    """Each item's values of `kind` read from its nearest items, for items the catalog gives
+    none (empty sets without embeddings); computed on first use."""
+    if kind not in self._inferred:
+      self._inferred[kind] = ([set() for _ in self.ids] if self.embeddings is None else
+                              neighbours.infer(self.values[kind], self.embeddings,
+                                               self.described(kind)))
+    return self._inferred[kind]
+
+  def described(self, kind: str) -> np.ndarray | None:
+    """[items] bool: items whose missing value of `kind` means they have none (their record
+    was filled in: DESCRIBED_BY); None for a platform, which titles give or leave unsaid."""
+    if kind not in DESCRIBED_BY:
+      return None
+    return np.asarray([any(self.values[k][i] for k in DESCRIBED_BY) for i in range(len(self))])
+
+  def holds(self, kind: str, values: set[str], inferred: bool = True) -> np.ndarray:
+    """[items] bool: the items holding any of `values` for `kind`, by the catalog or (when
+    `inferred`) by their nearest items. A series (franchise) is also held by an item whose title
+    names it in full ("The Legend of Zelda: Breath of the Wild"), as the field is often empty."""
     held = np.asarray([bool(v & values) for v in self.values[kind]], bool)
+    if inferred:
+      held |= np.asarray([bool(v & values) for v in self.inferred(kind)], bool)
     if kind == "franchise":
       names = [" ".join(name) for name in map(words, values) if name]
       held |= np.asarray([any(f" {n} " in f" {t} " for n in names) for t in self._normal], bool)

@@ -14,14 +14,17 @@ that are not in the history.
 
 import dataclasses
 import itertools
+import os
 import re
 
 import numpy as np
 
-from semrec_jax import decoding, parallel
+from semrec_jax import decoding, parallel, storage
 from semrec_jax.chat.items import Catalog, Item
 from semrec_jax.chat.requests import Reader, Request
+from semrec_jax.data.errors import DataError
 from semrec_jax.eval import language, prompts, restore
+from semrec_jax.ids import stage as ids_stage
 from semrec_jax.lm import tasks
 
 _SID = re.compile(r"<\|sid_start\|>(?:<\|sid_\d+\|>)*<\|sid_end\|>")
@@ -48,12 +51,26 @@ class Bundle:
   accurate: bool  # every attribute value the name mentions is held by all the items
 
 
+def item_embeddings(workdir: str, catalog: Catalog) -> np.ndarray | None:
+  """The embed stage's vectors for `catalog` (row i = item i), or None when the workdir has none.
+  Vectors of another catalog (a workdir re-prepared since) raise DataError."""
+  if not storage.path(os.path.join(workdir, "embeddings", "items.npy")).is_file():
+    return None
+  vectors, ids = ids_stage.load_embeddings(workdir, len(catalog))
+  if ids != catalog.ids:
+    raise DataError(f"{workdir}/embeddings/item_ids.txt lists other items than the catalog in "
+                    f"{workdir}/data: run the embed stage again (--stages=embed --overwrite)")
+  return vectors
+
+
 class Recommender:
   """A trained LM with its tokenizer, semantic IDs, trie and catalog, on the local devices."""
 
-  def __init__(self, lm: restore.TrainedLM, mesh=None):
+  def __init__(self, lm: restore.TrainedLM, mesh=None, workdir: str | None = None):
     rows = tasks.read_all(lm.items)  # the catalog, read once for every view of it below
     self.lm, self.catalog = lm, Catalog(rows)
+    if workdir:  # values the catalog lacks, from the nearest items (Catalog.inferred)
+      self.catalog.embeddings = item_embeddings(workdir, self.catalog)
     self.attributes = tasks.item_attributes(rows)  # first values, as the tasks phrase them
     self.values = language.item_values(rows)      # lower-case value sets, as claims are checked
     self.reader = Reader(self.catalog)
@@ -63,9 +80,12 @@ class Recommender:
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None) -> "Recommender":
-    """Restores the final LM stage's checkpoint at `step` (default: the latest)."""
+    """Restores the final LM stage's checkpoint at `step` (default: the latest), with the
+    embed stage's item embeddings when the workdir has them (for the values wishes may be met
+    by where the catalog gives none: Catalog.inferred)."""
     mesh = parallel.make_mesh()
-    return cls(restore.load(workdir, step=step, mesh=mesh), mesh)
+    lm = restore.load(workdir, step=step, mesh=mesh)
+    return cls(lm, mesh, workdir)
 
   def items(self, named) -> list[int]:
     """Catalog indices of items named by index, id or title (UnknownItem / AmbiguousItem)."""
@@ -84,7 +104,7 @@ class Recommender:
     allowed = request.mask(self.catalog)
     allowed[history + self.items(exclude)] = False
     if not allowed.any():
-      raise NothingMatches(f"no item in the catalog is {request.describe() or 'left'} "
+      raise NothingMatches(f"No item in the catalog is {request.describe() or 'left'} "
                            "(outside the history)")
     phrase = request.phrase()
     said = (prompts.steered(history, self.lm.sids, self.max_history, phrase) if phrase else

@@ -84,13 +84,14 @@ class Request:
       return tasks.price_constraint(self.max_price)
     return None
 
-  def mask(self, catalog: Catalog) -> np.ndarray:
-    """[items] bool: the items meeting every wish and no exclusion."""
+  def mask(self, catalog: Catalog, inferred: bool = True) -> np.ndarray:
+    """[items] bool: the items meeting every wish and no exclusion (by their inferred values
+    too, when `inferred`: Catalog.holds)."""
     ok = np.ones(len(catalog), bool)
     for kind, values in self.wanted.items():
-      ok &= catalog.holds(kind, values)
+      ok &= catalog.holds(kind, values, inferred)
     for kind, values in self.unwanted.items():
-      ok &= ~catalog.holds(kind, values)
+      ok &= ~catalog.holds(kind, values, inferred)
     with np.errstate(invalid="ignore"):
       if self.max_price is not None:
         ok &= catalog.prices <= self.max_price

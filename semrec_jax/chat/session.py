@@ -22,12 +22,17 @@ _LEAD = re.compile(r"^(?:and |also |but )?(?:i )?(?:really |also )?(?:loved|love
 _PARTS = re.compile(r",|\band\b|&|\bplus\b")
 _FILLER = set("""something some a an the for please now want i id d would rather like me
     recommend what should get next play buy more one thing things any anything give show with of to
-    from it is that maybe also just kind sort stuff not no without except nothing avoid never but
-    dont isnt""".split())
+    from by it is that maybe also just kind sort stuff not no without except nothing avoid never
+    but dont isnt""".split())
 _QUIT = ("quit", "exit", "bye", "goodbye", "q")
 # "#2", "more like #2": an item of the last list, which joins what the user liked.
 _LISTED = re.compile(r"(?:\b(?:more|something|anything|ones|stuff)\s+)?"
                      r"(?:\blike\s+|\bsimilar\s+to\s+)?#(\d+)\b", re.IGNORECASE)
+
+
+def _extra(left: str) -> list[str]:
+  """The words a request reader left unread that say something."""
+  return [w for w in left.split() if w not in _FILLER]
 
 
 @dataclasses.dataclass
@@ -82,7 +87,7 @@ class Session:
   def _read(self, said: str, notes: list[str]) -> None:
     """Items and wishes in one message (into self.history, self.request); notes for the rest."""
     request = Request()
-    said = _LISTED.sub(self._listed, said)
+    said = _LISTED.sub(lambda m: self._listed(m, notes), said)
     for segment in re.split(r"[;.!?\n]", said):
       segment = segment.strip()
       lead = _LEAD.match(segment.lower())
@@ -106,11 +111,11 @@ class Session:
           self._absent(found, notes)
         if index is not None:
           self.history += [] if index in self.history else [index]
-        elif found:
+        elif found and not (_extra(left) and self._ambiguous(part)):
           request = request.merge(found)
           self._unused(left, notes)
-        else:
-          self._title(part, notes)  # says why the phrase names no item
+        else:  # says why the phrase names no item, or which items it may name ("Dragon Quest
+          self._title(part, notes)  # VIII": more than the series, and two titles hold it)
     if re.search(r"\bcheaper\b", said.lower()):
       prices = [i.price for i in self.shown if i.price is not None]
       if prices:
@@ -121,15 +126,27 @@ class Session:
       request.max_price = request.min_price = None
       request.order = [k for k in request.order if k != "price"]
     if request:
-      self.request = self.request.merge(request)
+      merged = self.request.merge(request)
+      if self.request and not self._met(merged) and self._met(request):
+        notes.append(f"Nothing is {merged.describe()}, so I left out what you asked before.")
+        merged = request
+      self.request = merged
       self.excluded = set()
 
-  def _listed(self, match: re.Match) -> str:
-    """A reference to the last list ("#2"): its item is liked; other numbers ("#553", a catalog
-    index) are left for the title reader."""
+  def _met(self, request: Request) -> bool:
+    """Whether any item outside the history meets `request`."""
+    mask = request.mask(self.rec.catalog)
+    mask[self.history] = False
+    return bool(mask.any())
+
+  def _listed(self, match: re.Match, notes: list[str]) -> str:
+    """A reference to the last list ("#2"): its item is liked. A number the list lacks gets a
+    note, as "why #9" does (the Python API still reads "#553" as a catalog index)."""
     n = int(match.group(1))
     if not 1 <= n <= len(self.shown):
-      return match.group(0)
+      notes.append(f"There is no #{n}: the last list has {len(self.shown)} items." if self.shown
+                   else f"There is no list yet to take #{n} from.")
+      return " "
     index = self.shown[n - 1].index
     self.history += [] if index in self.history else [index]
     return " "
@@ -154,9 +171,18 @@ class Session:
       notes.append(f"No item in this catalog is for {' or '.join(found.absent)} (platforms here "
                    f"include {here}).")
 
+  def _ambiguous(self, part: str) -> bool:
+    try:
+      self.rec.catalog.resolve(part.strip().strip('"\''))
+    except AmbiguousItem:
+      return True
+    except UnknownItem:
+      pass
+    return False
+
   @staticmethod
   def _unused(left: str, notes: list[str]) -> None:
-    extra = [w for w in left.split() if w not in _FILLER]
+    extra = _extra(left)
     if extra:
       notes.append(f"(I did not use: {' '.join(extra)})")
 
@@ -174,9 +200,14 @@ class Session:
     if self.request:
       head += f", and asked for {self.request.describe()}"
     lines = notes + [head + ":"] + [f"  {n}. {item.line()}" for n, item in enumerate(items, 1)]
+    said = self.request.mask(self.rec.catalog, inferred=False)  # by the catalog's own values
+    guessed = [n for n, item in enumerate(items, 1) if not said[item.index]]
+    if guessed:
+      lines.append(f"  ({', '.join(f'#{n}' for n in guessed)}: the catalog does not say; their "
+                   "nearest items do)")
     return Reply("recommend", "\n".join(lines), items,
                  {"history": [self.rec.catalog.item(i).title for i in self.history],
-                  "request": self.request.describe()})
+                  "request": self.request.describe(), "inferred": guessed})
 
   def _picked(self, low: str, default: int) -> list[Item] | str:
     if not self.shown:

@@ -12,7 +12,9 @@ import pytest
 
 from semrec_jax import Recommender
 from semrec_jax.chat import AmbiguousItem, NothingMatches, Session, UnknownItem
+from semrec_jax.chat.recommender import item_embeddings
 from semrec_jax.chat.session import MAX_CHARS
+from semrec_jax.data.errors import DataError
 from tests.conftest import REPO
 
 
@@ -41,7 +43,7 @@ def test_recommend_returns_k_distinct_catalog_items_outside_the_history(rec):
   assert len(steered) == 10
   assert all("PS4" in rec.catalog.values["platform"][i.index] and
              "Racing" not in rec.catalog.values["genre"][i.index] for i in steered)
-  with pytest.raises(NothingMatches, match="no item in the catalog is"):
+  with pytest.raises(NothingMatches, match="No item in the catalog is"):
     rec.recommend(history, text="something for PS4 by Nyko, an accessory, not an accessory")
   with pytest.raises(AmbiguousItem):
     rec.recommend(["Mario Kart"])
@@ -70,6 +72,7 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
   assert s.reply("").kind == "error" and s.reply("   ").kind == "error"
   assert "under 2000" in s.reply("x" * (MAX_CHARS + 1)).text
   assert s.reply("why #2?").text == "Ask for recommendations first, then refer to them by number."
+  assert s.reply("more like #7").text.startswith("There is no list yet to take #7 from.\n")
   first = s.reply("I loved Mario Kart 8 and Splatoon; something for Wii U, not a racing game")
   assert first.kind == "recommend" and len(first.items) == 4
   assert all("Wii U" in rec.catalog.values["platform"][i.index] for i in first.items)
@@ -77,6 +80,7 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
   why = s.reply("why #2?")
   assert why.kind == "explain" and why.items == [first.items[1]]
   assert s.reply("why #9").text == "There is no #9: the last list has 4 items."
+  assert "There is no #9: the last list has 4 items." in s.reply("more like #9").text
   bundle = s.reply("make a bundle of 1, 3 and 4 and name it")
   assert bundle.kind == "bundle" and [i.index for i in bundle.items] == [
       first.items[n].index for n in (0, 2, 3)]
@@ -97,6 +101,11 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
   assert 'I took "Splatoon 2" to mean "Splatoon".' in other.text
   assert "No item in this catalog is for PS5 (platforms here include " in other.text
   assert all("Racing" not in rec.catalog.values["genre"][i.index] for i in other.items)
+  by = Session(rec).reply("I loved Splatoon; something by Nintendo")
+  assert by.data["request"] == "brand Nintendo" and "did not use" not in by.text
+  # Two titles hold "Dragon Quest VIII": it is asked about, not read as the brand it begins with.
+  dq = Session(rec).reply("I loved Splatoon and Dragon Quest VIII")
+  assert 'Which "Dragon Quest VIII" do you mean?' in dq.text and dq.data["request"] == ""
   # The last list by number ("more like #2") joins the history; a series is read with the
   # earlier wishes; an ambiguous title lists ids to answer with; "quit" says goodbye.
   assert s.reply("reset").kind == "reset"
@@ -108,6 +117,10 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
   assert zelda.kind == "recommend" and "franchise The Legend of Zelda" in zelda.data["request"]
   assert all(rec.catalog.holds("franchise", {"The Legend of Zelda"})[i.index] and
              "3DS" in rec.catalog.values["platform"][i.index] for i in zelda.items)
+  vita = s.reply("for PS Vita")  # no Zelda game is for PS Vita: the older wish is left out
+  assert vita.text.startswith("Nothing is platform PS Vita, franchise The Legend of Zelda, so I "
+                              "left out what you asked before.\n")
+  assert vita.data["request"] == "platform PS Vita" and vita.items
   which = s.reply("I loved Mario Kart")
   assert f"Mario Kart 7 ({rec.catalog.ids[_index(rec, 'Mario Kart 7')]})" in which.text
   assert s.reply("Quit.").kind == "bye"
@@ -115,6 +128,28 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
                      {"role": "assistant", "content": "..."},
                      {"role": "user", "content": "something for Wii U"}])
   assert answer.kind == "recommend" and answer.data["history"] == ["Splatoon"]
+
+
+def test_wishes_met_by_values_of_the_nearest_items_are_marked(rec, demo_workdir, tmp_path):
+  guessing = Recommender(rec.lm, workdir=demo_workdir)  # the same data, with its embeddings
+  catalog = guessing.catalog
+  assert rec.catalog.embeddings is None and catalog.embeddings.shape == (len(catalog), 384)
+  known = catalog.holds("genre", {"RPG"}, inferred=False)
+  guessed = catalog.holds("genre", {"RPG"}) & ~known
+  found = guessing.recommend(["Splatoon"], "an RPG", k=5, exclude=np.flatnonzero(known).tolist())
+  assert len(found) == 5 and all(guessed[i.index] for i in found)
+  reply = Session(guessing, k=10).reply("I loved Splatoon; an RPG please")
+  marked = [n for n, i in enumerate(reply.items, 1) if guessed[i.index]]
+  assert reply.data["inferred"] == marked and all(known[i.index] or guessed[i.index]
+                                                  for i in reply.items)
+  assert ("the catalog does not say; their nearest items do" in reply.text) == bool(marked)
+  # Embeddings of other items than the catalog's are an error naming the file.
+  (tmp_path / "embeddings").mkdir()
+  np.save(tmp_path / "embeddings" / "items.npy", np.zeros((len(catalog), 4), np.float32))
+  (tmp_path / "embeddings" / "item_ids.txt").write_text("".join(
+      i + "\n" for i in reversed(catalog.ids)))
+  with pytest.raises(DataError, match="embeddings/item_ids.txt lists other items"):
+    item_embeddings(str(tmp_path), catalog)
 
 
 def _chat(workdir, *args, **kwargs):

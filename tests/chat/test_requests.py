@@ -4,9 +4,11 @@ items."""
 import numpy as np
 import pytest
 
+from semrec_jax.chat import neighbours
 from semrec_jax.chat.items import AmbiguousItem, Catalog, UnknownItem, words
 from semrec_jax.chat.requests import Reader, Request
 from semrec_jax.data import tfds_builders
+from semrec_jax.ids.stage import load_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +97,43 @@ def test_series_are_read_before_games_or_series_and_held_by_title(catalog):
   later = zelda.merge(reader.read("not from the Zelda series")[0])
   assert later.wanted == {"platform": {"3DS"}}
   assert later.unwanted == {"franchise": {"The Legend of Zelda"}} and later.mask(catalog).any()
+
+
+def test_infer_gives_values_most_nearest_known_items_hold():
+  rng = np.random.default_rng(0)
+  near = lambda axis, n: np.eye(4)[axis] + 0.05 * rng.normal(size=(n, 4))
+  vectors = np.concatenate([near(0, 10), near(1, 10), near(2, 6), near(0, 1), near(1, 1),
+                            near(2, 1)])
+  values = ([{"A"}] * 7 + [{"A", "C"}] * 3 +  # C: 3 of the 10 nearest, under the share
+            [{"B"}] * 10 + [set()] * 6 + [set()] * 3)
+  described = np.arange(len(values)) < 26  # the 6 near axis 2 have no value: they hold none
+  assert [sorted(v) for v in neighbours.infer(values, vectors, described)[-3:]] == [
+      ["A"], ["B"], []]
+  # Without `described`, axis 2's valueless items are unknown too, so the last one is inferred
+  # from the nearest items with values (A or B, neither 7 of 10): nothing.
+  assert neighbours.infer(values, vectors)[-1] == set()
+  assert all(not v for v in neighbours.infer(values, vectors, described)[:26])
+  assert neighbours.infer(values[:9] + [set()], vectors[:10]) == [set()] * 10  # < k known
+  with pytest.raises(ValueError, match="29 items but 28 embedding rows"):
+    neighbours.infer(values, vectors[:28])
+
+
+def test_wishes_are_met_by_values_read_from_the_nearest_items(demo_workdir):
+  items = tfds_builders.items_source(f"{demo_workdir}/data")
+  vectors, _ = load_embeddings(demo_workdir, len(items))
+  catalog = Catalog(items, vectors)
+  # Held out on the sample (a quarter of the known items): genre 0.75 precision at 0.55 coverage,
+  # product type 0.90 at 0.80, platform 0.97 at 0.44.
+  for kind, precision, coverage in (("genre", 0.7, 0.45), ("product_type", 0.85, 0.7),
+                                    ("platform", 0.93, 0.35)):
+    scores = neighbours.held_out(catalog.values[kind], vectors, catalog.described(kind))
+    assert scores["precision"] >= precision and scores["coverage"] >= coverage, (kind, scores)
+  genre = catalog.inferred("genre")
+  described = catalog.described("genre")
+  assert described.sum() == 667 and not any(genre[i] for i in np.flatnonzero(described))
+  known, held = catalog.holds("genre", {"RPG"}, inferred=False), catalog.holds("genre", {"RPG"})
+  assert known.sum() == 82 and (held >= known).all() and held.sum() > known.sum()
+  request, _ = Reader(catalog).read("an RPG")
+  assert (request.mask(catalog) == held).all()
+  assert (request.mask(catalog, inferred=False) == known).all()
+  assert (Catalog(items).holds("genre", {"RPG"}) == known).all()  # no embeddings, no guesses
