@@ -9,6 +9,7 @@ precision the share of the values given that the catalog confirms.
 """
 
 import json
+import math
 import os
 import time
 
@@ -16,27 +17,33 @@ from absl import app, flags
 
 from semrec_jax.chat import neighbours
 from semrec_jax.chat.items import KINDS, Catalog
+from semrec_jax.chat.recommender import item_embeddings
 from semrec_jax.data import tfds_builders
-from semrec_jax.ids.stage import load_embeddings
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir with data/ and embeddings/.")
 _K = flags.DEFINE_integer("k", neighbours.K, "Nearest items that vote.")
 _SHARE = flags.DEFINE_float("share", neighbours.SHARE, "Share of them that must agree.")
 
 
+def _rounded(x: float) -> float | None:
+  return None if math.isnan(x) else round(x, 3)  # None: too few known items to hold out
+
+
 def main(argv):
   del argv
-  items = tfds_builders.items_source(os.path.join(_WORKDIR.value, "data"))
-  vectors, _ = load_embeddings(_WORKDIR.value, len(items))
-  catalog = Catalog(items, vectors)
+  catalog = Catalog(tfds_builders.items_source(os.path.join(_WORKDIR.value, "data")))
+  vectors = item_embeddings(_WORKDIR.value, catalog)
+  if vectors is None:
+    raise SystemExit(f"error: no embeddings in {_WORKDIR.value}: run the embed stage first")
+  catalog.use_embeddings(vectors)
   out = {"items": len(catalog), "k": _K.value, "share": _SHARE.value}
   for kind in KINDS:
-    known = sum(bool(v) for v in catalog.values[kind])
+    with_value = sum(bool(v) for v in catalog.values[kind])
     scores = neighbours.held_out(catalog.values[kind], vectors, catalog.described(kind),
                                  k=_K.value, share=_SHARE.value)
-    out[kind] = {"known": round(known / len(catalog), 3), "hidden": scores["hidden"],
-                 "coverage": round(scores["coverage"], 3),
-                 "precision": round(scores["precision"], 3)}
+    out[kind] = {"with_value": round(with_value / len(catalog), 3), "hidden": scores["hidden"],
+                 "coverage": _rounded(scores["coverage"]),
+                 "precision": _rounded(scores["precision"])}
   start = time.perf_counter()
   given = {kind: sum(bool(v) for v in catalog.inferred(kind)) for kind in KINDS}
   out["infer_all_s"] = round(time.perf_counter() - start, 2)

@@ -12,9 +12,10 @@ from semrec_jax.chat import neighbours
 from semrec_jax.data.tfds_builders import text
 
 KINDS = ("platform", "genre", "brand", "product_type", "franchise")
-# Filled in together for an item (the Games benchmark's LLM-extracted attributes, a 2023 record's
-# store and categories): an item with one of them but no genre has none (an accessory).
-DESCRIBED_BY = ("genre", "brand", "product_type", "franchise")
+# Filled in together for an item (the Games benchmark's LLM-extracted attributes; a 2023 record's
+# product type, from its categories): an item with one of them but no genre has none (an
+# accessory). Not brand: a 2023 record's store gives one to nearly every item, described or not.
+DESCRIBED_BY = ("genre", "product_type", "franchise")
 _WORD = re.compile(r"[0-9a-z]+")
 
 
@@ -69,8 +70,6 @@ class Catalog:
 
   def __init__(self, source, embeddings: np.ndarray | None = None):
     rows = [source[i] for i in range(len(source))]
-    self.embeddings = embeddings  # [items, dim] or None (then nothing is inferred)
-    self._inferred: dict[str, list[set[str]]] = {}
     self.ids = [text(r["item_id"]) for r in rows]
     self.titles = [text(r["title"]) for r in rows]
     self.values = {kind: [{v.strip() for v in text(r.get(kind)).split("|") if v.strip()}
@@ -80,6 +79,7 @@ class Catalog:
     self._by_id = {item_id: i for i, item_id in enumerate(self.ids)}
     self._words = [set(words(t)) for t in self.titles]
     self._normal = [" ".join(words(t)) for t in self.titles]
+    self.use_embeddings(embeddings)
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -92,9 +92,17 @@ class Catalog:
         counts[v] = counts.get(v, 0) + 1
     return dict(sorted(counts.items(), key=lambda c: (-c[1], c[0])))
 
+  def use_embeddings(self, embeddings: np.ndarray | None) -> None:
+    """[items, dim] item vectors to infer values from (None: nothing is inferred)."""
+    if embeddings is not None and len(embeddings) != len(self.ids):
+      raise ValueError(f"{len(embeddings)} embedding rows for {len(self.ids)} items")
+    self.embeddings = embeddings
+    self._inferred: dict[str, list[set[str]]] = {}
+
   def inferred(self, kind: str) -> list[set[str]]:
-    """Each item's values of `kind` read from its nearest items, for items the catalog gives
-    none (empty sets without embeddings); computed on first use."""
+    """Each item's values of `kind` read from its nearest items, for items whose value is not
+    known (no value, and not described: Catalog.described); empty sets for the rest and
+    without embeddings. Computed on first use."""
     if kind not in self._inferred:
       self._inferred[kind] = ([set() for _ in self.ids] if self.embeddings is None else
                               neighbours.infer(self.values[kind], self.embeddings,
@@ -103,10 +111,12 @@ class Catalog:
 
   def described(self, kind: str) -> np.ndarray | None:
     """[items] bool: items whose missing value of `kind` means they have none (their record
-    was filled in: DESCRIBED_BY); None for a platform, which titles give or leave unsaid."""
+    was filled in: DESCRIBED_BY); None for a platform or brand, which every item has but
+    titles or stores may leave unsaid."""
     if kind not in DESCRIBED_BY:
       return None
-    return np.asarray([any(self.values[k][i] for k in DESCRIBED_BY) for i in range(len(self))])
+    return np.asarray([any(self.values[k][i] for k in DESCRIBED_BY) for i in range(len(self))],
+                      bool)
 
   def holds(self, kind: str, values: set[str], inferred: bool = True) -> np.ndarray:
     """[items] bool: the items holding any of `values` for `kind`, by the catalog or (when

@@ -56,10 +56,14 @@ def item_embeddings(workdir: str, catalog: Catalog) -> np.ndarray | None:
   Vectors of another catalog (a workdir re-prepared since) raise DataError."""
   if not storage.path(os.path.join(workdir, "embeddings", "items.npy")).is_file():
     return None
-  vectors, ids = ids_stage.load_embeddings(workdir, len(catalog))
+  again = "run the embed stage again (--stages=embed --overwrite)"
+  try:
+    vectors, ids = ids_stage.load_embeddings(workdir, len(catalog))
+  except DataError as e:
+    raise DataError(f"{e}: {again}") from e
   if ids != catalog.ids:
     raise DataError(f"{workdir}/embeddings/item_ids.txt lists other items than the catalog in "
-                    f"{workdir}/data: run the embed stage again (--stages=embed --overwrite)")
+                    f"{workdir}/data: {again}")
   return vectors
 
 
@@ -70,7 +74,7 @@ class Recommender:
     rows = tasks.read_all(lm.items)  # the catalog, read once for every view of it below
     self.lm, self.catalog = lm, Catalog(rows)
     if workdir:  # values the catalog lacks, from the nearest items (Catalog.inferred)
-      self.catalog.embeddings = item_embeddings(workdir, self.catalog)
+      self.catalog.use_embeddings(item_embeddings(workdir, self.catalog))
     self.attributes = tasks.item_attributes(rows)  # first values, as the tasks phrase them
     self.values = language.item_values(rows)      # lower-case value sets, as claims are checked
     self.reader = Reader(self.catalog)

@@ -99,11 +99,11 @@ class Session:
           self._unused(left, notes)
           continue
       body = segment[len(segment) - len(lead.group(1)):] if lead else segment
-      parts = [body] if self._title(body, []) is not None else _PARTS.split(body)
+      parts = [body] if self._resolve(body)[0] is not None else _PARTS.split(body)
       for part in (p.strip() for p in parts):
         if not part or set(words(part)) <= _FILLER:
           continue
-        index = self._title(part, None)
+        index, error = self._resolve(part)
         if index is not None and not set(words(part)) <= set(words(self.rec.catalog.titles[index])):
           notes.append(f'I took "{part}" to mean "{self.rec.catalog.titles[index]}".')
         found, left = self.rec.reader.read(part) if index is None else (None, "")
@@ -111,11 +111,11 @@ class Session:
           self._absent(found, notes)
         if index is not None:
           self.history += [] if index in self.history else [index]
-        elif found and not (_extra(left) and self._ambiguous(part)):
+        elif found and not (_extra(left) and isinstance(error, AmbiguousItem)):
           request = request.merge(found)
           self._unused(left, notes)
-        else:  # says why the phrase names no item, or which items it may name ("Dragon Quest
-          self._title(part, notes)  # VIII": more than the series, and two titles hold it)
+        else:  # why the phrase names no item, or which items it may name ("Dragon Quest VIII":
+          notes.append(self._why(part, error))  # more than the series, and two titles hold it)
     if re.search(r"\bcheaper\b", said.lower()):
       prices = [i.price for i in self.shown if i.price is not None]
       if prices:
@@ -126,12 +126,23 @@ class Session:
       request.max_price = request.min_price = None
       request.order = [k for k in request.order if k != "price"]
     if request:
-      merged = self.request.merge(request)
-      if self.request and not self._met(merged) and self._met(request):
-        notes.append(f"Nothing is {merged.describe()}, so I left out what you asked before.")
-        merged = request
-      self.request = merged
+      self.request = self._merged(request, notes)
       self.excluded = set()
+
+  def _merged(self, newer: Request, notes: list[str]) -> Request:
+    """The conversation's request with `newer` read into it. When no item meets them together,
+    a newer wish wins: the earlier wishes are left out (exclusions and price kept), or, if that
+    is not met either, everything asked before. A price alone ("cheaper") replaces nothing."""
+    merged = self.request.merge(newer)
+    if not self.request or not newer.wanted or self._met(merged):
+      return merged
+    for fewer, what in ((dataclasses.replace(merged, wanted=dict(newer.wanted),
+                                             order=list(newer.order)), "your earlier wishes"),
+                        (newer, "what you asked before")):
+      if self._met(fewer):
+        notes.append(f"Nothing is {merged.describe()}, so I left out {what}.")
+        return fewer
+    return merged
 
   def _met(self, request: Request) -> bool:
     """Whether any item outside the history meets `request`."""
@@ -141,7 +152,7 @@ class Session:
 
   def _listed(self, match: re.Match, notes: list[str]) -> str:
     """A reference to the last list ("#2"): its item is liked. A number the list lacks gets a
-    note, as "why #9" does (the Python API still reads "#553" as a catalog index)."""
+    note ("#553" is a catalog index only in Recommender.recommend / explain / name_bundle)."""
     n = int(match.group(1))
     if not 1 <= n <= len(self.shown):
       notes.append(f"There is no #{n}: the last list has {len(self.shown)} items." if self.shown
@@ -151,34 +162,25 @@ class Session:
     self.history += [] if index in self.history else [index]
     return " "
 
-  def _title(self, part: str, notes: list[str] | None) -> int | None:
-    """The item a phrase names, or None (with a note about it when `notes` is given)."""
+  def _resolve(self, part: str) -> tuple[int | None, Exception | None]:
+    """(the item a phrase names, None), or (None, why not: UnknownItem / AmbiguousItem)."""
     try:
-      return self.rec.catalog.resolve(part.strip().strip('"\''))
-    except AmbiguousItem as e:
-      if notes is not None:
-        listed = "; ".join(f"{self.rec.catalog.titles[i]} ({self.rec.catalog.ids[i]})"
-                           for i in e.candidates)
-        notes.append(f'Which "{part}" do you mean? {listed}. Say the full title or its id.')
-    except UnknownItem:
-      if notes is not None:
-        notes.append(f'I could not find "{part}" in the catalog.')
-    return None
+      return self.rec.catalog.resolve(part.strip().strip('"\'')), None
+    except (AmbiguousItem, UnknownItem) as e:
+      return None, e
+
+  def _why(self, part: str, error: Exception) -> str:
+    if isinstance(error, AmbiguousItem):
+      listed = "; ".join(f"{self.rec.catalog.titles[i]} ({self.rec.catalog.ids[i]})"
+                         for i in error.candidates)
+      return f'Which "{part}" do you mean? {listed}. Say the full title or its id.'
+    return f'I could not find "{part}" in the catalog.'
 
   def _absent(self, found: Request, notes: list[str]) -> None:
     if found.absent:
       here = ", ".join(list(self.rec.catalog.value_counts("platform"))[:8])
       notes.append(f"No item in this catalog is for {' or '.join(found.absent)} (platforms here "
                    f"include {here}).")
-
-  def _ambiguous(self, part: str) -> bool:
-    try:
-      self.rec.catalog.resolve(part.strip().strip('"\''))
-    except AmbiguousItem:
-      return True
-    except UnknownItem:
-      pass
-    return False
 
   @staticmethod
   def _unused(left: str, notes: list[str]) -> None:

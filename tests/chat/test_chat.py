@@ -119,7 +119,7 @@ def test_session_follow_ups_and_bad_input_get_one_clear_line(rec):
              "3DS" in rec.catalog.values["platform"][i.index] for i in zelda.items)
   vita = s.reply("for PS Vita")  # no Zelda game is for PS Vita: the older wish is left out
   assert vita.text.startswith("Nothing is platform PS Vita, franchise The Legend of Zelda, so I "
-                              "left out what you asked before.\n")
+                              "left out your earlier wishes.\n")
   assert vita.data["request"] == "platform PS Vita" and vita.items
   which = s.reply("I loved Mario Kart")
   assert f"Mario Kart 7 ({rec.catalog.ids[_index(rec, 'Mario Kart 7')]})" in which.text
@@ -138,11 +138,17 @@ def test_wishes_met_by_values_of_the_nearest_items_are_marked(rec, demo_workdir,
   guessed = catalog.holds("genre", {"RPG"}) & ~known
   found = guessing.recommend(["Splatoon"], "an RPG", k=5, exclude=np.flatnonzero(known).tolist())
   assert len(found) == 5 and all(guessed[i.index] for i in found)
-  reply = Session(guessing, k=10).reply("I loved Splatoon; an RPG please")
-  marked = [n for n, i in enumerate(reply.items, 1) if guessed[i.index]]
-  assert reply.data["inferred"] == marked and all(known[i.index] or guessed[i.index]
-                                                  for i in reply.items)
-  assert ("the catalog does not say; their nearest items do" in reply.text) == bool(marked)
+  s = Session(guessing, k=5)
+  first = s.reply("I loved Splatoon; an RPG please")
+  marked = [n for n, i in enumerate(first.items, 1) if guessed[i.index]]
+  assert first.data["inferred"] == marked and all(known[i.index] or guessed[i.index]
+                                                  for i in first.items)
+  assert ("the catalog does not say; their nearest items do" in first.text) == bool(marked)
+  s.excluded |= set(np.flatnonzero(known).tolist())  # "more", past every catalog RPG
+  more = s.reply("more")
+  assert more.data["inferred"] == [1, 2, 3, 4, 5] and all(guessed[i.index] for i in more.items)
+  assert more.text.endswith("\n  (#1, #2, #3, #4, #5: the catalog does not say; their nearest "
+                            "items do)")
   # Embeddings of other items than the catalog's are an error naming the file.
   (tmp_path / "embeddings").mkdir()
   np.save(tmp_path / "embeddings" / "items.npy", np.zeros((len(catalog), 4), np.float32))

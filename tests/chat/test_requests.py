@@ -101,21 +101,22 @@ def test_series_are_read_before_games_or_series_and_held_by_title(catalog):
 
 def test_infer_gives_values_most_nearest_known_items_hold():
   rng = np.random.default_rng(0)
-  near = lambda axis, n: np.eye(4)[axis] + 0.05 * rng.normal(size=(n, 4))
-  vectors = np.concatenate([near(0, 10), near(1, 10), near(2, 6), near(0, 1), near(1, 1),
-                            near(2, 1)])
+  toward = lambda direction, n: np.asarray(direction, float) + 0.02 * rng.normal(size=(n, 4))
+  a, b, c = (1, 0, 0, 0), (0, 0.6, 0.8, 0), (0, 0, 1, 0)  # c: 0.8 from b, 0 from a
+  vectors = np.concatenate([toward(a, 10), toward(b, 10), toward(c, 6), toward(a, 1),
+                            toward(b, 1), toward(c, 1)])
   values = ([{"A"}] * 7 + [{"A", "C"}] * 3 +  # C: 3 of the 10 nearest, under the share
             [{"B"}] * 10 + [set()] * 6 + [set()] * 3)
-  described = np.arange(len(values)) < 26  # the 6 near axis 2 have no value: they hold none
+  described = np.arange(len(values)) < 26  # the 6 near c have no value: they hold none
   assert [sorted(v) for v in neighbours.infer(values, vectors, described)[-3:]] == [
-      ["A"], ["B"], []]
-  # Without `described`, axis 2's valueless items are unknown too, so the last one is inferred
-  # from the nearest items with values (A or B, neither 7 of 10): nothing.
-  assert neighbours.infer(values, vectors)[-1] == set()
+      ["A"], ["B"], []]  # near c: 6 "none" and 4 B of its 10 nearest
+  # Not described, the 6 near c are unknown too: the last item's 10 nearest known are the Bs.
+  assert [sorted(v) for v in neighbours.infer(values, vectors)[-3:]] == [["A"], ["B"], ["B"]]
   assert all(not v for v in neighbours.infer(values, vectors, described)[:26])
   assert neighbours.infer(values[:9] + [set()], vectors[:10]) == [set()] * 10  # < k known
   with pytest.raises(ValueError, match="29 items but 28 embedding rows"):
     neighbours.infer(values, vectors[:28])
+  assert neighbours.held_out([set()] * 29, vectors)["hidden"] == 0  # nothing known to hide
 
 
 def test_wishes_are_met_by_values_read_from_the_nearest_items(demo_workdir):
