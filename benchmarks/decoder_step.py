@@ -23,6 +23,7 @@ from absl import app, flags
 from flax import nnx
 
 from semrec_jax import defaults, parallel
+from semrec_jax.lm import loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.lm.trainer import LMTrainer
 from semrec_jax.models import configs, flops
@@ -35,23 +36,28 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Activation dtype.")
 _ANSWERS = flags.DEFINE_float("answer_share", 1.0, "Share of positions that are answer tokens "
                                "(the loss's targets; the demo mixture's is in lm_pipeline.py).")
-_CHUNK = flags.DEFINE_integer("loss_token_chunk", 64, "config.lm.loss_token_chunk.")
+_CHUNK = flags.DEFINE_integer("loss_token_chunk", 0, "config.lm.loss_token_chunk (0: auto).")
+_TILE = flags.DEFINE_integer("loss_vocab_tile", 8192, "config.lm.loss_vocab_tile.")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only lower and compile the step on an "
                                   "abstract model (no weights allocated: any size fits).")
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn", "splash"],
                                "Attention kernel (config.lm.attention).")
+_UNROLL = flags.DEFINE_bool("scan_unroll", None, "Unroll the layer scan (default: the named "
+                             "config's choice).")
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "dots", "full"],
                            "What a layer's backward recomputes (config.lm.remat).")
 
 def main(argv):
   del argv
+  unroll = {} if _UNROLL.value is None else {"scan_unroll": _UNROLL.value}
   c = configs.get(_MODEL.value, num_new_tokens=1027, attention=_ATTENTION.value,
-                  remat=_REMAT.value)
+                  remat=_REMAT.value, **unroll)
   dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
   mesh = parallel.make_mesh()
   step_config = ml_collections.ConfigDict({**defaults.base_config().lm.to_dict(),
                                            "learning_rate": 1e-4,
-                                           "loss_token_chunk": _CHUNK.value})
+                                           "loss_token_chunk": _CHUNK.value,
+                                           "loss_vocab_tile": _TILE.value})
   if _COMPILE_ONLY.value:
     model = nnx.eval_shape(lambda: Decoder(c, nnx.Rngs(0), dtype=dtype))
     trainer = LMTrainer(model, step_config, "all", 100, mesh)
@@ -86,15 +92,22 @@ def main(argv):
   jax.block_until_ready(metrics["loss"])
   seconds = (time.perf_counter() - start) / _STEPS.value
   devices = jax.devices()
+  memory = devices[0].memory_stats() or {}  # None on CPUs
   use = flops.utilisation(c, _BATCH.value, _SEQ.value, seconds)
+  chunk = _CHUNK.value or loss.auto_token_chunk(  # what the step used
+      _BATCH.value // parallel.data_parallel_size(mesh), _SEQ.value, jax.default_backend())
   print(json.dumps({
       "benchmark": "decoder_train_step", "model": _MODEL.value, "dtype": _DTYPE.value,
       "batch_size": _BATCH.value, "seq_len": _SEQ.value, "attention": _ATTENTION.value,
-      "remat": _REMAT.value, "answer_share": _ANSWERS.value, "loss_token_chunk": _CHUNK.value,
+      "remat": _REMAT.value, "scan_unroll": c.scan_unroll, "answer_share": _ANSWERS.value,
+      "loss_token_chunk": chunk,
+      "loss_vocab_tile": _TILE.value,
       "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
       "compile_s": round(compile_s, 1), "step_s": round(seconds, 4),
       "tokens_per_s_per_device": round(_BATCH.value * _SEQ.value / seconds / len(devices), 1),
       "model_tflops_per_device": use["tflops_per_device"], "mfu": use["mfu"],
+      "peak_gib": (round(memory["peak_bytes_in_use"] / 2**30, 2)
+                   if "peak_bytes_in_use" in memory else None),
       "device": devices[0].device_kind, "device_count": len(devices), "cpu_cores": os.cpu_count()}))
 
 

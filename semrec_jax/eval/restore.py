@@ -55,7 +55,9 @@ def load(workdir: str, step: int | None = None, mesh=None) -> TrainedLM:
   devices, data-parallel)."""
   mesh = mesh or parallel.make_mesh()
   folder, stage = checkpoint_dir(workdir)
-  mngr = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True))
+  # Orbax reads arrays only from absolute paths (a relative workdir failed there on jax 0.11).
+  mngr = ocp.CheckpointManager(storage.path(folder),
+                               options=ocp.CheckpointManagerOptions(read_only=True))
   steps = mngr.all_steps()
   if not steps:
     raise MissingArtifact(f"no checkpoints in {folder}: re-run the lm stage")

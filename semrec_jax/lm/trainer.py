@@ -23,7 +23,7 @@ from tensorboardX import SummaryWriter
 from semrec_jax import checkpoint, console, microbatch, multihost, parallel, storage
 from semrec_jax.lm import loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
-from semrec_jax.models import flops
+from semrec_jax.models import attention, flops
 from semrec_jax.models.decoder import Decoder, NewTokens
 
 TRAINABLE = {"new_rows": NewTokens, "embeddings": nnx.All(nnx.Param, nnx.PathContains("embedder")),
@@ -75,7 +75,7 @@ class LMTrainer:
     else:
       self.state = jax.device_put(self.state, self.state_sharding)
     self.accumulate = c.grad_accum
-    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", loss.TOKEN_CHUNK),
+    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", 0),
                        "vocab_tile": c.get("loss_vocab_tile", loss.VOCAB_TILE)}
     micro = parallel.batch_sharding(mesh, 2)
     stacked = parallel.batch_sharding(mesh, 3, batch_axis=1)
@@ -91,7 +91,12 @@ class LMTrainer:
     """(sum of answer-token losses, their count) of `model` on one packed batch, traced under
     the mesh so the model's activation sharding constraints apply."""
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      return loss.decoder_loss(model, batch, **self.loss_tiles)
+      tiles = dict(self.loss_tiles)
+      if not tiles["token_chunk"]:  # 0: sized for the platform and this device's rows
+        rows, length = batch["tokens"].shape
+        tiles["token_chunk"] = loss.auto_token_chunk(
+            rows // parallel.data_parallel_size(self.mesh), length, attention.platform())
+      return loss.decoder_loss(model, batch, **tiles)
 
   def _loss_sum(self, state, batch):
     return self._batch_loss(nnx.merge(self.graphdef, state)[0], batch)

@@ -109,6 +109,14 @@ def test_prompts_never_hold_the_test_target(trained_lm):
                    for text in seen)
 
 
+def test_a_relative_workdir_restores(trained_lm, monkeypatch):
+  """Orbax reads arrays only from absolute paths: `--workdir=devwork` once failed in eval."""
+  workdir, _ = trained_lm
+  monkeypatch.chdir(workdir.parent)
+  lm = restore.load(workdir.name, step=6)
+  assert lm.step == 6 and len(lm.sids) == lm.codes.shape[0] > 0
+
+
 def test_missing_or_inconsistent_checkpoints_get_one_clear_line(trained_lm, tmp_path):
   workdir, _ = trained_lm
   with pytest.raises(restore.MissingArtifact, match="no trained LM"):

@@ -58,3 +58,12 @@ def test_no_answer_positions_give_zero_loss_and_gradients():
       lambda m: loss.decoder_loss(m, batch, token_chunk=8, vocab_tile=64), has_aux=True)(model)
   assert (float(total), int(count)) == (0.0, 0)
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) == 0
+
+
+def test_auto_chunk_is_64_per_row_on_cpus_and_16k_positions_per_device_elsewhere():
+  assert loss.auto_token_chunk(8, 128, "cpu") == 64
+  assert loss.auto_token_chunk(8, 32, "cpu") == 32
+  assert loss.auto_token_chunk(8, 1024, "gpu") == 1024   # the 1B benchmark's shape: one chunk
+  assert loss.auto_token_chunk(16, 2048, "gpu") == 1024
+  assert loss.auto_token_chunk(24, 2048, "tpu") == 512   # a power of two: rows split evenly
+  assert loss.auto_token_chunk(1000, 2048, "gpu") == 64  # never below the CPU chunk
