@@ -23,7 +23,6 @@ from absl import app, flags
 from flax import nnx
 
 from semrec_jax import defaults, parallel
-from semrec_jax.lm import loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.lm.trainer import LMTrainer
 from semrec_jax.models import configs, flops
@@ -94,13 +93,11 @@ def main(argv):
   devices = jax.devices()
   memory = devices[0].memory_stats() or {}  # None on CPUs
   use = flops.utilisation(c, _BATCH.value, _SEQ.value, seconds)
-  chunk = _CHUNK.value or loss.auto_token_chunk(  # what the step used
-      _BATCH.value // parallel.data_parallel_size(mesh), _SEQ.value, jax.default_backend())
   print(json.dumps({
       "benchmark": "decoder_train_step", "model": _MODEL.value, "dtype": _DTYPE.value,
       "batch_size": _BATCH.value, "seq_len": _SEQ.value, "attention": _ATTENTION.value,
       "remat": _REMAT.value, "scan_unroll": c.scan_unroll, "answer_share": _ANSWERS.value,
-      "loss_token_chunk": chunk,
+      "loss_token_chunk": trainer.loss_token_chunk(_BATCH.value, _SEQ.value),  # what it used
       "loss_vocab_tile": _TILE.value,
       "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
       "compile_s": round(compile_s, 1), "step_s": round(seconds, 4),

@@ -75,8 +75,8 @@ class LMTrainer:
     else:
       self.state = jax.device_put(self.state, self.state_sharding)
     self.accumulate = c.grad_accum
-    self.loss_tiles = {"token_chunk": c.get("loss_token_chunk", 0),
-                       "vocab_tile": c.get("loss_vocab_tile", loss.VOCAB_TILE)}
+    self.loss_chunk_config = c.get("loss_token_chunk", 0)
+    self.loss_vocab_tile = c.get("loss_vocab_tile", loss.VOCAB_TILE)
     micro = parallel.batch_sharding(mesh, 2)
     stacked = parallel.batch_sharding(mesh, 3, batch_axis=1)
     self.compiles = 0
@@ -91,12 +91,17 @@ class LMTrainer:
     """(sum of answer-token losses, their count) of `model` on one packed batch, traced under
     the mesh so the model's activation sharding constraints apply."""
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      tiles = dict(self.loss_tiles)
-      if not tiles["token_chunk"]:  # 0: sized for the platform and this device's rows
-        rows, length = batch["tokens"].shape
-        tiles["token_chunk"] = loss.auto_token_chunk(
-            rows // parallel.data_parallel_size(self.mesh), length, attention.platform())
-      return loss.decoder_loss(model, batch, **tiles)
+      return loss.decoder_loss(model, batch, self.loss_token_chunk(*batch["tokens"].shape),
+                               self.loss_vocab_tile)
+
+  def loss_token_chunk(self, rows: int, length: int) -> int:
+    """Answer positions per row in a chunk of the tiled loss for [rows, length] micro-batches:
+    the config's, or (0) sized for the mesh's platform and each device's rows."""
+    if self.loss_chunk_config:
+      return self.loss_chunk_config
+    with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+      platform = attention.platform()
+    return loss.auto_token_chunk(rows // parallel.data_parallel_size(self.mesh), length, platform)
 
   def _loss_sum(self, state, batch):
     return self._batch_loss(nnx.merge(self.graphdef, state)[0], batch)

@@ -50,6 +50,7 @@ def test_new_rows_stage_freezes_everything_else(data, tokenizer):
   frozen = _params(model, nnx.Not(NewTokens))
   new_before = _params(model, NewTokens)
   trainer = trainer_lib.LMTrainer(model, lm_config(), "new_rows", 10, parallel.make_mesh())
+  assert trainer.loss_token_chunk(8, 128) == 64  # no loss_token_chunk: auto, 64 per row on CPUs
   it = batches(data, tokenizer)
   for _ in range(3):
     trainer.state, metrics = trainer.step(trainer.state, trainer.put(next(it)))
