@@ -71,6 +71,11 @@ if [ "$PART" = step ]; then
         --model="$model" --batch_size="$batch" --seq_len="$seq" --steps="$STEPS"
     fi
   done
+  # The layers unrolled at the first shape: splits the scanned layers' cost from the rest.
+  IFS=: read -r model batch seq remat <<< "${SHAPES%% *}"
+  record "semrec_${model}_${batch}x${seq}_${remat}_unrolled" python3 benchmarks/decoder_step.py \
+    --model="$model" --batch_size="$batch" --seq_len="$seq" --dtype=bfloat16 --remat="$remat" \
+    --scan_unroll --steps="$STEPS"
   # The lm stage's shapes (games_tiny: 16 x 256), for "the stage within 10% of the step".
   record "semrec_tiny_16x256" python3 benchmarks/decoder_step.py --model=tiny --batch_size=16 \
     --seq_len=256 --dtype=float32 --answer_share=0.17 --steps="$STEPS"

@@ -25,7 +25,7 @@ def get_config():
   config.lm.batch_size = 32
   config.lm.grad_accum = 8
   # Scanned layers keep every activation for the backward pass unless told otherwise: 11.54 GiB
-  # per chip with none, 4.94 with dots (python -m semrec_jax.aot, README Measured).
+  # per chip with none, 5.01 with dots (python -m semrec_jax.aot, README Measured).
   config.lm.remat = "dots"
   config.lm.data_workers = 4  # per host: one process's tokenizing and packing is ~40k tokens/s
   config.lm.warmup_steps = 20  # updates

@@ -112,9 +112,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.clip_norm = 1.0
   config.lm.weight_decay = 0.01
   config.lm.grad_accum = 1          # micro-batches of batch_size per step (= one update)
-  config.lm.loss_token_chunk = 0     # answer positions per row in a chunk of the tiled loss
-                                     # (0: 64 on CPUs, ~16k per device on accelerators)
-  config.lm.loss_vocab_tile = 8192   # output-table rows per tile of the tiled loss
+  config.lm.loss_token_chunk = 0     # answer positions per row in a chunk of the loss (0: sized
+                                     # by platform and vocabulary, lm/loss.py auto_token_chunk)
   config.lm.preemption_check_every = 10  # steps between Ctrl-C agreements (several processes)
   config.lm.data_workers = 0         # grain worker processes building batches (0: in-process)
   config.lm.log_every = 10

@@ -1,10 +1,14 @@
 """Next-token cross-entropy on answer tokens only, for packed or padded rows.
 
 The training loss never builds the [batch, seq, vocab] logits: Gemma 3's 263k-column vocabulary
-in float32 is 1 GiB per 1,024 tokens. `tiled_cross_entropy` walks the output table in vocabulary
-tiles with an online log-sum-exp (float32), over chunks of answer positions only (each row's
-answer positions are moved to its front, and chunks past the longest row's count are skipped);
-its backward pass recomputes each tile's logits instead of storing them.
+in float32 is 1 GiB per 1,024 tokens. `chunked_cross_entropy` moves each row's answer positions to
+its front and walks them in chunks (chunks past the longest row's count are skipped); a chunk's
+float32 logits over the whole vocabulary exist only while that chunk is scored, computed a tile of
+table rows at a time. Differentiated, the forward pass also computes the chunk's gradients from
+the logits it already has (the loss is a sum, so the backward pass only scales them): three
+products with the output table per position, not the four of a backward pass that recomputes the
+logits (`benchmarks/loss_step.py`: Gemma 3 270M's loss and gradients at 2 x 128 on a 2-core CPU
+3.3-3.5 s against 3.9-4.4 s).
 """
 
 import functools
@@ -14,24 +18,25 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-# Default tiling (config.lm.loss_token_chunk, loss_vocab_tile): 8,192-row tiles keep each tile's
-# logits small; chunks of positions are sized by `auto_token_chunk` (token_chunk 0).
-TOKEN_CHUNK = 64            # per row, on CPUs
-DEVICE_CHUNK_TOKENS = 16384  # per device, on accelerators
-VOCAB_TILE = 8192
+# Chunks (config.lm.loss_token_chunk 0: sized by `auto_token_chunk`) bound one chunk's float32
+# logits per device: small on CPUs, where a chunk's re-read of the table is cheap next to its
+# products and short chunks skip more positions without answers; large on accelerators, where
+# every re-read of the table (and read-modify-write of its float32 gradient) costs time.
+# TPUs' budget is smaller for their 16-32 GiB of HBM per chip.
+CHUNK_LOGITS_BYTES = {"cpu": 2**28, "gpu": 2**32, "tpu": 2**30}
+CPU_ROW_CHUNK = 64  # at most, per row on CPUs
+VOCAB_TILE = 8192   # table rows per product: bounds what a sharded table gathers at once
 
 
-def auto_token_chunk(rows_per_device: int, length: int, platform: str) -> int:
-  """Answer positions per row in one chunk of the tiled loss (config.lm.loss_token_chunk=0).
-
-  Every chunk reads the whole output table forward, and again with a read-modify-write of its
-  float32 gradient backward. On an accelerator those reads cost more than the head's products
-  unless a chunk holds thousands of positions: ~16k per device, a power of two per row (Gemma 3
-  1B at 8 x 1024 on an H200: 38k tokens/s with 64 per row, 49k with 1,024). On a CPU a re-read
-  is cheap next to the products, and 64 per row lets rows with few answers skip most chunks."""
+def auto_token_chunk(rows_per_device: int, length: int, vocab: int, platform: str) -> int:
+  """Answer positions per row in one chunk (config.lm.loss_token_chunk=0): as many as keep the
+  chunk's float32 logits [rows, chunk, vocab] within the platform's budget, a power of two (rows
+  split evenly), capped at the row length and, on CPUs, at 64. Gemma 3 (263k columns) at 8 rows
+  per device: 256 positions per row on a GPU, 64 on a TPU, 16 on a CPU."""
+  budget = CHUNK_LOGITS_BYTES.get(platform, CHUNK_LOGITS_BYTES["gpu"])
+  per_row = max(1, budget // (4 * vocab * max(rows_per_device, 1)))
   if platform == "cpu":
-    return min(TOKEN_CHUNK, length)
-  per_row = max(TOKEN_CHUNK, DEVICE_CHUNK_TOKENS // max(rows_per_device, 1))
+    per_row = min(per_row, CPU_ROW_CHUNK)
   return min(1 << (per_row.bit_length() - 1), length)
 
 
@@ -47,26 +52,24 @@ def answer_targets(tokens, mask, segment_ids):
 
 def next_token_loss(logits, tokens, mask, segment_ids):
   """(sum of losses, number of predicted tokens) from full logits [B, T, V]: the reference the
-  tiled loss is tested against."""
+  chunked loss is tested against."""
   targets, valid = answer_targets(tokens, mask, segment_ids)
   # float32 softmax even for bfloat16 activations: the log-sum-exp over a large vocabulary needs it.
   losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
   return jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(valid)
 
 
-def decoder_loss(model, batch: dict, token_chunk: int = TOKEN_CHUNK,
-                 vocab_tile: int = VOCAB_TILE):
+def decoder_loss(model, batch: dict, token_chunk: int = CPU_ROW_CHUNK):
   """(sum of answer-token losses, their count) of a Decoder on one packed batch, through the
-  final hidden states and the tiled loss."""
+  final hidden states and the chunked loss."""
   hidden, _ = model.hidden(batch["tokens"], batch["positions"], batch["segment_ids"])
   targets, valid = answer_targets(batch["tokens"], batch["mask"], batch["segment_ids"])
-  total = tiled_cross_entropy(hidden, model.embedder.output_tables(), targets, valid,
-                              token_chunk, vocab_tile)
+  total = chunked_cross_entropy(hidden, model.embedder.output_tables(), targets, valid,
+                                token_chunk)
   return total, jnp.sum(valid)
 
 
-def tiled_cross_entropy(hidden, tables, targets, valid, token_chunk: int = TOKEN_CHUNK,
-                        vocab_tile: int = VOCAB_TILE):
+def chunked_cross_entropy(hidden, tables, targets, valid, token_chunk: int = CPU_ROW_CHUNK):
   """Sum over valid positions of -log softmax(hidden @ vocabulary.T)[target].
 
   hidden [B, T, D]; tables: the output table split in parts ([V_i, D] each, e.g. the pretrained
@@ -87,63 +90,63 @@ def tiled_cross_entropy(hidden, tables, targets, valid, token_chunk: int = TOKEN
     targets, weights = jnp.pad(targets, pad), jnp.pad(weights, pad)
   active = -(-jnp.max(jnp.sum(valid, axis=1)) // chunk)  # chunks holding any answer position
   split = lambda x: jnp.swapaxes(x.reshape(rows, padded // chunk, chunk, *x.shape[2:]), 0, 1)
-  return _chunked_loss(split(hidden), tuple(tables), split(targets), split(weights), active,
-                       vocab_tile)
+  return _chunked_loss(split(hidden), tuple(tables), split(targets), split(weights), active)
 
 
 def _tiles(size: int, tile: int):
   """(tile, count, start(i)) covering rows [0, size): the last tile is moved back to end at
-  `size` rather than padded (no copy of the table); its columns an earlier tile had are masked."""
+  `size` rather than padded (no copy of the table); the columns an earlier tile had are masked
+  where a tile's results are summed."""
   tile = min(tile, size)
   return tile, -(-size // tile), lambda i: jnp.minimum(i * tile, size - tile)
 
 
-def _tile_logits(h, table, i, tile, start_of):
-  """Float32 logits [B, C, tile] of tile i, their vocabulary columns, the mask of the columns
-  no earlier tile had, the tile's start and its rows."""
-  start = start_of(i)
-  rows = lax.dynamic_slice_in_dim(table, start, tile, 0).astype(h.dtype)
-  logits = jnp.einsum("bcd,vd->bcv", h, rows, preferred_element_type=jnp.float32)
-  columns = start + jnp.arange(tile)
-  return logits, columns, columns >= i * tile, start, rows
+def _chunk_logits(h, table):
+  """Float32 logits [B, C, V] of one chunk h [B, C, D] and one table part [V, D], a tile of
+  table rows at a time (a sharded table is gathered a tile at a time, never whole)."""
+  tile, count, start_of = _tiles(table.shape[0], VOCAB_TILE)
+
+  def body(i, logits):
+    start = start_of(i)
+    rows = lax.dynamic_slice_in_dim(table, start, tile, 0)
+    part = jnp.einsum("bcd,vd->bcv", h, rows, preferred_element_type=jnp.float32)
+    return lax.dynamic_update_slice_in_dim(logits, part, start, 2)
+
+  return lax.fori_loop(0, count, body, jnp.zeros((*h.shape[:2], table.shape[0]), jnp.float32))
 
 
-def _chunk_stats(h, tables, targets, vocab_tile):
-  """(log-sum-exp, target logit), each [B, C] float32, for one chunk of positions."""
-  top = jnp.full(targets.shape, -jnp.inf, jnp.float32)
-  total, picked = jnp.zeros_like(top), jnp.zeros_like(top)
-  offset = 0
-  for table in tables:
-    tile, count, start_of = _tiles(table.shape[0], vocab_tile)
-
-    def body(i, carry, table=table, offset=offset, tile=tile, start_of=start_of):
-      top, total, picked = carry
-      logits, columns, fresh, _, _ = _tile_logits(h, table, i, tile, start_of)
-      logits = jnp.where(fresh, logits, -jnp.inf)
-      new_top = jnp.maximum(top, jnp.max(logits, axis=-1))
-      total = total * jnp.exp(top - new_top) + jnp.sum(jnp.exp(logits - new_top[..., None]), -1)
-      hit = (targets[..., None] == offset + columns) & fresh
-      return new_top, total, picked + jnp.sum(jnp.where(hit, logits, 0.0), axis=-1)
-
-    top, total, picked = lax.fori_loop(0, count, body, (top, total, picked))
-    offset += table.shape[0]
-  return top + jnp.log(total), picked
+def _chunk_loss(h, tables, targets, weights):
+  """(weighted loss sum, float32 logits per table part [B, C, V_i], log-sum-exp [B, C], each
+  target's index within each part) of one chunk h [B, C, D]; tables in h's dtype."""
+  logits = [_chunk_logits(h, table) for table in tables]
+  top = functools.reduce(jnp.maximum, [jnp.max(x, axis=-1) for x in logits])
+  lse = top + jnp.log(sum(jnp.sum(jnp.exp(x - top[..., None]), axis=-1) for x in logits))
+  starts = [sum(t.shape[0] for t in tables[:i]) for i in range(len(tables))]
+  local = [targets - start for start in starts]
+  picked = sum(jnp.where((i >= 0) & (i < x.shape[-1]),
+                         jnp.take_along_axis(x, jnp.clip(i, 0, x.shape[-1] - 1)[..., None],
+                                             axis=-1)[..., 0], 0.0)
+               for x, i in zip(logits, local))
+  return jnp.sum(weights * (lse - picked)), logits, lse, local
 
 
-def _chunk_grads(h, tables, targets, weights, lse, vocab_tile, accumulated):
-  """d loss / d h [B, C, D] (float32) of one chunk, and the output-table gradients
-  `accumulated` plus this chunk's: (softmax - one-hot) x weight, tile by tile."""
-  dh = jnp.zeros(h.shape, jnp.float32)
-  out, offset = [], 0
-  for table, acc in zip(tables, accumulated):
-    tile, count, start_of = _tiles(table.shape[0], vocab_tile)
+def _chunk_loss_and_grads(h, tables, targets, weights, accumulated):
+  """One chunk's loss sum, d sum / d h [B, C, D] (float32), and the output-table gradients
+  `accumulated` plus this chunk's: (softmax - one-hot) x weight, from the logits of the forward
+  pass (kept, not recomputed), a tile of table rows at a time."""
+  total, logits, lse, local = _chunk_loss(h, tables, targets, weights)
+  dh, out = jnp.zeros(h.shape, jnp.float32), []
+  for x, i, table, acc in zip(logits, local, tables, accumulated):
+    tile, count, start_of = _tiles(table.shape[0], VOCAB_TILE)
 
-    def body(i, carry, table=table, offset=offset, tile=tile, start_of=start_of):
+    def body(k, carry, x=x, i=i, table=table):
       dh, acc = carry
-      logits, columns, fresh, start, rows = _tile_logits(h, table, i, tile, start_of)
-      probs = jnp.where(fresh, jnp.exp(logits - lse[..., None]), 0.0)
-      hit = (targets[..., None] == offset + columns) & fresh
-      d = ((probs - hit) * weights[..., None]).astype(h.dtype)
+      start = start_of(k)
+      columns = start + jnp.arange(tile)
+      probs = jnp.exp(lax.dynamic_slice_in_dim(x, start, tile, 2) - lse[..., None])
+      d = jnp.where(columns >= k * tile,  # columns no earlier tile had
+                    (probs - (i[..., None] == columns)) * weights[..., None], 0.0).astype(h.dtype)
+      rows = lax.dynamic_slice_in_dim(table, start, tile, 0)
       dh = dh + jnp.einsum("bcv,vd->bcd", d, rows, preferred_element_type=jnp.float32)
       part = jnp.einsum("bcv,bcd->vd", d, h, preferred_element_type=jnp.float32)
       acc = lax.dynamic_update_slice_in_dim(
@@ -152,50 +155,53 @@ def _chunk_grads(h, tables, targets, weights, lse, vocab_tile, accumulated):
 
     dh, acc = lax.fori_loop(0, count, body, (dh, acc))
     out.append(acc)
-    offset += table.shape[0]
-  return dh, tuple(out)
+  return total, dh, tuple(out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _chunked_loss(h, tables, targets, weights, active, vocab_tile):
+@jax.custom_vjp
+def _chunked_loss(h, tables, targets, weights, active):
   """h [n, B, C, D], targets and weights [n, B, C]: chunks of positions; chunks >= `active`
   hold no answer position. Returns the weighted sum of the losses."""
-  return _forward(h, tables, targets, weights, active, vocab_tile)[0]
+  tables = _in_dtype(tables, h.dtype)
 
-
-def _forward(h, tables, targets, weights, active, vocab_tile):
   def chunk(_, xs):
     j, h_j, targets_j, weights_j = xs
-    zeros = jnp.zeros(targets_j.shape, jnp.float32)
-    lse, picked = lax.cond(j < active,
-                           lambda: _chunk_stats(h_j, tables, targets_j, vocab_tile),
-                           lambda: (zeros, zeros))
-    return None, (jnp.sum(weights_j * (lse - picked)), lse)
+    return None, lax.cond(j < active,
+                          lambda: _chunk_loss(h_j, tables, targets_j, weights_j)[0],
+                          lambda: jnp.zeros((), jnp.float32))
 
-  _, (sums, lse) = lax.scan(chunk, None, (jnp.arange(h.shape[0]), h, targets, weights))
-  return jnp.sum(sums), lse
+  _, sums = lax.scan(chunk, None, (jnp.arange(h.shape[0]), h, targets, weights))
+  return jnp.sum(sums)
 
 
-def _forward_rule(h, tables, targets, weights, active, vocab_tile):
-  total, lse = _forward(h, tables, targets, weights, active, vocab_tile)
-  return total, (h, tables, targets, weights, active, lse)
+def _in_dtype(tables, dtype):
+  """The tables in the activations' dtype, cast once for all chunks (bfloat16 products)."""
+  return tuple(table.astype(dtype) for table in tables)
 
 
-def _backward_rule(vocab_tile, residuals, g):
-  h, tables, targets, weights, active, lse = residuals
+def _forward_rule(h, tables, targets, weights, active):
+  cast = _in_dtype(tables, h.dtype)
 
   def chunk(accumulated, xs):
-    j, h_j, targets_j, weights_j, lse_j = xs
-    return tuple(reversed(lax.cond(
-        j < active,
-        lambda: _chunk_grads(h_j, tables, targets_j, weights_j * g, lse_j, vocab_tile,
-                             accumulated),
-        lambda: (jnp.zeros(h_j.shape, jnp.float32), accumulated))))
+    j, h_j, targets_j, weights_j = xs
+
+    def score():
+      total, dh, out = _chunk_loss_and_grads(h_j, cast, targets_j, weights_j, accumulated)
+      return out, (total, dh.astype(h.dtype))
+
+    skip = lambda: (accumulated, (jnp.zeros((), jnp.float32), jnp.zeros(h_j.shape, h.dtype)))
+    return lax.cond(j < active, score, skip)
 
   start = tuple(jnp.zeros(t.shape, jnp.float32) for t in tables)
-  grads, dh = lax.scan(chunk, start, (jnp.arange(h.shape[0]), h, targets, weights, lse))
-  return (dh.astype(h.dtype), tuple(d.astype(t.dtype) for t, d in zip(tables, grads)),
-          None, None, None)
+  grads, (sums, dh) = lax.scan(chunk, start, (jnp.arange(h.shape[0]), h, targets, weights))
+  return jnp.sum(sums), (dh, tuple(g.astype(t.dtype) for g, t in zip(grads, tables)))
+
+
+def _backward_rule(residuals, g):
+  """The loss is a sum, so its gradients scale with the incoming cotangent."""
+  dh, grads = residuals
+  scale = lambda x: g.astype(x.dtype) * x
+  return scale(dh), tuple(scale(x) for x in grads), None, None, None
 
 
 _chunked_loss.defvjp(_forward_rule, _backward_rule)

@@ -1,7 +1,7 @@
 """LM training: one jitted, sharded step with donation; two stages; Orbax checkpoints holding the
 model, optimizer, step and grain iterator state; pre-emption safe (a stop signal saves first).
 A step is one update, of one batch or of `grad_accum` micro-batches (token-weighted), and its loss
-is the tiled cross-entropy of `lm/loss.py` (no [batch, seq, vocab] logits).
+is the chunked cross-entropy of `lm/loss.py` (no [batch, seq, vocab] logits).
 
 Stage `new_rows` trains only the new-token rows (`NewTokens` parameters), `embeddings` every
 embedding table, `all` everything; frozen parameters get neither gradients nor optimizer state
@@ -76,7 +76,6 @@ class LMTrainer:
       self.state = jax.device_put(self.state, self.state_sharding)
     self.accumulate = c.grad_accum
     self.loss_chunk_config = c.get("loss_token_chunk", 0)
-    self.loss_vocab_tile = c.get("loss_vocab_tile", loss.VOCAB_TILE)
     micro = parallel.batch_sharding(mesh, 2)
     stacked = parallel.batch_sharding(mesh, 3, batch_axis=1)
     self.compiles = 0
@@ -91,17 +90,18 @@ class LMTrainer:
     """(sum of answer-token losses, their count) of `model` on one packed batch, traced under
     the mesh so the model's activation sharding constraints apply."""
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      return loss.decoder_loss(model, batch, self.loss_token_chunk(*batch["tokens"].shape),
-                               self.loss_vocab_tile)
+      return loss.decoder_loss(model, batch, self.loss_token_chunk(*batch["tokens"].shape))
 
   def loss_token_chunk(self, rows: int, length: int) -> int:
-    """Answer positions per row in a chunk of the tiled loss for [rows, length] micro-batches:
-    the config's, or (0) sized for the mesh's platform and each device's rows."""
+    """Answer positions per row in a chunk of the loss for [rows, length] micro-batches: the
+    config's, or (0) sized for the mesh's platform, each device's rows and the vocabulary."""
     if self.loss_chunk_config:
       return self.loss_chunk_config
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
       platform = attention.platform()
-    return loss.auto_token_chunk(rows // parallel.data_parallel_size(self.mesh), length, platform)
+    vocab = self.model_config.vocab_size + self.model_config.num_new_tokens
+    return loss.auto_token_chunk(rows // parallel.data_parallel_size(self.mesh), length, vocab,
+                                 platform)
 
   def _loss_sum(self, state, batch):
     return self._batch_loss(nnx.merge(self.graphdef, state)[0], batch)

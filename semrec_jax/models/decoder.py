@@ -231,7 +231,7 @@ class Embedder(nnx.Module):
 
   def output_tables(self) -> tuple[jax.Array, ...]:
     """The output vocabulary as parts whose concatenation it is (pretrained rows, then the new
-    tokens without their padding rows): what the tiled training loss walks."""
+    tokens without their padding rows): what the chunked training loss scores."""
     base, new = self._tables(output=True)
     return (base,) if not self.c.num_new_tokens else (base, new[:self.c.num_new_tokens])
 

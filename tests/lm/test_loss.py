@@ -1,4 +1,4 @@
-"""The tiled cross-entropy equals the loss on full logits, value and gradients."""
+"""The chunked cross-entropy equals the loss on full logits, value and gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +22,12 @@ def _batch(rows, length, vocab, answer_share, seed=0):
           "positions": jnp.asarray(np.tile(np.arange(length), (rows, 1)), jnp.int32)}
 
 
-@pytest.mark.parametrize("answer_share,chunk,tile", [(1.0, 16, 96), (0.15, 8, 250), (0.3, 64, 4096)])
-def test_tiled_loss_and_gradients_equal_the_full_loss(answer_share, chunk, tile):
-  """Two output tables (pretrained rows + 37 new tokens, padding rows excluded), a tile that does
-  not divide the vocabulary (the last tile moves back), sparse answers (chunks skipped), packed
-  rows and padding."""
+@pytest.mark.parametrize("answer_share,chunk,scale", [(1.0, 16, 1.0), (0.15, 8, 0.25),
+                                                     (0.3, 64, 3.0)])
+def test_chunked_loss_and_gradients_equal_the_full_loss(answer_share, chunk, scale):
+  """Two output tables (pretrained rows + 37 new tokens, padding rows excluded), a chunk that
+  does not divide the row (padded), sparse answers (chunks skipped), packed rows and padding; the
+  loss scaled (the gradients the forward pass computed scale with the cotangent)."""
   config = configs.get("tiny", vocab_size=1000, num_new_tokens=37, num_layers=1, embed_dim=64,
                        mlp_dim=64, num_heads=2, head_dim=16)
   model = Decoder(config, nnx.Rngs(0))
@@ -34,14 +35,20 @@ def test_tiled_loss_and_gradients_equal_the_full_loss(answer_share, chunk, tile)
 
   def full(m):
     logits = m(batch["tokens"], batch["positions"], batch["segment_ids"])
-    return loss.next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])
+    total, count = loss.next_token_loss(logits, batch["tokens"], batch["mask"],
+                                        batch["segment_ids"])
+    return scale * total, count
+
+  def chunked(m):
+    total, count = loss.decoder_loss(m, batch, token_chunk=chunk)
+    return scale * total, count
 
   (want, want_n), want_grads = nnx.value_and_grad(full, has_aux=True)(model)
-  (got, got_n), got_grads = nnx.value_and_grad(
-      lambda m: loss.decoder_loss(m, batch, token_chunk=chunk, vocab_tile=tile),
-      has_aux=True)(model)
+  (got, got_n), got_grads = nnx.value_and_grad(chunked, has_aux=True)(model)
   assert int(got_n) == int(want_n) > 0
   assert float(got) == pytest.approx(float(want), rel=1e-5)
+  primal, _ = loss.decoder_loss(model, batch, token_chunk=chunk)  # undifferentiated: no grads
+  assert float(primal) * scale == pytest.approx(float(want), rel=1e-5)
   scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(want_grads))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5 * scale),
                got_grads, want_grads)
@@ -55,15 +62,20 @@ def test_no_answer_positions_give_zero_loss_and_gradients():
   model = Decoder(config, nnx.Rngs(1))
   batch = {**_batch(2, 24, 300, 0.0), "mask": jnp.zeros((2, 24), jnp.int32)}
   (total, count), grads = nnx.value_and_grad(
-      lambda m: loss.decoder_loss(m, batch, token_chunk=8, vocab_tile=64), has_aux=True)(model)
+      lambda m: loss.decoder_loss(m, batch, token_chunk=8), has_aux=True)(model)
   assert (float(total), int(count)) == (0.0, 0)
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) == 0
 
 
-def test_auto_chunk_is_64_per_row_on_cpus_and_16k_positions_per_device_elsewhere():
-  assert loss.auto_token_chunk(8, 128, "cpu") == 64
-  assert loss.auto_token_chunk(8, 32, "cpu") == 32
-  assert loss.auto_token_chunk(8, 1024, "gpu") == 1024   # the 1B benchmark's shape: one chunk
-  assert loss.auto_token_chunk(16, 2048, "gpu") == 1024
-  assert loss.auto_token_chunk(24, 2048, "tpu") == 512   # a power of two: rows split evenly
-  assert loss.auto_token_chunk(1000, 2048, "gpu") == 64  # never below the CPU chunk
+def test_auto_chunk_bounds_a_chunks_logits_by_platform():
+  gemma = 262_144 + 1027
+  assert loss.auto_token_chunk(8, 128, 9219, "cpu") == 64     # tiny: the CPU cap
+  assert loss.auto_token_chunk(8, 32, 9219, "cpu") == 32      # the row length
+  assert loss.auto_token_chunk(8, 1024, gemma, "cpu") == 16   # <= 256 MiB of logits
+  assert loss.auto_token_chunk(8, 1024, gemma, "gpu") == 256  # <= 4 GiB: 8 x 1024 in 4 chunks
+  assert loss.auto_token_chunk(16, 2048, gemma, "gpu") == 128
+  assert loss.auto_token_chunk(24, 2048, gemma, "tpu") == 32   # a power of two: rows split evenly
+  assert loss.auto_token_chunk(4000, 2048, gemma, "gpu") == 1  # never below one position
+  for rows, platform in ((8, "gpu"), (24, "tpu"), (8, "cpu"), (3, "tpu")):
+    chunk = loss.auto_token_chunk(rows, 4096, gemma, platform)
+    assert rows * chunk * gemma * 4 <= loss.CHUNK_LOGITS_BYTES[platform]
