@@ -55,6 +55,7 @@ class Item:
   brand: str = ""
   price: float | None = None
   score: float | None = None  # the model's log-probability, for recommendations
+  inferred: bool = False       # meets the request only by values of its nearest items
 
   def line(self) -> str:
     facts = [f for f in (self.platform, self.brand) if f]

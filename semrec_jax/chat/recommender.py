@@ -98,7 +98,9 @@ class Recommender:
   def recommend(self, history, text: str | Request | None = None, k: int = 10,
                 exclude=()) -> list[Item]:
     """The k best items after `history` (best first), steered by `text`; never an item of the
-    history or of `exclude`. Raises NothingMatches when no item meets the request."""
+    history or of `exclude`. Raises NothingMatches when no item meets the request. An item that
+    meets it only by values its nearest items suggest (the catalog does not say) is marked
+    `inferred`."""
     if k < 1:
       raise ValueError(f"k must be at least 1, got {k}")
     history = self.items(history)
@@ -115,7 +117,9 @@ class Recommender:
             prompts.next_item(history, self.lm.sids, self.max_history))
     found, scores = self.decoder.items(prompts.encode(self.lm.tokenizer, [said]), max(k, 10),
                                        allowed=allowed)
-    return [self.catalog.item(i, s) for i, s in zip(found[0][:k], scores[0][:k]) if i >= 0]
+    said = request.mask(self.catalog, inferred=False)  # by the catalog's own values
+    return [dataclasses.replace(self.catalog.item(i, s), inferred=not said[i])
+            for i, s in zip(found[0][:k], scores[0][:k]) if i >= 0]
 
   def _text(self, tokens) -> str:
     tokens, tok = list(tokens), self.lm.tokenizer

@@ -202,8 +202,7 @@ class Session:
     if self.request:
       head += f", and asked for {self.request.describe()}"
     lines = notes + [head + ":"] + [f"  {n}. {item.line()}" for n, item in enumerate(items, 1)]
-    said = self.request.mask(self.rec.catalog, inferred=False)  # by the catalog's own values
-    guessed = [n for n, item in enumerate(items, 1) if not said[item.index]]
+    guessed = [n for n, item in enumerate(items, 1) if item.inferred]
     if guessed:
       lines.append(f"  ({', '.join(f'#{n}' for n in guessed)}: the catalog does not say; their "
                    "nearest items do)")

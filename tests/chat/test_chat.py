@@ -137,7 +137,10 @@ def test_wishes_met_by_values_of_the_nearest_items_are_marked(rec, demo_workdir,
   known = catalog.holds("genre", {"RPG"}, inferred=False)
   guessed = catalog.holds("genre", {"RPG"}) & ~known
   found = guessing.recommend(["Splatoon"], "an RPG", k=5, exclude=np.flatnonzero(known).tolist())
-  assert len(found) == 5 and all(guessed[i.index] for i in found)
+  assert len(found) == 5 and all(guessed[i.index] and i.inferred for i in found)
+  plain = guessing.recommend(["Splatoon"], "an RPG", k=10)  # catalog RPGs and inferred ones
+  assert [i.inferred for i in plain] == [not known[i.index] for i in plain]
+  assert not any(i.inferred for i in guessing.recommend(["Splatoon"], k=3))  # no wish
   s = Session(guessing, k=5)
   first = s.reply("I loved Splatoon; an RPG please")
   marked = [n for n, i in enumerate(first.items, 1) if guessed[i.index]]
