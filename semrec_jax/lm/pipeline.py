@@ -52,6 +52,13 @@ def _too_long(example: dict, prompt: int, answer: int, max_len: int) -> str:
           f"{example['prompt'][:120]!r}, answer: {example['answer'][:80]!r}")
 
 
+# Each task stream is read in the consuming thread: its examples are memoised (`Memo`), so grain's
+# default read-ahead (16 threads, 500 elements) only adds a scan of its 500 futures per element
+# (`benchmarks/lm_pipeline.py`: the demo mixture 5x faster without it). Parallelism comes from
+# worker processes (config.lm.data_workers).
+READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+
+
 def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], seed: int,
             tokenizer: Tokenizer, max_len: int,
             shard: tuple[int, int] | None = None) -> grain.IterDataset:
@@ -70,7 +77,7 @@ def mixture(sources: dict[str, grain.MapDataset], weights: dict[str, float], see
   streams = []
   for i, name in enumerate(names):
     ds = Memo(sources[name][index::count].map(lambda ex: tokenize(ex, tokenizer, max_len)))
-    streams.append(ds.shuffle(seed=seed + i).repeat().to_iter_dataset())
+    streams.append(ds.shuffle(seed=seed + i).repeat().to_iter_dataset(READ_OPTIONS))
   return grain.IterDataset.mix(streams, [weights[n] for n in names])
 
 
