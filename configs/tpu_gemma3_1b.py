@@ -27,7 +27,7 @@ def get_config():
   # Scanned layers keep every activation for the backward pass unless told otherwise: 11.54 GiB
   # per chip with none, 5.01 with dots (python -m semrec_jax.aot, README Measured).
   config.lm.remat = "dots"
-  config.lm.data_workers = 4  # per host: one process's tokenizing and packing is ~40k tokens/s
+  config.lm.data_workers = 4  # per host: one process tokenizes and packs ~70-100k tokens/s
   config.lm.warmup_steps = 20  # updates
   config.lm.checkpoint_every = 500
   config.lm.log_every = 50
