@@ -117,8 +117,8 @@ class Recommender:
             prompts.next_item(history, self.lm.sids, self.max_history))
     found, scores = self.decoder.items(prompts.encode(self.lm.tokenizer, [said]), max(k, 10),
                                        allowed=allowed)
-    said = request.mask(self.catalog, inferred=False)  # by the catalog's own values
-    return [dataclasses.replace(self.catalog.item(i, s), inferred=not said[i])
+    known = request.mask(self.catalog, inferred=False)  # by the catalog's own values
+    return [dataclasses.replace(self.catalog.item(i, s), inferred=not known[i])
             for i, s in zip(found[0][:k], scores[0][:k]) if i >= 0]
 
   def _text(self, tokens) -> str:

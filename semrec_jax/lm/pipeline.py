@@ -54,7 +54,7 @@ def _too_long(example: dict, prompt: int, answer: int, max_len: int) -> str:
 
 # Each task stream is read in the consuming thread: its examples are memoised (`Memo`), so grain's
 # default read-ahead (16 threads, 500 elements) only adds a scan of its 500 futures per element
-# (`benchmarks/lm_pipeline.py`: the demo mixture 5x faster without it). Parallelism comes from
+# (`benchmarks/lm_pipeline.py`: the demo mixture ~3x faster without it). Parallelism comes from
 # worker processes (config.lm.data_workers).
 READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 

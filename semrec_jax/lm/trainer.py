@@ -99,9 +99,8 @@ class LMTrainer:
       return self.loss_chunk_config
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
       platform = attention.platform()
-    vocab = self.model_config.vocab_size + self.model_config.num_new_tokens
-    return loss.auto_token_chunk(rows // parallel.data_parallel_size(self.mesh), length, vocab,
-                                 platform)
+    return loss.auto_token_chunk(rows // parallel.data_parallel_size(self.mesh), length,
+                                 self.model_config.output_vocab_size, platform)
 
   def _loss_sum(self, state, batch):
     return self._batch_loss(nnx.merge(self.graphdef, state)[0], batch)

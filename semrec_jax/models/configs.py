@@ -69,9 +69,13 @@ class DecoderConfig:
     return self.family in ("gemma3", "qwen3")
 
   @property
+  def output_vocab_size(self) -> int:
+    """Tokens the model can predict: the base vocabulary and the new tokens, without padding."""
+    return self.vocab_size + self.num_new_tokens
+
+  @property
   def padded_vocab_size(self) -> int:
-    total = self.vocab_size + self.num_new_tokens
-    return -(-total // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    return -(-self.output_vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
   @property
   def num_new_rows(self) -> int:

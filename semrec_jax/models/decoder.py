@@ -263,7 +263,7 @@ class Embedder(nnx.Module):
     logits = x @ base.astype(x.dtype).T
     if new is not None:
       logits = jnp.concatenate([logits, x @ new.astype(x.dtype).T], axis=-1)
-    valid = jnp.arange(self.c.padded_vocab_size) < self.c.vocab_size + self.c.num_new_tokens
+    valid = jnp.arange(self.c.padded_vocab_size) < self.c.output_vocab_size
     return jnp.where(valid, logits, jnp.asarray(_MASKED, logits.dtype))
 
 
