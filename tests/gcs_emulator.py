@@ -8,6 +8,7 @@ reader). To try a bucket workdir by hand:
 """
 
 import socket
+from http import HTTPStatus
 import sys
 
 from gcp_storage_emulator import server as emulator
@@ -39,10 +40,37 @@ def _with_generation_headers():
       for route, fns in emulator.HANDLERS)
 
 
+def _with_move_to():
+  """Same-bucket moves (`.../o/SRC/moveTo/o/DEST`), which gcsfs tries before copy + delete; the
+  emulator answers 501 and gcsfs retries with backoff, ~15 s per moved file (each TFDS shard)."""
+  from gcp_storage_emulator import settings  # pylint: disable=import-outside-toplevel
+  from gcp_storage_emulator.exceptions import NotFound  # pylint: disable=import-outside-toplevel
+  from gcp_storage_emulator.handlers import objects  # pylint: disable=import-outside-toplevel
+  if any("moveTo" in route for route, _ in emulator.HANDLERS):
+    return
+
+  def move(request, response, storage, *args, **kwargs):
+    bucket, source = request.params["bucket_name"], request.params["object_id"]
+    dest = request.params["dest_object_id"]
+    try:
+      moved = objects._copy(request.base_url, storage, bucket, source, bucket, dest)  # pylint: disable=protected-access
+      storage.delete_file(bucket, source)
+    except NotFound:
+      response.status = HTTPStatus.NOT_FOUND
+      return
+    response.json(moved)
+
+  routes = tuple((rf"^{prefix}/b/(?P<bucket_name>[-.\w]+)/o/(?P<object_id>.*[^/]+)/moveTo/o/"
+                  r"(?P<dest_object_id>.*[^/]+)$", {"POST": move})
+                 for prefix in (settings.API_ENDPOINT, ""))
+  emulator.HANDLERS = routes + tuple(emulator.HANDLERS)
+
+
 def start(port: int = 0):
   """Starts the emulator (a free port when 0) with an empty bucket BUCKET; returns (server,
   environment variables that send every client to it)."""
   _with_generation_headers()
+  _with_move_to()
   if not port:
     with socket.socket() as s:
       s.bind(("127.0.0.1", 0))
