@@ -46,6 +46,11 @@ _ALIAS_RE = re.compile(
                                                               reverse=True)) + r")(?![a-z0-9])")
 # In titles only unambiguous aliases count: a bare "switch", "vita" or "computer" says little.
 _TITLE_UNSAFE = {"vita", "switch", "computer", "genesis", "mac", "windows"}
+# ... except a bare "switch" listed after another platform ("for Wii U, PC USB and Switch"); a
+# keyboard's "Cherry MX Red Switch", an "RF Switch" or the game "Kill Switch" are not the console.
+_LISTED_AFTER_A_PLATFORM = re.compile(
+    r"(?<![a-z0-9])(?:" + "|".join(re.escape(a) for a in _ALIAS_TO_PLATFORM)
+    + r")(?: [a-z0-9]+)?\s*(?:,|&|/|\band)\s*$")
 
 _PRODUCT_TYPES = {
     "games": "Game", "game": "Game", "accessories": "Accessory", "accessory": "Accessory",
@@ -72,13 +77,18 @@ def platform_mentions(text: str) -> list[tuple[str, str]]:
           for m in _ALIAS_RE.finditer((text or "").lower())]
 
 
+def title_platforms(title: str) -> list[str]:
+  """The platforms a title names unambiguously, in order ('Adapter for Wii U, PC and Switch' ->
+  ['Wii U', 'PC', 'Switch'])."""
+  text = (title or "").lower()
+  return [_ALIAS_TO_PLATFORM[m.group(1)] for m in _ALIAS_RE.finditer(text)
+          if m.group(1) not in _TITLE_UNSAFE
+          or (m.group(1) == "switch" and _LISTED_AFTER_A_PLATFORM.search(text[:m.start()]))]
+
+
 def platform_from_title(title: str) -> str:
   """The first unambiguous platform named in a title ('... - PlayStation 4' -> 'PS4'), or ''."""
-  for match in _ALIAS_RE.finditer((title or "").lower()):
-    alias = match.group(1)
-    if alias not in _TITLE_UNSAFE:
-      return _ALIAS_TO_PLATFORM[alias]
-  return ""
+  return next(iter(title_platforms(title)), "")
 
 
 def from_amazon2023(meta: dict) -> dict[str, str]:

@@ -49,8 +49,10 @@ def parse_items(path: str, bad: BadLines):
         continue
       title = row.get("title") or ""
       platform = attributes.canonical_platform(row.get("platform_from_title") or "")
-      yield reader.line_num, asin, dict(
-          title=title, platform=platform or attributes.platform_from_title(title)), False
+      named = attributes.title_platforms(title)
+      if platform == "Switch" and "Switch" not in named:
+        platform = ""  # the column reads any "switch" as the console: "Cherry MX Red Switch"
+      yield reader.line_num, asin, dict(title=title, platform=platform or next(iter(named), "")), False
 
 
 def parse_attributes(path: str, bad: BadLines):

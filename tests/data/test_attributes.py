@@ -15,9 +15,24 @@ from semrec_jax.data import attributes
     ("Super Mario 64 (Nintendo 64)", "N64"),
     ("Dash 8-300 Professional Add-On", ""),
     ("Light Switch Cover", ""),  # a bare 'switch' is not a platform in a title
+    ("Razer BlackWidow Mechanical Gaming Keyboard - Green Switch", ""),
+    ("Kill Switch", ""),
+    ("Sega Genesis II RF Switch", "Genesis"),
+    ("GameCube Controller Adapter for Wii U, PC USB and Switch", "GameCube"),
 ])
 def test_platform_from_title(title, platform):
   assert attributes.platform_from_title(title) == platform
+
+
+def test_a_bare_switch_counts_only_in_a_list_of_platforms():
+  assert attributes.title_platforms("Adapter for Wii U, PC USB and Switch, 4 Port") == [
+      "Wii U", "PC", "Switch"]
+  assert attributes.title_platforms("Adapter for Wii u, Pc, Switch.") == ["Wii U", "PC", "Switch"]
+  assert attributes.title_platforms("Adapter for Wii U,  PC USB & Switch") == ["Wii U", "PC",
+                                                                               "Switch"]
+  assert attributes.title_platforms("NES/SNES/Sega Genesis RF Unit Automatic TV/Game Switch") == [
+      "NES", "SNES", "Genesis"]
+  assert attributes.title_platforms("Keyboard - Linear and Quiet Switch - PC") == ["PC"]
 
 
 def test_canonical_platform_matches_the_games_names():

@@ -1,5 +1,6 @@
 """The generic layout and the Games benchmark layout (bundled sample and, when present, full data)."""
 
+import csv
 import gzip
 import json
 import os
@@ -64,6 +65,22 @@ def test_games_sample(data_config):
   assert 0.75 < sum(map(bool, platforms)) / len(platforms) < 0.9
   # The side file adds attributes the titles lack.
   assert sum(map(bool, catalog.fields["genre"])) > 300
+
+
+def test_games_platform_column_switch_needs_the_console_in_the_title(tmp_path, data_config):
+  """The column reads any 'switch' as the console; such a label stands only where the title names
+  it, else the title's own reading (or nothing) holds."""
+  rows = [("A1", "Keyboard with Cherry MX Red Switch"), ("A2", "Kill Switch"),
+          ("A3", "Keyboard - Green Switch - PC"), ("A4", "Just Dance 2017 - Nintendo Switch"),
+          ("A5", "Adapter for Wii U, PC USB and Switch")]
+  with open(tmp_path / "items.csv", "w", newline="", encoding="utf-8") as f:
+    csv.writer(f).writerows([("asin", "title", "platform_from_title")]
+                            + [(asin, title, "Switch") for asin, title in rows])
+  (tmp_path / "sequences.tsv").write_text("user_id\tasins\nu1\tA1 A2 A3 A4 A5\n")
+  data_config.path = str(tmp_path)
+  catalog, _, _ = games_tsv.read(data_config)
+  platform = dict(zip(catalog.item_ids, catalog.fields["platform"]))
+  assert platform == {"A1": "", "A2": "", "A3": "PC", "A4": "Switch", "A5": "Switch"}
 
 
 def test_games_bad_lines(tmp_path, data_config):
