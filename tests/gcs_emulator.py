@@ -42,21 +42,28 @@ def _with_generation_headers():
 
 def _with_move_to():
   """Same-bucket moves (`.../o/SRC/moveTo/o/DEST`), which gcsfs tries before copy + delete; the
-  emulator answers 501 and gcsfs retries with backoff, ~15 s per moved file (each TFDS shard)."""
-  from gcp_storage_emulator import settings  # pylint: disable=import-outside-toplevel
-  from gcp_storage_emulator.exceptions import NotFound  # pylint: disable=import-outside-toplevel
-  from gcp_storage_emulator.handlers import objects  # pylint: disable=import-outside-toplevel
+  emulator answers 501 and gcsfs retries with backoff, ~30 s per move (each TFDS folder rename)."""
+  # pylint: disable=import-outside-toplevel,protected-access
+  from gcp_storage_emulator import settings
+  from gcp_storage_emulator.exceptions import Conflict, NotFound
+  from gcp_storage_emulator.handlers import objects
   if any("moveTo" in route for route, _ in emulator.HANDLERS):
     return
 
   def move(request, response, storage, *args, **kwargs):
     bucket, source = request.params["bucket_name"], request.params["object_id"]
     dest = request.params["dest_object_id"]
+    if dest == source:  # copy + delete would lose the object
+      response.status = HTTPStatus.BAD_REQUEST
+      return
     try:
-      moved = objects._copy(request.base_url, storage, bucket, source, bucket, dest)  # pylint: disable=protected-access
+      moved = objects._copy(request.base_url, storage, bucket, source, bucket, dest)
       storage.delete_file(bucket, source)
     except NotFound:
       response.status = HTTPStatus.NOT_FOUND
+      return
+    except Conflict as err:
+      objects._handle_conflict(response, err)
       return
     response.json(moved)
 

@@ -48,8 +48,9 @@ _ALIAS_RE = re.compile(
 _TITLE_UNSAFE = {"vita", "switch", "computer", "genesis", "mac", "windows"}
 # ... except a bare "switch" listed after another platform ("for Wii U, PC USB and Switch"); a
 # keyboard's "Cherry MX Red Switch", an "RF Switch" or the game "Kill Switch" are not the console.
+_SAFE_ALIASES = [a for a in _ALIAS_TO_PLATFORM if a not in _TITLE_UNSAFE]
 _LISTED_AFTER_A_PLATFORM = re.compile(
-    r"(?<![a-z0-9])(?:" + "|".join(re.escape(a) for a in _ALIAS_TO_PLATFORM)
+    r"(?<![a-z0-9])(?:" + "|".join(re.escape(a) for a in _SAFE_ALIASES)
     + r")(?: [a-z0-9]+)?\s*(?:,|&|/|\band)\s*$")
 
 _PRODUCT_TYPES = {

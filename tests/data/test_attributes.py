@@ -19,6 +19,8 @@ from semrec_jax.data import attributes
     ("Kill Switch", ""),
     ("Sega Genesis II RF Switch", "Genesis"),
     ("GameCube Controller Adapter for Wii U, PC USB and Switch", "GameCube"),
+    ("RF Switch/Switch Box", ""),  # only a safe platform before it makes a bare 'switch' one
+    ("Windows, Switch, PS4", "PS4"),
 ])
 def test_platform_from_title(title, platform):
   assert attributes.platform_from_title(title) == platform
