@@ -143,7 +143,7 @@ class Recommender:
     history, index = self.items(history), self.items([item])[0]
     tok, sids = self.lm.tokenizer, self.lm.sids
     prompt = prompts.encode(tok, [prompts.explanation(history, sids, self.max_history)])[0]
-    lead = tok.encode(sids[index] + ": like " + "<|sid_start|>")[:-1]  # the taught answer start
+    lead = prompts.explanation_lead(tok, sids[index])
     candidates = [h for h in history[-self.max_history:] if h != index]
     related = [h for h in candidates if self.true_reasons(index, h)]
     compared = np.zeros(len(self.catalog), bool)

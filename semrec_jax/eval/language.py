@@ -2,8 +2,11 @@
 bundle naming, on held-out items and users, from greedy generation and constrained beam search.
 
 Explanations are taught as "<item>: like <history item>, it is <reason>." with a reason built from
-the attributes the two items share ("for PS4 and by Sony"); each clause of a generated reason is
-a claim, true when both items hold that attribute value. A bundle name is accurate when it mentions
+the attributes the two items share ("for PS4 and by Sony"). The eval fixes the item (the user's
+true next item, for users where it shares an attribute with a history item, as in training), so
+the metric measures the reason and not which item the model chose to recommend: the model picks the
+history item (the best scored of the history) and writes the reason; each clause of it is a claim,
+true when both items hold that attribute value. A bundle name is accurate when it mentions
 at least one attribute value and every value it mentions is held by all the bundle's items."""
 
 import re
@@ -106,10 +109,38 @@ def _decode(tokenizer, rows: np.ndarray) -> list[str]:
   return out
 
 
+def explainable(record, attrs, max_history: int) -> bool:
+  """The user's next item shares an attribute with one of the history items the prompt shows."""
+  target = attrs[int(record["target"])]
+  return any(tasks.common_attributes(target, attrs[int(h)])
+             for h in list(record["history"])[-max_history:])
+
+
+def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[list[str], list[int]]:
+  """(the model's explanation, the history item it compares with) of each user's true next item:
+  after "<next item>: like ", the best scored of the history items the prompt shows, then the
+  reason in the model's own words (greedy)."""
+  tok, sids = lm.tokenizer, lm.sids
+  if not records:
+    return [], []
+  shown = [[int(h) for h in list(r["history"])[-max_history:]] for r in records]
+  width = max(len(h) for h in shown)
+  padded = np.array([h + h[:1] * (width - len(h)) for h in shown])  # repeats never win argmax
+  asked = [p + prompts.explanation_lead(tok, sids[int(r["target"])]) for p, r in zip(
+      prompts.encode(tok, [prompts.explanation(h, sids, max_history) for h in shown]), records)]
+  picks = padded[np.arange(len(records)),
+                 np.argmax(decoder.score(asked, lm.codes[padded]), axis=1)].tolist()
+  reasons = _decode(tok, decoder.generate(
+      [a + tok.encode(sids[p]) for a, p in zip(asked, picks)], 32))
+  return [f"{sids[int(r['target'])]}: like {sids[p]}{g}" for r, p, g in
+          zip(records, picks, reasons)], picks
+
+
 def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundles,
-             max_history: int, reasons: dict) -> tuple[dict, list[dict]]:
-  """(metrics, samples) for the four language metrics (None, with the reason in `reasons`, where
-  one cannot be computed)."""
+             max_history: int, explain_users: int, reasons: dict) -> tuple[dict, list[dict]]:
+  """(metrics, samples) for the language metrics (None, with the reason in `reasons`, where one
+  cannot be computed). `records`: the evaluated users, of whom the first `explain_users` whose
+  next item shares an attribute with their history are asked for an explanation."""
   tok, out, samples = lm.tokenizer, {}, []
   values = item_values(lm.items)
   titles = [text(lm.items[int(i)]["title"]) for i in held_out_items]
@@ -122,10 +153,11 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
   samples += [{"kind": "sid_to_text", "item": int(i), "title": t, "generated": g}
               for i, t, g in list(zip(held_out_items, titles, generated))[:3]]
 
-  generated = _decode(tok, decoder.generate(prompts.encode(
-      tok, [prompts.explanation(r["history"], lm.sids, max_history) for r in records]), 48))
+  attrs = tasks.item_attributes(lm.items)
+  explained = [r for r in records if explainable(r, attrs, max_history)][:explain_users]
+  generated, picks = explanations(decoder, lm, explained, max_history)
   true = total = 0
-  for r, g in zip(records, generated):
+  for r, g in zip(explained, generated):
     t, n, parsed = explanation_claims(g, lm.trie, values)
     true, total = true + t, total + n
     if len(samples) < 6:
@@ -134,8 +166,15 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
           text(lm.items[int(i)]["title"]) for i in list(r["history"])[-max_history:]],
                       "generated": g, **parsed, "item_titles": titles, "true_claims": t,
                       "claims_made": n})
+  out["lang/explanation_users"] = len(explained)
   out["lang/explanation_faithfulness"] = true / total if total else None
-  if not total:
+  out["lang/explanation_related_pick"] = (float(np.mean(
+      [bool(tasks.common_attributes(attrs[int(r["target"])], attrs[h]))
+       for r, h in zip(explained, picks)])) if explained else None)
+  if not explained:
+    reasons["lang/explanation_faithfulness"] = reasons["lang/explanation_related_pick"] = (
+        "no user's next item shares an attribute with their history")
+  elif not total:
     reasons["lang/explanation_faithfulness"] = "no generated explanation made a claim"
 
   members = [[int(i) for i in parse_items(b["prompt"], lm.trie)] for b in bundles]

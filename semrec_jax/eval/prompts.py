@@ -29,6 +29,12 @@ def explanation(history, sids: list[str], max_history: int) -> str:
   return tasks.EXPLANATION[0].format(items=history_items(history, sids, max_history))
 
 
+def explanation_lead(tokenizer, sid: str) -> list[int]:
+  """The start of a taught explanation answer, "<item SID>: like ", up to the compared item's ID
+  (whose <|sid_start|> the decoder adds): the item is fixed, the model names the rest."""
+  return tokenizer.encode(sid + ": like " + "<|sid_start|>")[:-1]
+
+
 def bundle(items, sids: list[str]) -> str:
   return tasks.BUNDLE[0].format(items=", ".join(sids[int(i)] for i in items))
 

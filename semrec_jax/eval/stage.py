@@ -98,8 +98,8 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   bundles = tasks.bundles(tasks.item_attributes(lm.items), lm.sids, lm.config.seed,
                           held_out=True)
   bundles = [bundles[i] for i in range(min(len(bundles), c.max_bundles))]
-  found, lang_samples = language.evaluate(decoder, lm, held_out, records[:c.explain_users],
-                                          bundles, max_history, reasons)
+  found, lang_samples = language.evaluate(decoder, lm, held_out, records, bundles,
+                                          max_history, c.explain_users, reasons)
   out.update(found)
   samples += lang_samples
   timings["language_s"] = round(time.time() - tick, 1)

@@ -82,6 +82,7 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
       out.append("  " + "   ".join(f"{k} {e[f'steer/{k}/precision@10']:.2f} / "
                                    f"{e[f'steer/{k}/baseline_precision@10']:.2f}" for k in kinds))
     out.append(f"language   explanations faithful {number(e.get('lang/explanation_faithfulness'), 2)}"
-               f", bundle names accurate {number(e.get('lang/bundle_name_accuracy'), 2)}, invalid "
+               f" ({e.get('lang/explanation_users', '?')} users' next items), bundle names "
+               f"accurate {number(e.get('lang/bundle_name_accuracy'), 2)}, invalid "
                f"IDs {e.get('invalid_rate', 0):.0%}, duplicates {e.get('duplicate_rate', 0):.0%}")
   return out + examples

@@ -65,6 +65,8 @@ def test_default_pipeline_on_a_catalog_without_attributes(tmp_path, caplog):
     assert m[f"steer/{kind}/precision@10"] is None
     assert "no " + kind in m["null_reasons"][f"steer/{kind}/precision@10"]
   assert m["steer/precision@10"] is None and m["lang/bundle_name_accuracy"] is None
+  assert m["lang/explanation_users"] == 0 and m["lang/explanation_faithfulness"] is None
+  assert "shares an attribute" in m["null_reasons"]["lang/explanation_faithfulness"]
   assert set(m["null_reasons"]) == {k for k, v in m.items() if v is None}
   # The report stage ran last: its summary has every model's numbers from their metrics files.
   summary = (workdir / "report" / "summary.txt").read_text().splitlines()

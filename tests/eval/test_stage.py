@@ -13,7 +13,7 @@ import pytest
 
 from semrec_jax import decoding, parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.eval import prompts, ranking, restore, stage, steering
+from semrec_jax.eval import language, prompts, ranking, restore, stage, steering
 from semrec_jax.lm import tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from tests.conftest import REPO
@@ -25,7 +25,8 @@ EXPECTED_KEYS = set(RANKING_KEYS) | {
     "popularity/test/ndcg@10", "popularity/validation/recall@10",
     "popularity/validation/ndcg@10", "invalid_rate", "duplicate_rate",
     "steer/precision@10", "steer/baseline_precision@10", "lang/text_to_sid_accuracy",
-    "lang/sid_to_text_match", "lang/explanation_faithfulness", "lang/bundle_name_accuracy",
+    "lang/sid_to_text_match", "lang/explanation_faithfulness", "lang/explanation_users",
+    "lang/explanation_related_pick", "lang/bundle_name_accuracy",
     "null_reasons"} | {f"steer/{k}/{m}" for k in tasks.STEER_KINDS
                        for m in ("precision@10", "baseline_precision@10", "recall@10")}
 
@@ -107,6 +108,39 @@ def test_prompts_never_hold_the_test_target(trained_lm):
     target = lm.sids[int(r["target"])]
     assert not any(target in text and prompts.history_items(r["history"], lm.sids, 20) in text
                    for text in seen)
+
+
+def test_explanations_are_of_the_true_next_item_and_its_best_scored_history_item(trained_lm,
+                                                                                  evaluated):
+  workdir, config = trained_lm
+  max_history = config.lm.max_history
+  lm = restore.load(str(workdir))
+  dec = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, batch_size=8)
+  records = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:40]
+  attrs = tasks.item_attributes(lm.items)
+  related = lambda a, b: bool(tasks.common_attributes(attrs[a], attrs[b]))
+  explained = [r for r in records if language.explainable(r, attrs, max_history)]
+  assert 0 < len(explained) < len(records)  # users whose next item shares nothing are left out
+  for r in explained:
+    assert any(related(int(r["target"]), int(h)) for h in r["history"][-max_history:])
+  generated, picks = language.explanations(dec, lm, explained[:10], max_history)
+  tok = lm.tokenizer
+  for r, g, pick in zip(explained, generated, picks):
+    shown = [int(h) for h in r["history"][-max_history:]]
+    target = int(r["target"])
+    assert language.parse_items(g, lm.trie)[:2] == [target, pick] and pick in shown
+    asked = (prompts.encode(tok, [prompts.explanation(shown, lm.sids, max_history)])[0]
+             + prompts.explanation_lead(tok, lm.sids[target]))
+    # The pick is the history item scored best after "<next item>: like ", scored alone ...
+    alone = dec.score([asked], lm.codes[np.array(shown)][None])[0]
+    assert pick == shown[int(np.argmax(alone))]
+    # ... and the reason is the model's greedy continuation after it, one prompt at a time.
+    reason = decoding.greedy(lm.model, asked + tok.encode(lm.sids[pick]), 32, tok.eos_id)
+    assert g == f"{lm.sids[target]}: like {lm.sids[pick]}" + tok.decode(
+        [t for t in reason if t != tok.eos_id])
+  found, _ = evaluated
+  assert 0 < found["lang/explanation_users"] <= 4  # explain_users in small()
+  assert 0.0 <= found["lang/explanation_related_pick"] <= 1.0
 
 
 def test_a_relative_workdir_restores(trained_lm, monkeypatch):
