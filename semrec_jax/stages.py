@@ -3,8 +3,9 @@
 A stage writes into a scratch folder that replaces its output folder only on success, so a killed
 run never leaves a half-written artifact that looks finished; re-running the same command reuses
 that scratch folder, so training stages resume from the checkpoints they left in it. The fingerprint (`fingerprint.json`)
-holds the config sections the stage reads and the fingerprints of the stages it reads from; a stage
-whose fingerprint matches is skipped, one whose fingerprint differs is an error unless --overwrite.
+holds the config sections the stage reads, the fingerprints of the stages it reads from and the
+version of the stage's code; a stage whose fingerprint matches is skipped, one whose fingerprint
+differs is an error unless --overwrite.
 """
 
 import dataclasses
@@ -43,6 +44,9 @@ class Stage:
   config_keys: tuple[str, ...]  # top-level config sections the artifacts depend on
   depends_on: tuple[str, ...] = ()
   multihost: bool = False  # runs on every JAX process of a multi-host job (else on one process)
+  # Raised by hand when the code makes other artifacts from the same config and inputs, so a
+  # workdir made before is refused rather than silently reused (pipeline.py lists what changed).
+  version: int = 1
 
 
 def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
@@ -71,6 +75,8 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     if isinstance(sections.get(section), dict):
       sections[section].pop(field, None)
   body = {"stage": stage.name, "config": sections, "upstream": upstream}
+  if stage.version > 1:  # version 1 is left out: workdirs made before versions existed stay valid
+    body["version"] = stage.version
   digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
   return {**body, "sha256": digest}
 
@@ -118,6 +124,11 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
       if found["sha256"] == wanted["sha256"]:
         console.say(f"{name}: up to date in {out_dir}, skipped")
         continue
+      made_by = found.get("version", 1)
+      if made_by != stage.version:
+        raise StageError(f"stage {name!r}: {out_dir} was made by version {made_by} of the stage's "
+                         f"code, which is now version {stage.version} (what changed: "
+                         "semrec_jax/pipeline.py); pass --overwrite to redo it")
       as_saved = json.loads(json.dumps(wanted, default=str))  # tuples compare as saved lists
       changes = "; ".join(_differences({k: found.get(k) for k in ("config", "upstream")},
                                        {k: as_saved[k] for k in ("config", "upstream")})[:10])

@@ -1,5 +1,6 @@
 """The absl entry point and the stage framework, end to end on the bundled sample."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -149,6 +150,30 @@ def test_interrupted_stage_resumes_in_its_scratch_folder(tmp_path):
   config.data.kcore = 8
   stages.run(config, str(tmp_path), ["prepare"], registry, overwrite=True)
   assert seen[-1] == [".wanted_fingerprint"]  # another config: nothing reused
+
+
+def test_a_workdir_made_by_another_version_of_a_stage_is_refused(tmp_path):
+  """A stage whose code changes what it makes raises its version: the same config no longer finds
+  the old folder up to date, and --overwrite redoes it."""
+  runs = []
+
+  def make(config, workdir, out_dir):
+    runs.append(out_dir)
+
+  config, workdir = defaults.base_config(), str(tmp_path)
+  old = {"prepare": stages.Stage("prepare", output="data", run=make, config_keys=("data",))}
+  stages.run(config, workdir, ["prepare"], old)
+  with open(tmp_path / "data" / "fingerprint.json") as f:
+    assert "version" not in json.load(f)  # version 1: workdirs from before versions stay valid
+  new = {"prepare": dataclasses.replace(old["prepare"], version=2)}
+  with pytest.raises(stages.StageError, match=r"made by version 1 of the stage's code, which is "
+                     r"now version 2.*--overwrite"):
+    stages.run(config, workdir, ["prepare"], new)
+  stages.run(config, workdir, ["prepare"], new, overwrite=True)
+  stages.run(config, workdir, ["prepare"], new)  # up to date now
+  assert len(runs) == 2
+  with pytest.raises(stages.StageError, match="made by version 2 .* now version 1"):
+    stages.run(config, workdir, ["prepare"], old)  # an older checkout refuses it too
 
 
 @pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))

@@ -92,6 +92,26 @@ def platform_from_title(title: str) -> str:
   return next(iter(title_platforms(title)), "")
 
 
+# A console family's first member, as the Games column reads any "PlayStation", "Xbox" or "DS" ->
+# the later members a title may name instead ("PlayStation Portable", "Xbox360", "Nintendo 2DS").
+_LATER_MEMBERS = {"PS1": ("PS2", "PS3", "PS4", "PS5", "PSP", "PS Vita"),
+                  "Xbox": ("Xbox 360", "Xbox One", "Xbox Series X"), "DS": ("3DS",)}
+
+
+def column_platform(column: str, title: str) -> str:
+  """The platform of a Games items.csv row: its `platform_from_title` column, corrected by what
+  the title names (else the title's first platform, or ''). The column reads any "switch" as the
+  console ("Cherry MX Red Switch", "Kill Switch"), so its Switch needs the console in the title;
+  and it reads a family's later console as the first ("PlayStation Portable" as PS1, "Xbox one" as
+  Xbox, "Nintendo 2DS" as DS), so the member the title names wins."""
+  platform, named = canonical_platform(column), title_platforms(title)
+  if platform == "Switch" and "Switch" not in named:
+    platform = ""
+  elif platform in _LATER_MEMBERS and platform not in named:
+    platform = next((p for p in named if p in _LATER_MEMBERS[platform]), platform)
+  return platform or next(iter(named), "")
+
+
 def from_amazon2023(meta: dict) -> dict[str, str]:
   """Platform, brand and product type from one Amazon 2023 metadata record.
 

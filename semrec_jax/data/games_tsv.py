@@ -48,11 +48,8 @@ def parse_items(path: str, bad: BadLines):
         bad.add(reader.line_num, "missing_asin")
         continue
       title = row.get("title") or ""
-      platform = attributes.canonical_platform(row.get("platform_from_title") or "")
-      named = attributes.title_platforms(title)
-      if platform == "Switch" and "Switch" not in named:
-        platform = ""  # the column reads any "switch" as the console: "Cherry MX Red Switch"
-      yield reader.line_num, asin, dict(title=title, platform=platform or next(iter(named), "")), False
+      platform = attributes.column_platform(row.get("platform_from_title") or "", title)
+      yield reader.line_num, asin, dict(title=title, platform=platform), False
 
 
 def parse_attributes(path: str, bad: BadLines):

@@ -67,20 +67,28 @@ def test_games_sample(data_config):
   assert sum(map(bool, catalog.fields["genre"])) > 300
 
 
-def test_games_platform_column_switch_needs_the_console_in_the_title(tmp_path, data_config):
-  """The column reads any 'switch' as the console; such a label stands only where the title names
-  it, else the title's own reading (or nothing) holds."""
-  rows = [("A1", "Keyboard with Cherry MX Red Switch"), ("A2", "Kill Switch"),
-          ("A3", "Keyboard - Green Switch - PC"), ("A4", "Just Dance 2017 - Nintendo Switch"),
-          ("A5", "Adapter for Wii U, PC USB and Switch")]
+def test_games_platform_column_is_corrected_by_the_title(tmp_path, data_config):
+  """The column reads any 'switch' as the console, and a family's later console as its first
+  ('PlayStation Portable' as PS1); the title's reading wins there, elsewhere the column holds."""
+  rows = [("A1", "Keyboard with Cherry MX Red Switch", "Switch"), ("A2", "Kill Switch", "Switch"),
+          ("A3", "Keyboard - Green Switch - PC", "Switch"),
+          ("A4", "Just Dance 2017 - Nintendo Switch", "Switch"),
+          ("A5", "Adapter for Wii U, PC USB and Switch", "Switch"),
+          ("A6", "PlayStation Portable 3000 System - Piano Black", "PS1"),
+          ("A7", "Thief Xbox one", "Xbox"), ("A8", "Nintendo 2DS - Electric Blue", "DS"),
+          ("A9", "Mad Catz FightStick for PlayStation4 and PlayStation3", "PS1"),
+          ("A10", "Final Fantasy VII - PlayStation", "PS1"), ("A11", "Halo - Xbox", "Xbox"),
+          ("A12", "The Sims 4 - PC/Mac", "Mac"), ("A13", "Mario Kart DS", "DS")]
   with open(tmp_path / "items.csv", "w", newline="", encoding="utf-8") as f:
-    csv.writer(f).writerows([("asin", "title", "platform_from_title")]
-                            + [(asin, title, "Switch") for asin, title in rows])
-  (tmp_path / "sequences.tsv").write_text("user_id\tasins\nu1\tA1 A2 A3 A4 A5\n")
+    csv.writer(f).writerows([("asin", "title", "platform_from_title")] + rows)
+  (tmp_path / "sequences.tsv").write_text(
+      "user_id\tasins\nu1\t" + " ".join(asin for asin, _, _ in rows) + "\n")
   data_config.path = str(tmp_path)
   catalog, _, _ = games_tsv.read(data_config)
   platform = dict(zip(catalog.item_ids, catalog.fields["platform"]))
-  assert platform == {"A1": "", "A2": "", "A3": "PC", "A4": "Switch", "A5": "Switch"}
+  assert platform == {"A1": "", "A2": "", "A3": "PC", "A4": "Switch", "A5": "Switch",
+                      "A6": "PSP", "A7": "Xbox One", "A8": "3DS", "A9": "PS4", "A10": "PS1",
+                      "A11": "Xbox", "A12": "Mac", "A13": "DS"}
 
 
 def test_games_bad_lines(tmp_path, data_config):
