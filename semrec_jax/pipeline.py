@@ -1,7 +1,7 @@
 """The stages of the pipeline, in the order data flows through them (DESIGN.md 1).
 
-Stage versions (Stage.version: a workdir made by another version is refused until --overwrite):
-  prepare 2  Games: the platform column corrected by the title (attributes.column_platform): its
+Stage versions (Stage.version: a folder made by another version is refused until --overwrite):
+  prepare 2  games_tsv only: the platform column corrected by the title (attributes.column_platform): its
              "Switch" only where the title names the console, and a family's later console the
              title names ("PlayStation Portable", "Xbox360", "Nintendo 2DS") for the first (PS1,
              Xbox, DS) the column read.
@@ -19,7 +19,8 @@ from semrec_jax.stages import Stage
 STAGES: dict[str, Stage] = {
     stage.name: stage for stage in [
         Stage("prepare", output="data", config_keys=("data",),
-              run=lambda config, workdir, out_dir: prepare(config, out_dir), version=2),
+              run=lambda config, workdir, out_dir: prepare(config, out_dir),
+              version=lambda config: 2 if config.data.format == "games_tsv" else 1),
         Stage("embed", output="embeddings", run=embed, config_keys=("embed",),
               depends_on=("prepare",)),
         Stage("ids", output="ids", run=semantic_ids, config_keys=("ids",),

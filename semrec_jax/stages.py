@@ -44,9 +44,10 @@ class Stage:
   config_keys: tuple[str, ...]  # top-level config sections the artifacts depend on
   depends_on: tuple[str, ...] = ()
   multihost: bool = False  # runs on every JAX process of a multi-host job (else on one process)
-  # Raised by hand when the code makes other artifacts from the same config and inputs, so a
-  # workdir made before is refused rather than silently reused (pipeline.py lists what changed).
-  version: int = 1
+  # version(config): raised by hand when the code makes other artifacts from the same config and
+  # inputs (for the configs it concerns), so a folder made before is refused rather than silently
+  # reused, also as another stage's input (pipeline.py lists what changed).
+  version: Callable = lambda config: 1
 
 
 def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
@@ -67,6 +68,8 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     if found is None:
       raise StageError(f"stage {stage.name!r} needs the output of {dep!r}, which is not in "
                        f"{workdir}; run with --stages={dep},{stage.name}")
+    check_version(found, registry[dep], config, os.path.join(workdir, registry[dep].output),
+                  f" --stages={dep},{stage.name}")
     upstream[dep] = found["sha256"]
   sections = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
               for key in stage.config_keys}
@@ -75,10 +78,19 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     if isinstance(sections.get(section), dict):
       sections[section].pop(field, None)
   body = {"stage": stage.name, "config": sections, "upstream": upstream}
-  if stage.version > 1:  # version 1 is left out: workdirs made before versions existed stay valid
-    body["version"] = stage.version
+  if stage.version(config) > 1:  # 1 is left out: folders made before versions existed stay valid
+    body["version"] = stage.version(config)
   digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
   return {**body, "sha256": digest}
+
+
+def check_version(found: dict, stage: Stage, config, folder: str, redo: str = "") -> None:
+  """Refuses a stage folder (`found`: its fingerprint) made by another version of the code."""
+  made_by, now = found.get("version", 1), stage.version(config)
+  if made_by != now:
+    raise StageError(f"stage {stage.name!r}: {folder} was made by version {made_by} of the "
+                     f"stage's code, which is now version {now} (what changed: "
+                     f"semrec_jax/pipeline.py); pass --overwrite{redo} to redo it")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -124,11 +136,7 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
       if found["sha256"] == wanted["sha256"]:
         console.say(f"{name}: up to date in {out_dir}, skipped")
         continue
-      made_by = found.get("version", 1)
-      if made_by != stage.version:
-        raise StageError(f"stage {name!r}: {out_dir} was made by version {made_by} of the stage's "
-                         f"code, which is now version {stage.version} (what changed: "
-                         "semrec_jax/pipeline.py); pass --overwrite to redo it")
+      check_version(found, stage, config, out_dir)
       as_saved = json.loads(json.dumps(wanted, default=str))  # tuples compare as saved lists
       changes = "; ".join(_differences({k: found.get(k) for k in ("config", "upstream")},
                                        {k: as_saved[k] for k in ("config", "upstream")})[:10])

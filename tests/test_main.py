@@ -153,25 +153,39 @@ def test_interrupted_stage_resumes_in_its_scratch_folder(tmp_path):
 
 
 def test_a_workdir_made_by_another_version_of_a_stage_is_refused(tmp_path):
-  """A stage whose code changes what it makes raises its version: the same config no longer finds
-  the old folder up to date, and --overwrite redoes it."""
+  """A stage whose code changes what it makes raises its version (for the configs it concerns):
+  the same config no longer finds the old folder up to date, nor do the stages reading it, and
+  --overwrite redoes it."""
   runs = []
 
   def make(config, workdir, out_dir):
     runs.append(out_dir)
 
   config, workdir = defaults.base_config(), str(tmp_path)
-  old = {"prepare": stages.Stage("prepare", output="data", run=make, config_keys=("data",))}
+  old = {"prepare": stages.Stage("prepare", output="data", run=make, config_keys=("data",)),
+         "embed": stages.Stage("embed", output="embeddings", run=make, config_keys=("embed",),
+                               depends_on=("prepare",))}
   stages.run(config, workdir, ["prepare"], old)
   with open(tmp_path / "data" / "fingerprint.json") as f:
     assert "version" not in json.load(f)  # version 1: workdirs from before versions stay valid
-  new = {"prepare": dataclasses.replace(old["prepare"], version=2)}
+  games_only = lambda c: 2 if c.data.format == "games_tsv" else 1
+  new = {**old, "prepare": dataclasses.replace(old["prepare"], version=games_only)}
   with pytest.raises(stages.StageError, match=r"made by version 1 of the stage's code, which is "
-                     r"now version 2.*--overwrite"):
+                     r"now version 2.*--overwrite to redo it"):
     stages.run(config, workdir, ["prepare"], new)
+  with pytest.raises(stages.StageError, match=r"'prepare': .* made by version 1 .* now version 2"
+                     r".*--overwrite --stages=prepare,embed"):
+    stages.run(config, workdir, ["embed"], new)  # nor is it read as another stage's input
+  other = defaults.base_config()
+  other.data.format = "generic"
+  stages.run(other, str(tmp_path / "generic"), ["prepare", "embed"], old)
+  stages.run(other, str(tmp_path / "generic"), ["prepare", "embed"], new)  # version 1 there
+  assert len(runs) == 3
   stages.run(config, workdir, ["prepare"], new, overwrite=True)
-  stages.run(config, workdir, ["prepare"], new)  # up to date now
-  assert len(runs) == 2
+  stages.run(config, workdir, ["prepare", "embed"], new)
+  assert len(runs) == 5
+  stages.run(config, workdir, ["prepare", "embed"], new)  # up to date now
+  assert len(runs) == 5
   with pytest.raises(stages.StageError, match="made by version 2 .* now version 1"):
     stages.run(config, workdir, ["prepare"], old)  # an older checkout refuses it too
 

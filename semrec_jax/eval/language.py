@@ -9,6 +9,7 @@ history item (the best scored of the history) and writes the reason; each clause
 true when both items hold that attribute value. A bundle name is accurate when it mentions
 at least one attribute value and every value it mentions is held by all the bundle's items."""
 
+import collections
 import re
 
 import numpy as np
@@ -65,10 +66,9 @@ def explanation_claims(generated: str, trie, values) -> tuple[int, int, dict]:
   """(true claims, claims, parsed) of one generated explanation."""
   found = parse_items(generated, trie)
   reason = generated.split(", it is ", 1)[1] if ", it is " in generated else ""
-  said = claims(reason)
   pair = found[:2] if len(found) >= 2 else [-1, -1]
-  true = sum(all(i >= 0 and v in values[i][k] for i in pair) for k, v in said)
-  return true, len(said), {"items": pair, "claims": said}
+  true, _ = claims_held(reason, pair, values)
+  return true, len(claims(reason)), {"items": pair, "claims": claims(reason)}
 
 
 def known_values(values) -> dict[str, set[str]]:
@@ -111,9 +111,22 @@ def _decode(tokenizer, rows: np.ndarray) -> list[str]:
 
 def explainable(record, attrs, max_history: int) -> bool:
   """The user's next item shares an attribute with one of the history items the prompt shows."""
-  target = attrs[int(record["target"])]
-  return any(tasks.common_attributes(target, attrs[int(h)])
-             for h in list(record["history"])[-max_history:])
+  return tasks.because(record, attrs, max_history) is not None
+
+
+def most_taught_reason(train_records: list[dict], attrs, max_history: int) -> str | None:
+  """The reason the explanation task teaches most often ("for PS4"), over the training split's
+  first 50,000 users: the answer of a model that says the same for every pair."""
+  counts = collections.Counter(
+      tasks.reason(found[1]) for r in train_records[:50_000]
+      if (found := tasks.because(r, attrs, max_history)))
+  return counts.most_common(1)[0][0] if counts else None
+
+
+def claims_held(reason: str, pair, values) -> tuple[int, int]:
+  """(claims of `reason` both items of `pair` hold, claims)."""
+  said = claims(reason)
+  return sum(all(i >= 0 and v in values[i][k] for i in pair) for k, v in said), len(said)
 
 
 def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[list[str], list[int]]:
@@ -124,6 +137,8 @@ def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[li
   if not records:
     return [], []
   shown = [[int(h) for h in list(r["history"])[-max_history:]] for r in records]
+  if not all(shown):
+    raise ValueError("an explanation compares with a history item; a record has no history")
   width = max(len(h) for h in shown)
   padded = np.array([h + h[:1] * (width - len(h)) for h in shown])  # repeats never win argmax
   asked = [p + prompts.explanation_lead(tok, sids[int(r["target"])]) for p, r in zip(
@@ -137,10 +152,12 @@ def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[li
 
 
 def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundles,
-             max_history: int, explain_users: int, reasons: dict) -> tuple[dict, list[dict]]:
+             max_history: int, explain_users: int, taught: str | None,
+             reasons: dict) -> tuple[dict, list[dict]]:
   """(metrics, samples) for the language metrics (None, with the reason in `reasons`, where one
   cannot be computed). `records`: the evaluated users, of whom the first `explain_users` whose
-  next item shares an attribute with their history are asked for an explanation."""
+  next item shares an attribute with their history are asked for an explanation; beside the
+  model's faithfulness, that of `taught` (most_taught_reason) said for the same pairs."""
   tok, out, samples = lm.tokenizer, {}, []
   values = item_values(lm.items)
   titles = [text(lm.items[int(i)]["title"]) for i in held_out_items]
@@ -168,14 +185,23 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
                       "claims_made": n})
   out["lang/explanation_users"] = len(explained)
   out["lang/explanation_faithfulness"] = true / total if total else None
+  held = [claims_held(taught, [int(r["target"]), h], values)
+          for r, h in zip(explained, picks)] if taught else []
+  said = sum(n for _, n in held)
+  out["lang/explanation_most_taught_reason_faithfulness"] = (
+      sum(t for t, _ in held) / said if said else None)
   out["lang/explanation_related_pick"] = (float(np.mean(
       [bool(tasks.common_attributes(attrs[int(r["target"])], attrs[h]))
        for r, h in zip(explained, picks)])) if explained else None)
   if not explained:
     reasons["lang/explanation_faithfulness"] = reasons["lang/explanation_related_pick"] = (
+        "config.eval.explain_users is 0" if explain_users <= 0 else
         "no user's next item shares an attribute with their history")
   elif not total:
     reasons["lang/explanation_faithfulness"] = "no generated explanation made a claim"
+  if out["lang/explanation_most_taught_reason_faithfulness"] is None:
+    reasons["lang/explanation_most_taught_reason_faithfulness"] = (
+        reasons.get("lang/explanation_faithfulness") or "the training split teaches no reason")
 
   members = [[int(i) for i in parse_items(b["prompt"], lm.trie)] for b in bundles]
   if members:

@@ -98,8 +98,10 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   bundles = tasks.bundles(tasks.item_attributes(lm.items), lm.sids, lm.config.seed,
                           held_out=True)
   bundles = [bundles[i] for i in range(min(len(bundles), c.max_bundles))]
+  taught = language.most_taught_reason(train_records, tasks.item_attributes(lm.items),
+                                       max_history)
   found, lang_samples = language.evaluate(decoder, lm, held_out, records, bundles,
-                                          max_history, c.explain_users, reasons)
+                                          max_history, c.explain_users, taught, reasons)
   out.update(found)
   samples += lang_samples
   timings["language_s"] = round(time.time() - tick, 1)
@@ -112,6 +114,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
           "splits": list(c.splits), "protocol": PROTOCOL.format(n=c.sampled_negatives),
           "sampled_users": min(c.sampled_users, len(records)) if c.sampled_negatives else 0,
           "steer_users": n, "held_out_items": len(held_out), "bundles": len(bundles),
+          "explanation_most_taught_reason": taught,
           "seconds": round(time.time() - started, 1), **timings}
   if multihost.is_primary():
     storage.write_json(os.path.join(out_dir, "metrics.json"), out)

@@ -419,22 +419,25 @@ def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, g
           "sid_to_text": rows.map_with_index(sid_to_text)}
 
 
+def because(example, attrs: list[dict], max_history: int) -> tuple[int, dict] | None:
+  """(history item, the attributes it shares with the target) of an explanation: the most recent
+  of the last `max_history` history items sharing any, or None where none does."""
+  target = attrs[int(example["target"])]
+  for h in reversed([int(i) for i in example["history"]][-max_history:]):
+    shared = common_attributes(target, attrs[h])
+    if shared:
+      return h, shared
+  return None
+
+
 def explanation(sequences, attrs: list[dict], sids: list[str], max_history: int,
                 seed: int, budget: Budget | None = None) -> grain.MapDataset:
-  """History -> the target and a reason: the most recent history item sharing attributes with the
-  target, and what they share. Users whose target shares nothing with the history are left out;
-  so is (as None, which grain skips) a user whose reason item is older than the items that fit
-  `budget`: an answer must not name an item the prompt lacks."""
-  def because(u):
-    example = sequences[u]
-    target = attrs[int(example["target"])]
-    for h in reversed([int(i) for i in example["history"]][-max_history:]):
-      shared = common_attributes(target, attrs[h])
-      if shared:
-        return h, shared
-    return None
-
-  usable = [(u, found) for u in range(len(sequences)) if (found := because(u))]
+  """History -> the target and a reason (`because`: the most recent history item sharing
+  attributes with the target, and what they share). Users whose target shares nothing with the
+  history are left out; so is (as None, which grain skips) a user whose reason item is older than
+  the items that fit `budget`: an answer must not name an item the prompt lacks."""
+  usable = [(u, found) for u in range(len(sequences))
+            if (found := because(sequences[u], attrs, max_history))]
 
   def build(index, row):
     u, (h, shared) = row

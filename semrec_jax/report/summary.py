@@ -81,8 +81,12 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
       out.append(f"steering   LM precision@10 asked / not asked ({n} users per kind):")
       out.append("  " + "   ".join(f"{k} {e[f'steer/{k}/precision@10']:.2f} / "
                                    f"{e[f'steer/{k}/baseline_precision@10']:.2f}" for k in kinds))
+    taught = (found["eval_info"] or {}).get("explanation_most_taught_reason")
+    constant = e.get("lang/explanation_most_taught_reason_faithfulness")
     out.append(f"language   explanations faithful {number(e.get('lang/explanation_faithfulness'), 2)}"
-               f" ({e.get('lang/explanation_users', '?')} users' next items), bundle names "
-               f"accurate {number(e.get('lang/bundle_name_accuracy'), 2)}, invalid "
-               f"IDs {e.get('invalid_rate', 0):.0%}, duplicates {e.get('duplicate_rate', 0):.0%}")
+               f" ({e.get('lang/explanation_users', '?')} users' next items"
+               + (f"; \"{taught}\" said to all: {number(constant, 2)}" if taught else "") + ")")
+    out.append(f"           bundle names accurate {number(e.get('lang/bundle_name_accuracy'), 2)}, "
+               f"invalid IDs {e.get('invalid_rate', 0):.0%}, duplicates "
+               f"{e.get('duplicate_rate', 0):.0%}")
   return out + examples

@@ -78,7 +78,8 @@ def test_games_platform_column_is_corrected_by_the_title(tmp_path, data_config):
           ("A7", "Thief Xbox one", "Xbox"), ("A8", "Nintendo 2DS - Electric Blue", "DS"),
           ("A9", "Mad Catz FightStick for PlayStation4 and PlayStation3", "PS1"),
           ("A10", "Final Fantasy VII - PlayStation", "PS1"), ("A11", "Halo - Xbox", "Xbox"),
-          ("A12", "The Sims 4 - PC/Mac", "Mac"), ("A13", "Mario Kart DS", "DS")]
+          ("A12", "The Sims 4 - PC/Mac", "Mac"), ("A13", "Mario Kart DS", "DS"),
+          ("A14", "Mlb 2K9 Xbox360", "Xbox"), ("A15", "Controller Adapter for PS1 & PS2", "PS1")]
   with open(tmp_path / "items.csv", "w", newline="", encoding="utf-8") as f:
     csv.writer(f).writerows([("asin", "title", "platform_from_title")] + rows)
   (tmp_path / "sequences.tsv").write_text(
@@ -88,7 +89,7 @@ def test_games_platform_column_is_corrected_by_the_title(tmp_path, data_config):
   platform = dict(zip(catalog.item_ids, catalog.fields["platform"]))
   assert platform == {"A1": "", "A2": "", "A3": "PC", "A4": "Switch", "A5": "Switch",
                       "A6": "PSP", "A7": "Xbox One", "A8": "3DS", "A9": "PS4", "A10": "PS1",
-                      "A11": "Xbox", "A12": "Mac", "A13": "DS"}
+                      "A11": "Xbox", "A12": "Mac", "A13": "DS", "A14": "Xbox 360", "A15": "PS1"}
 
 
 def test_games_bad_lines(tmp_path, data_config):

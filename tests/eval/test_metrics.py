@@ -51,6 +51,23 @@ def test_popularity_and_list_quality():
   assert quality == {"invalid_rate": pytest.approx(2 / 8), "duplicate_rate": pytest.approx(1 / 6)}
 
 
+def test_most_taught_reason_and_claims_held_by_hand():
+  attrs = [{"platform": "PS4"}, {"platform": "PS4", "brand": "Sony"},
+           {"platform": "PS4", "brand": "Sony"}, {"platform": "PS3"}]
+  train = [{"history": [0, 3], "target": 1}, {"history": [1], "target": 2},
+           {"history": [0], "target": 1}, {"history": [3], "target": 0}]
+  assert language.most_taught_reason(train, attrs, max_history=2) == "for PS4"  # 2 of 3 users
+  # Only the items a prompt shows count: the first user's PS4 item is older than the last one.
+  assert language.most_taught_reason(train, attrs, max_history=1) == "for PS4 and by Sony"
+  assert language.most_taught_reason(train[3:], attrs, max_history=2) is None
+  assert language.explainable(train[0], attrs, 2) and not language.explainable(train[0], attrs, 1)
+  values = [{k: {a[k].lower()} if k in a else set() for k in language.ATTRIBUTE_KINDS}
+            for a in attrs]
+  assert language.claims_held("for PS4 and by Sony", [1, 2], values) == (2, 2)
+  assert language.claims_held("for PS4 and by Sony", [0, 1], values) == (1, 2)
+  assert language.claims_held("for PS4", [0, -1], values) == (0, 1)  # an ID naming no item
+
+
 def test_language_parsers_by_hand():
   assert language.claims("for PS4 and a racing game.") == [("platform", "ps4"),
                                                            ("genre", "racing")]

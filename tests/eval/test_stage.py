@@ -26,7 +26,8 @@ EXPECTED_KEYS = set(RANKING_KEYS) | {
     "popularity/validation/ndcg@10", "invalid_rate", "duplicate_rate",
     "steer/precision@10", "steer/baseline_precision@10", "lang/text_to_sid_accuracy",
     "lang/sid_to_text_match", "lang/explanation_faithfulness", "lang/explanation_users",
-    "lang/explanation_related_pick", "lang/bundle_name_accuracy",
+    "lang/explanation_related_pick", "lang/explanation_most_taught_reason_faithfulness",
+    "lang/bundle_name_accuracy",
     "null_reasons"} | {f"steer/{k}/{m}" for k in tasks.STEER_KINDS
                        for m in ("precision@10", "baseline_precision@10", "recall@10")}
 
@@ -123,14 +124,26 @@ def test_explanations_are_of_the_true_next_item_and_its_best_scored_history_item
   assert 0 < len(explained) < len(records)  # users whose next item shares nothing are left out
   for r in explained:
     assert any(related(int(r["target"]), int(h)) for h in r["history"][-max_history:])
+  # The same users as the explanation task's training examples.
+  taught = tasks.explanation(records, attrs, lm.sids, max_history, seed=0)
+  assert [e["user"] for e in taught] == [u for u, r in enumerate(records) if
+                                         language.explainable(r, attrs, max_history)]
+  assert any(len(r["history"]) < max_history for r in explained[:10])  # the padded case too
   generated, picks = language.explanations(dec, lm, explained[:10], max_history)
-  tok = lm.tokenizer
+  tok, values = lm.tokenizer, language.item_values(lm.items)
   for r, g, pick in zip(explained, generated, picks):
     shown = [int(h) for h in r["history"][-max_history:]]
     target = int(r["target"])
     assert language.parse_items(g, lm.trie)[:2] == [target, pick] and pick in shown
     asked = (prompts.encode(tok, [prompts.explanation(shown, lm.sids, max_history)])[0]
              + prompts.explanation_lead(tok, lm.sids[target]))
+    # The lead and the pick are tokenised as the start of a taught answer.
+    answer = tok.encode(f"{lm.sids[target]}: like {lm.sids[pick]}, it is for PS4.")
+    start = asked[-len(prompts.explanation_lead(tok, lm.sids[target])):]
+    assert answer[:len(start) + len(tok.encode(lm.sids[pick]))] == start + tok.encode(
+        lm.sids[pick])
+    true, claims, parsed = language.explanation_claims(g, lm.trie, values)
+    assert parsed["items"] == [target, pick] and 0 <= true <= claims
     # The pick is the history item scored best after "<next item>: like ", scored alone ...
     alone = dec.score([asked], lm.codes[np.array(shown)][None])[0]
     assert pick == shown[int(np.argmax(alone))]
@@ -138,9 +151,15 @@ def test_explanations_are_of_the_true_next_item_and_its_best_scored_history_item
     reason = decoding.greedy(lm.model, asked + tok.encode(lm.sids[pick]), 32, tok.eos_id)
     assert g == f"{lm.sids[target]}: like {lm.sids[pick]}" + tok.decode(
         [t for t in reason if t != tok.eos_id])
-  found, _ = evaluated
+  found, out = evaluated
   assert 0 < found["lang/explanation_users"] <= 4  # explain_users in small()
   assert 0.0 <= found["lang/explanation_related_pick"] <= 1.0
+  assert 0.0 <= found["lang/explanation_most_taught_reason_faithfulness"] <= 1.0
+  with open(out / "info.json") as f:
+    taught = json.load(f)["explanation_most_taught_reason"]
+  train = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "train"))
+  assert taught == language.most_taught_reason(train, attrs, max_history)
+  assert language.claims(taught)  # a reason the metric can check
 
 
 def test_a_relative_workdir_restores(trained_lm, monkeypatch):
