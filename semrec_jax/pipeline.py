@@ -20,7 +20,7 @@ STAGES: dict[str, Stage] = {
     stage.name: stage for stage in [
         Stage("prepare", output="data", config_keys=("data",),
               run=lambda config, workdir, out_dir: prepare(config, out_dir),
-              version=lambda config: 2 if config.data.format == "games_tsv" else 1),
+              version=lambda config: 2 if config.data.get("format") == "games_tsv" else 1),
         Stage("embed", output="embeddings", run=embed, config_keys=("embed",),
               depends_on=("prepare",)),
         Stage("ids", output="ids", run=semantic_ids, config_keys=("ids",),

@@ -16,6 +16,7 @@ import time
 from typing import Callable
 
 import jax
+import ml_collections
 from absl import logging
 
 from semrec_jax import console, multihost, storage
@@ -68,8 +69,10 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     if found is None:
       raise StageError(f"stage {stage.name!r} needs the output of {dep!r}, which is not in "
                        f"{workdir}; run with --stages={dep},{stage.name}")
-    check_version(found, registry[dep], config, os.path.join(workdir, registry[dep].output),
-                  f" --stages={dep},{stage.name}")
+    names = list(registry)
+    redo = ",".join(names[names.index(dep):names.index(stage.name) + 1])
+    check_version(found, registry[dep], os.path.join(workdir, registry[dep].output),
+                  f" --stages={redo}")
     upstream[dep] = found["sha256"]
   sections = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
               for key in stage.config_keys}
@@ -84,9 +87,11 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
   return {**body, "sha256": digest}
 
 
-def check_version(found: dict, stage: Stage, config, folder: str, redo: str = "") -> None:
-  """Refuses a stage folder (`found`: its fingerprint) made by another version of the code."""
-  made_by, now = found.get("version", 1), stage.version(config)
+def check_version(found: dict, stage: Stage, folder: str, redo: str = "") -> None:
+  """Refuses a stage folder (`found`: its fingerprint) made by another version of the code than
+  today's makes for the config the folder was made with (a config change is reported apart)."""
+  made_with = ml_collections.ConfigDict(found["config"]) if found.get("config") else None
+  made_by, now = found.get("version", 1), stage.version(made_with) if made_with else 1
   if made_by != now:
     raise StageError(f"stage {stage.name!r}: {folder} was made by version {made_by} of the "
                      f"stage's code, which is now version {now} (what changed: "
@@ -136,7 +141,7 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
       if found["sha256"] == wanted["sha256"]:
         console.say(f"{name}: up to date in {out_dir}, skipped")
         continue
-      check_version(found, stage, config, out_dir)
+      check_version(found, stage, out_dir)
       as_saved = json.loads(json.dumps(wanted, default=str))  # tuples compare as saved lists
       changes = "; ".join(_differences({k: found.get(k) for k in ("config", "upstream")},
                                        {k: as_saved[k] for k in ("config", "upstream")})[:10])

@@ -164,7 +164,9 @@ def test_a_workdir_made_by_another_version_of_a_stage_is_refused(tmp_path):
   config, workdir = defaults.base_config(), str(tmp_path)
   old = {"prepare": stages.Stage("prepare", output="data", run=make, config_keys=("data",)),
          "embed": stages.Stage("embed", output="embeddings", run=make, config_keys=("embed",),
-                               depends_on=("prepare",))}
+                               depends_on=("prepare",)),
+         "ids": stages.Stage("ids", output="ids", run=make, config_keys=("ids",),
+                             depends_on=("prepare",))}
   stages.run(config, workdir, ["prepare"], old)
   with open(tmp_path / "data" / "fingerprint.json") as f:
     assert "version" not in json.load(f)  # version 1: workdirs from before versions stay valid
@@ -174,8 +176,10 @@ def test_a_workdir_made_by_another_version_of_a_stage_is_refused(tmp_path):
                      r"now version 2.*--overwrite to redo it"):
     stages.run(config, workdir, ["prepare"], new)
   with pytest.raises(stages.StageError, match=r"'prepare': .* made by version 1 .* now version 2"
-                     r".*--overwrite --stages=prepare,embed"):
+                     r".*--overwrite --stages=prepare,embed to"):
     stages.run(config, workdir, ["embed"], new)  # nor is it read as another stage's input
+  with pytest.raises(stages.StageError, match="--overwrite --stages=prepare,embed,ids to"):
+    stages.run(config, workdir, ["ids"], new)  # redo the stages between them too
   other = defaults.base_config()
   other.data.format = "generic"
   stages.run(other, str(tmp_path / "generic"), ["prepare", "embed"], old)
@@ -188,6 +192,9 @@ def test_a_workdir_made_by_another_version_of_a_stage_is_refused(tmp_path):
   assert len(runs) == 5
   with pytest.raises(stages.StageError, match="made by version 2 .* now version 1"):
     stages.run(config, workdir, ["prepare"], old)  # an older checkout refuses it too
+  # A folder of another format is a config change, whatever the versions of either format.
+  with pytest.raises(stages.StageError, match=r"data.format: 'generic' -> 'games_tsv'"):
+    stages.run(config, str(tmp_path / "generic"), ["prepare"], new)
 
 
 @pytest.mark.parametrize("name", sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs"))

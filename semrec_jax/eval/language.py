@@ -201,7 +201,9 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
     reasons["lang/explanation_faithfulness"] = "no generated explanation made a claim"
   if out["lang/explanation_most_taught_reason_faithfulness"] is None:
     reasons["lang/explanation_most_taught_reason_faithfulness"] = (
-        reasons.get("lang/explanation_faithfulness") or "the training split teaches no reason")
+        "the training split teaches no reason" if not taught else
+        reasons["lang/explanation_faithfulness"] if not explained else
+        f"the most taught reason {taught!r} makes no claim")
 
   members = [[int(i) for i in parse_items(b["prompt"], lm.trie)] for b in bundles]
   if members:
