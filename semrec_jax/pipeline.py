@@ -1,10 +1,10 @@
 """The stages of the pipeline, in the order data flows through them (DESIGN.md 1).
 
 Stage versions (Stage.version: a folder made by another version is refused until --overwrite):
-  prepare 2  games_tsv only: the platform column corrected by the title (attributes.column_platform): its
-             "Switch" only where the title names the console, and a family's later console the
-             title names ("PlayStation Portable", "Xbox360", "Nintendo 2DS") for the first (PS1,
-             Xbox, DS) the column read.
+  prepare 2  games_tsv only: the platform column corrected by the title
+             (attributes.column_platform): its "Switch" only where the title names the console,
+             and a family's later console the title names ("PlayStation Portable", "Xbox360",
+             "Nintendo 2DS") for the first (PS1, Xbox, DS) the column read.
 """
 
 from semrec_jax.baselines.stage import baselines

@@ -81,8 +81,9 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     if isinstance(sections.get(section), dict):
       sections[section].pop(field, None)
   body = {"stage": stage.name, "config": sections, "upstream": upstream}
-  if stage.version(config) > 1:  # 1 is left out: folders made before versions existed stay valid
-    body["version"] = stage.version(config)
+  version = stage.version(config)
+  if version > 1:  # 1 is left out: folders made before versions existed stay valid
+    body["version"] = version
   digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
   return {**body, "sha256": digest}
 

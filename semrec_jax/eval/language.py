@@ -67,8 +67,8 @@ def explanation_claims(generated: str, trie, values) -> tuple[int, int, dict]:
   found = parse_items(generated, trie)
   reason = generated.split(", it is ", 1)[1] if ", it is " in generated else ""
   pair = found[:2] if len(found) >= 2 else [-1, -1]
-  true, _ = claims_held(reason, pair, values)
-  return true, len(claims(reason)), {"items": pair, "claims": claims(reason)}
+  said = claims(reason)
+  return claims_held(said, pair, values), len(said), {"items": pair, "claims": said}
 
 
 def known_values(values) -> dict[str, set[str]]:
@@ -123,10 +123,9 @@ def most_taught_reason(train_records: list[dict], attrs, max_history: int) -> st
   return counts.most_common(1)[0][0] if counts else None
 
 
-def claims_held(reason: str, pair, values) -> tuple[int, int]:
-  """(claims of `reason` both items of `pair` hold, claims)."""
-  said = claims(reason)
-  return sum(all(i >= 0 and v in values[i][k] for i in pair) for k, v in said), len(said)
+def claims_held(said: list[tuple[str, str]], pair, values) -> int:
+  """How many of the claims `said` (claims()) both items of `pair` hold."""
+  return sum(all(i >= 0 and v in values[i][k] for i in pair) for k, v in said)
 
 
 def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[list[str], list[int]]:
@@ -152,12 +151,13 @@ def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[li
 
 
 def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundles,
-             max_history: int, explain_users: int, taught: str | None,
+             max_history: int, explain_users: int, attrs: list[dict], taught: str | None,
              reasons: dict) -> tuple[dict, list[dict]]:
   """(metrics, samples) for the language metrics (None, with the reason in `reasons`, where one
   cannot be computed). `records`: the evaluated users, of whom the first `explain_users` whose
   next item shares an attribute with their history are asked for an explanation; beside the
-  model's faithfulness, that of `taught` (most_taught_reason) said for the same pairs."""
+  model's faithfulness, that of `taught` (most_taught_reason) said for the same pairs. `attrs`:
+  tasks.item_attributes of the catalog."""
   tok, out, samples = lm.tokenizer, {}, []
   values = item_values(lm.items)
   titles = [text(lm.items[int(i)]["title"]) for i in held_out_items]
@@ -170,7 +170,6 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
   samples += [{"kind": "sid_to_text", "item": int(i), "title": t, "generated": g}
               for i, t, g in list(zip(held_out_items, titles, generated))[:3]]
 
-  attrs = tasks.item_attributes(lm.items)
   explained = [r for r in records if explainable(r, attrs, max_history)][:explain_users]
   generated, picks = explanations(decoder, lm, explained, max_history)
   true = total = 0
@@ -185,11 +184,11 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
                       "claims_made": n})
   out["lang/explanation_users"] = len(explained)
   out["lang/explanation_faithfulness"] = true / total if total else None
-  held = [claims_held(taught, [int(r["target"]), h], values)
-          for r, h in zip(explained, picks)] if taught else []
-  said = sum(n for _, n in held)
-  out["lang/explanation_most_taught_reason_faithfulness"] = (
-      sum(t for t, _ in held) / said if said else None)
+  taught_claims = claims(taught) if taught else []
+  said = len(taught_claims) * len(explained)
+  out["lang/explanation_most_taught_reason_faithfulness"] = (sum(
+      claims_held(taught_claims, [int(r["target"]), h], values)
+      for r, h in zip(explained, picks)) / said if said else None)
   out["lang/explanation_related_pick"] = (float(np.mean(
       [bool(tasks.common_attributes(attrs[int(r["target"])], attrs[h]))
        for r, h in zip(explained, picks)])) if explained else None)

@@ -95,13 +95,12 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   bar.update(parts.index("language"), "language")
   tick = time.time()
   held_out = tasks.held_out_items(len(lm.codes), lm.config.seed)
-  bundles = tasks.bundles(tasks.item_attributes(lm.items), lm.sids, lm.config.seed,
-                          held_out=True)
+  attrs = tasks.item_attributes(lm.items)
+  bundles = tasks.bundles(attrs, lm.sids, lm.config.seed, held_out=True)
   bundles = [bundles[i] for i in range(min(len(bundles), c.max_bundles))]
-  taught = language.most_taught_reason(train_records, tasks.item_attributes(lm.items),
-                                       max_history)
-  found, lang_samples = language.evaluate(decoder, lm, held_out, records, bundles,
-                                          max_history, c.explain_users, taught, reasons)
+  taught = language.most_taught_reason(train_records, attrs, max_history)
+  found, lang_samples = language.evaluate(decoder, lm, held_out, records, bundles, max_history,
+                                          c.explain_users, attrs, taught, reasons)
   out.update(found)
   samples += lang_samples
   timings["language_s"] = round(time.time() - tick, 1)

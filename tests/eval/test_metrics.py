@@ -63,9 +63,10 @@ def test_most_taught_reason_and_claims_held_by_hand():
   assert language.explainable(train[0], attrs, 2) and not language.explainable(train[0], attrs, 1)
   values = [{k: {a[k].lower()} if k in a else set() for k in language.ATTRIBUTE_KINDS}
             for a in attrs]
-  assert language.claims_held("for PS4 and by Sony", [1, 2], values) == (2, 2)
-  assert language.claims_held("for PS4 and by Sony", [0, 1], values) == (1, 2)
-  assert language.claims_held("for PS4", [0, -1], values) == (0, 1)  # an ID naming no item
+  both = language.claims("for PS4 and by Sony")
+  assert len(both) == 2 and language.claims_held(both, [1, 2], values) == 2
+  assert language.claims_held(both, [0, 1], values) == 1
+  assert language.claims_held(language.claims("for PS4"), [0, -1], values) == 0  # no item
 
 
 def test_language_parsers_by_hand():

@@ -125,8 +125,8 @@ def test_explanations_are_of_the_true_next_item_and_its_best_scored_history_item
   for r in explained:
     assert any(related(int(r["target"]), int(h)) for h in r["history"][-max_history:])
   # The same users as the explanation task's training examples.
-  taught = tasks.explanation(records, attrs, lm.sids, max_history, seed=0)
-  assert [e["user"] for e in taught] == [u for u, r in enumerate(records) if
+  task = tasks.explanation(records, attrs, lm.sids, max_history, seed=0)
+  assert [e["user"] for e in task] == [u for u, r in enumerate(records) if
                                          language.explainable(r, attrs, max_history)]
   assert any(len(r["history"]) < max_history for r in explained[:10])  # the padded case too
   generated, picks = language.explanations(dec, lm, explained[:10], max_history)
