@@ -45,7 +45,7 @@ setuptools.setup(
         # generated in sentencepiece 0.2.3 needs protobuf>=7.36. Dataflow also needs
         # apache-beam[gcp] and gcsfs.
         "beam": ["apache-beam>=2.77", "sentencepiece<0.2.3"],
-        # Only for regenerating the committed fixtures from ../shared/data.
+        # Only for regenerating the committed fixtures from the source data files.
         "dev": ["pyarrow>=15"],
     },
 )

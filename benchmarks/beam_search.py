@@ -1,4 +1,4 @@
-r"""Trie-constrained beam search (semrec_jax/decoding.py): recommendations/s and p50 latency per
+r"""Trie-constrained beam search (semrec_jax/lm/decoding.py): recommendations/s and p50 latency per
 call; prints one JSON line.
 
   python benchmarks/beam_search.py --model=tiny --batch_size=1 --beam=20
@@ -17,8 +17,9 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from semrec_jax import decoding, parallel
+from semrec_jax import backend, parallel
 from semrec_jax.ids import trie as trie_lib
+from semrec_jax.lm import decoding
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
 
@@ -70,4 +71,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  backend.choose()
   app.run(main)

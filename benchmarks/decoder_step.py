@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from semrec_jax import defaults, parallel
+from semrec_jax import backend, defaults, parallel
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.lm.trainer import LMTrainer
 from semrec_jax.models import configs, flops
@@ -106,4 +106,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  backend.choose()
   app.run(main)

@@ -14,6 +14,7 @@ import time
 import jax
 from absl import app, flags
 
+from semrec_jax import backend
 from semrec_jax.embed.stage import catalog_rows
 from semrec_jax.embed.text import item_text
 
@@ -49,4 +50,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
+  backend.choose()
   app.run(main)

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The GPU checks of the LM issues as one prepared run on a lent GPU host (../shared/device/README.md
-# has the host: Python 3.12, jax 0.11.2, no network). Two parts, each inside one 10-minute call:
+# The LM's GPU checks as one prepared run on a GPU host without network access (measured on one
+# with Python 3.12, jax 0.11.2). Two parts, each inside one 10-minute call:
 #
 #   bash benchmarks/gpu_show.sh step    # the LM train step vs PyTorch + transformers, same shapes
 #   bash benchmarks/gpu_show.sh games   # the lm stage on Games from scratch, then the eval stage
 #
 # Before, on the CPU machine (the host cannot download or embed; carry .whl and devwork):
-#   bash ../shared/device/fetch_wheels.sh .whl
+#   pip download --only-binary=:all: --python-version=3.12 -d .whl <what the host lacks>
 #   python -m semrec_jax.main --config=configs/games_tiny.py \
-#       --config.data.path=../shared/data/amazon18_games --workdir=devwork --stages=prepare,embed,ids
+#       --config.data.path=$DATA_PATH --workdir=devwork --stages=prepare,embed,ids
 #   rm -rf devwork/ids/checkpoints devwork/embeddings/items.npy   # not read by lm/eval; 64 MiB carry
-#   cp ../shared/device/torch_gemma3_step.py devwork/                # the reference travels too
+#   cp /path/to/torch_gemma3_step.py devwork/   # the PyTorch + transformers reference step
 # then run with carry [".whl", "devwork"].
 # SMOKE=1 runs both parts at toy sizes (any machine; checks the script, measures nothing).
 # Every measurement is one JSON line in $OUT/gpu_show.jsonl (./gpu_show.jsonl without $OUT).
@@ -20,7 +20,7 @@ RESULTS=${OUT:-.}/gpu_show.jsonl
 WORKDIR=${WORKDIR:-devwork}
 GAMES_STEPS=${GAMES_STEPS:-4000}  # lm steps of games_tiny (16 x 256 tokens); a rerun resumes
 EVAL_USERS=${EVAL_USERS:-2000}
-DATA_PATH=${DATA_PATH:-../shared/data/amazon18_games}  # as given to prepare (in the fingerprint)
+DATA_PATH=${DATA_PATH:-}  # games: the Games folder as given to prepare (in the fingerprint)
 TORCH_REFERENCE=${TORCH_REFERENCE:-$WORKDIR/torch_gemma3_step.py}
 
 if ! python3 -c "import grain" 2>/dev/null; then  # the host lacks grain, TFDS, ml_collections...
@@ -80,6 +80,7 @@ if [ "$PART" = step ]; then
   record "semrec_tiny_16x256" python3 benchmarks/decoder_step.py --model=tiny --batch_size=16 \
     --seq_len=256 --dtype=float32 --answer_share=0.17 --steps="$STEPS"
 elif [ "$PART" = games ]; then
+  [ -n "$DATA_PATH" ] || { echo "error: set DATA_PATH to the folder prepare read" >&2; exit 1; }
   EXTRA=()
   if [ "${SMOKE:-0}" = 1 ]; then
     GAMES_STEPS=20; EVAL_USERS=20

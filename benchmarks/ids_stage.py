@@ -14,7 +14,7 @@ import time
 import jax
 from absl import app, flags
 
-from semrec_jax import defaults
+from semrec_jax import backend, defaults
 from semrec_jax.ids.stage import semantic_ids
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir with data/ and embeddings/.")
@@ -41,4 +41,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
+  backend.choose()
   app.run(main)

@@ -15,6 +15,7 @@ import time
 
 from absl import app, flags
 
+from semrec_jax import backend
 from semrec_jax.chat import neighbours
 from semrec_jax.chat.items import KINDS, Catalog
 from semrec_jax.chat.recommender import item_embeddings
@@ -53,4 +54,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("workdir")
+  backend.choose()
   app.run(main)

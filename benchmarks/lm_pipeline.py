@@ -17,7 +17,7 @@ import ml_collections
 from absl import app, flags
 from flax import nnx
 
-from semrec_jax import defaults, parallel
+from semrec_jax import backend, defaults, parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.lm import pipeline, tasks
 from semrec_jax.lm.tokenizer import Tokenizer
@@ -77,4 +77,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
+  backend.choose()
   app.run(main)

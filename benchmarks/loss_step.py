@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from semrec_jax import backend
 from semrec_jax.lm import loss
 
 _BATCH = flags.DEFINE_integer("batch_size", 2, "Rows.")
@@ -53,4 +54,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  backend.choose()
   app.run(main)

@@ -1,6 +1,6 @@
 r"""Wall time, rows/s and peak memory of the `prepare` stage; prints one JSON line.
 
-  python benchmarks/prepare.py [--path=../shared/data/amazon18_games] [--format=games_tsv]
+  python benchmarks/prepare.py --path=/path/to/amazon18_games [--format=games_tsv]
 
 Target (issue 2): under 60 s for the Games data on a 2-core CPU machine.
 """
@@ -14,11 +14,11 @@ import time
 
 from absl import app, flags
 
-from semrec_jax import defaults
+from semrec_jax import backend, defaults
 from semrec_jax.data.prepare import prepare
 
-_PATH = flags.DEFINE_string("path", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                                 "data", "amazon18_games"), "Raw data folder.")
+_PATH = flags.DEFINE_string("path", None, "Raw data folder (e.g. the Games files, README 'Real data').",
+                            required=True)
 _FORMAT = flags.DEFINE_string("format", "games_tsv", "config.data.format")
 
 
@@ -42,4 +42,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  backend.choose()
   app.run(main)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from semrec_jax import defaults, parallel
+from semrec_jax import backend, defaults, parallel
 from semrec_jax.ids import recipes
 from semrec_jax.ids.train import Trainer
 
@@ -57,4 +57,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
+  backend.choose()
   app.run(main)

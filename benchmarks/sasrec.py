@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from semrec_jax import defaults, parallel
+from semrec_jax import backend, defaults, parallel
 from semrec_jax.baselines import stage
 from semrec_jax.baselines.trainer import Trainer
 
@@ -63,4 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  backend.choose()
   app.run(main)

@@ -11,8 +11,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from absl import app, flags  # noqa: E402
 
-from semrec_jax import aot  # noqa: E402
+from semrec_jax import aot, backend  # noqa: E402
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "topology"])
+  backend.choose()
   app.run(aot.main)

@@ -1,7 +1,6 @@
-"""Default run: the bundled Games sample (2,000 items), small enough for a laptop CPU (9.5
-minutes on one 2-core machine, 15 and 19.6 on two 1.5-1.7x slower ones, 2026-11-27/28; the
-target is 10: prepare, embed, ids, the baselines, 900 LM steps, evaluation on 300 users and the
-report)."""
+"""Default run: the bundled Games sample (2,000 items), sized for a 2-core CPU within about 10
+minutes: prepare, embed, ids, the baselines, 900 LM steps, evaluation on 300 users and the report
+(timings in docs/benchmarks.md)."""
 
 from semrec_jax import defaults
 

@@ -6,7 +6,7 @@ from semrec_jax import defaults
 def get_config():
   config = defaults.base_config()
   config.data.format = "games_tsv"
-  config.data.path = ""  # e.g. ../shared/data/amazon18_games
+  config.data.path = ""  # --config.data.path=/path/to/amazon18_games
   # SASRec: histories of 20 items (LC-Rec's Games protocol; 96% of training sequences fit), two
   # blocks of width 64, batches of 256 users, early stopping on validation NDCG@10 every ~2.5
   # epochs (two evaluations without a better one).

@@ -5,7 +5,7 @@ from semrec_jax import defaults
 
 def get_config():
   config = defaults.base_config()
-  config.data.path = ""  # e.g. ../shared/data/amazon18_games
+  config.data.path = ""  # --config.data.path=/path/to/amazon18_games
   config.ids.steps = defaults.GAMES_IDS_STEPS
   config.lm.vocab_size = 8192
   config.lm.seq_len = 256

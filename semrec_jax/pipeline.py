@@ -1,4 +1,4 @@
-"""The stages of the pipeline, in the order data flows through them (DESIGN.md 1).
+"""The stages of the pipeline, in the order data flows through them (docs/design.md).
 
 Stage versions (Stage.version: a folder made by another version is refused until --overwrite):
   prepare 2  games_tsv only: the platform column corrected by the title

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from semrec_jax import _tpu_attached, aot
+from semrec_jax import aot, backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_libtpu = pytest.mark.skipif(
@@ -102,10 +102,13 @@ def test_a_users_mistake_is_one_line_without_a_traceback(args, message):
 
 
 @needs_libtpu
-@pytest.mark.skipif(_tpu_attached(), reason="a TPU is attached: JAX should initialise it")
+@pytest.mark.skipif(backend.tpu_attached(), reason="a TPU is attached: JAX should initialise it")
 def test_installed_libtpu_leaves_a_cpu_run_quiet():
+  """What every command does first (console.parse_flags); importing semrec_jax alone sets nothing."""
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
-  run = subprocess.run([sys.executable, "-c", "import semrec_jax, jax; print(jax.devices())"],
+  quiet = ("import os, semrec_jax; assert 'JAX_PLATFORMS' not in os.environ; import jax; "
+           "from semrec_jax import backend; backend.choose(); print(jax.devices())")
+  run = subprocess.run([sys.executable, "-c", quiet],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True)
   assert "CpuDevice" in run.stdout
   assert "TPU_WORKER_HOSTNAMES" not in run.stderr and "TPU" not in run.stderr, run.stderr

@@ -17,10 +17,10 @@ from absl import logging
 from flax import nnx
 
 from semrec_jax import parallel, storage
-from semrec_jax.baselines import losses, popularity, sequences
+from semrec_jax.baselines import losses, sequences
 from semrec_jax.baselines.trainer import Trainer, train
 from semrec_jax.data import tfds_builders
-from semrec_jax.eval import metrics, ranking
+from semrec_jax.protocol import metrics, popularity
 from semrec_jax.ids import assign
 from semrec_jax.lm import tasks
 from semrec_jax.models.sasrec import CodeSASRec, ItemSASRec, SASRecConfig
@@ -70,7 +70,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
                    for split in ("train", *SPLITS)}
   train_records = split_records["train"]
   num_items = len(tfds_builders.items_source(data_dir))
-  users = ranking.users_to_evaluate(len(train_records), c.max_users, c.seed)
+  users = metrics.users_to_evaluate(len(train_records), c.max_users, c.seed)
   evaluated = {split: [split_records[split][int(u)] for u in users] for split in SPLITS}
   targets = {split: np.asarray([int(r["target"]) for r in evaluated[split]]) for split in SPLITS}
   if c.sampled_negatives:
@@ -81,7 +81,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
       raise StageError(f"config.baselines.sampled_negatives={c.sampled_negatives}: {e}; lower "
                        "it, or 0 to skip the sampled protocol") from None
     candidates = np.concatenate([targets["test"][:, None], negatives], axis=1).astype(np.int32)
-  val_users = ranking.users_to_evaluate(len(train_records), c.val_users, c.seed + 1)
+  val_users = metrics.users_to_evaluate(len(train_records), c.val_users, c.seed + 1)
   validation = split_records["validation"]
   val_rows = sequences.history_rows([validation[int(u)] for u in val_users], num_items, c.max_len)
   val_targets = np.asarray([int(validation[int(u)]["target"]) for u in val_users])
@@ -100,7 +100,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
         n=c.sampled_negatives), "sampled_users": len(users) if c.sampled_negatives else 0}
     if name == "popularity":
       counts = popularity.train_counts(train_records, num_items)
-      top = {s: np.broadcast_to(metrics.popularity_ranking(counts, k), (len(users), k))
+      top = {s: np.broadcast_to(popularity.ranking(counts, k), (len(users), k))
              for s in SPLITS}
       sampled = counts[candidates].astype(np.float64) if c.sampled_negatives else None
     else:

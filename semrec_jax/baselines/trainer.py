@@ -19,8 +19,8 @@ from flax import nnx
 
 from semrec_jax import checkpoint, console, parallel
 from semrec_jax.baselines import losses
-from semrec_jax.batches import index_batches
-from semrec_jax.eval import metrics
+from semrec_jax.batching import index_batches
+from semrec_jax.protocol import metrics
 from semrec_jax.models.sasrec import CodeSASRec
 
 

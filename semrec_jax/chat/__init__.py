@@ -2,5 +2,6 @@
 semrec_jax.chat)."""
 
 from semrec_jax.chat.items import AmbiguousItem, Item, UnknownItem
-from semrec_jax.chat.recommender import Bundle, Explanation, NothingMatches, Recommender
+from semrec_jax.chat.recommender import Bundle, Explanation, Recommender
+from semrec_jax.chat.requests import NothingMatches
 from semrec_jax.chat.session import Reply, Session

@@ -19,20 +19,17 @@ import re
 
 import numpy as np
 
-from semrec_jax import decoding, parallel, storage
+from semrec_jax import parallel, storage
 from semrec_jax.chat.items import Catalog, Item
-from semrec_jax.chat.requests import Reader, Request
+from semrec_jax.chat.requests import NothingMatches, Reader, Request
+from semrec_jax.chat.session import Reply, Session
 from semrec_jax.data.errors import DataError
 from semrec_jax.eval import language, prompts, restore
 from semrec_jax.ids import stage as ids_stage
-from semrec_jax.lm import tasks
+from semrec_jax.lm import decoding, tasks
 
 _SID = re.compile(r"<\|sid_start\|>(?:<\|sid_\d+\|>)*<\|sid_end\|>")
 MAX_NEW_TOKENS = 48
-
-
-class NothingMatches(ValueError):
-  """No catalog item meets the request (outside the history)."""
 
 
 @dataclasses.dataclass
@@ -201,10 +198,9 @@ class Recommender:
     accurate = language.bundle_name_accurate(name, members, self.values)
     return Bundle([self.catalog.item(i) for i in members], name, accurate)
 
-  def chat(self, messages: list[dict]) -> "Reply":
+  def chat(self, messages: list[dict]) -> Reply:
     """The reply to the last user message of a conversation [{"role", "content"}, ...]: earlier
     user messages are replayed to rebuild what was said (items, wishes, the last list)."""
-    from semrec_jax.chat.session import Session  # the session builds on this class
     session = Session(self)
     said = [m["content"] for m in messages if m.get("role", "user") == "user"]
     if not said:

@@ -32,6 +32,10 @@ _CHEAP = re.compile(r"\b(cheap|cheaper|inexpensive|budget|affordable|not too exp
                     r"not expensive|low price)\b")
 
 
+class NothingMatches(ValueError):
+  """No catalog item meets the request (outside the history)."""
+
+
 @dataclasses.dataclass
 class Request:
   """Wanted and unwanted attribute values per kind, and a price band."""

@@ -9,8 +9,7 @@ import re
 import numpy as np
 
 from semrec_jax.chat.items import AmbiguousItem, Item, UnknownItem, words
-from semrec_jax.chat.recommender import NothingMatches, Recommender
-from semrec_jax.chat.requests import Request
+from semrec_jax.chat.requests import NothingMatches, Request
 
 MAX_CHARS = 2000
 HELP = ('Tell me items you liked ("I loved Mario Kart 8 and Splatoon"; titles, ids or ASINs), '
@@ -48,7 +47,10 @@ class Reply:
 
 
 class Session:
-  def __init__(self, recommender: Recommender, k: int = 5):
+  """A conversation over a `Recommender` (chat/recommender.py, which builds sessions for its
+  `chat` method, hence no import of it here)."""
+
+  def __init__(self, recommender, k: int = 5):
     self.rec, self.k = recommender, k
     self.reset()
 

@@ -8,7 +8,7 @@ TFDS ArrayRecord datasets (written through TFDS's own Beam support) and stats.js
 
 Every record goes through the same functions as in the in-process path: the per-file parsers of
 `sources.Plan`, `catalog.make_row`/`fill_row`, `processing.kcore_minimums`, `user_examples` and
-`prepare.summarize_stats`. What differs is only how groups meet: a shuffle per user or per item
+`stats.summarize_stats`. What differs is only how groups meet: a shuffle per user or per item
 instead of numpy over all rows. The pipelines, each a separate run:
 
   1. read + k-core: parse every file (one worker per file: a gzipped file cannot be split) ->
@@ -41,7 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from semrec_jax import storage
 from semrec_jax.data import amazon2023, beam_steps as steps, games_tsv, generic, tfds_builders
 from semrec_jax.data.errors import BadLines, DataError, DropLog
-from semrec_jax.data.prepare import COVERAGE_FIELDS, summarize_stats
+from semrec_jax.data.stats import COVERAGE_FIELDS, summarize_stats
 from semrec_jax.data.processing import (JOIN_STEP, NO_INTERACTIONS, kcore_minimums, kcore_step,
                                         require_rows)
 

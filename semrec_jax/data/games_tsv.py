@@ -1,4 +1,4 @@
-"""Reader for the Games benchmark layout (Amazon 2018 Video_Games 5-core, as in ../shared/data).
+"""Reader for the Games benchmark layout (Amazon 2018 Video_Games 5-core).
 
 Files in the folder (each optionally gzipped):
   items.csv                 item_id, asin, title, platform_from_title, ... (one row per item)

@@ -1,6 +1,6 @@
 r"""Regenerates the bundled sample (semrec_jax/data/sample) from the Games benchmark files.
 
-  python -m semrec_jax.data.make_sample --source=../shared/data/amazon18_games \
+  python -m semrec_jax.data.make_sample --source=/path/to/amazon18_games \
       --out=semrec_jax/data/sample [--num_items=2000 --min_length=5]
 
 Keeps the `num_items` most-interacted items (ties by ASIN) and the users left with at least
@@ -26,7 +26,7 @@ NOTICE = """# Bundled sample of the Amazon 2018 Video_Games 5-core ("Games") ben
 
 A real subset for the default run and the tests: the {num_items} most-interacted items and the
 {num_users} users with at least {min_length} interactions among them ({num_interactions} interactions).
-Regenerate with `python -m semrec_jax.data.make_sample --source=../shared/data/amazon18_games
+Regenerate with `python -m semrec_jax.data.make_sample --source=/path/to/amazon18_games
 --out=semrec_jax/data/sample`.
 
 Source: Amazon Review Data (2018), J. Ni, J. Li, J. McAuley, "Justifying recommendations using

@@ -13,12 +13,12 @@ import time
 import numpy as np
 from absl import logging
 
-from semrec_jax import console, decoding, multihost, parallel, storage
-from semrec_jax.baselines import popularity
+from semrec_jax import console, multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
-from semrec_jax.eval import language, metrics, ranking, restore, steering
-from semrec_jax.lm import tasks
+from semrec_jax.eval import language, ranking, restore, steering
+from semrec_jax.lm import decoding, tasks
+from semrec_jax.protocol import metrics, popularity
 from semrec_jax.stages import StageError
 
 PROTOCOL = ("leave-one-out (last item test, second-to-last validation); full ranking over the "
@@ -42,7 +42,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   data_dir = os.path.join(workdir, "data")
   read = lambda split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
   train_records = read("train")
-  users = ranking.users_to_evaluate(len(train_records), c.max_users, c.seed)
+  users = metrics.users_to_evaluate(len(train_records), c.max_users, c.seed)
   width = max(c.beam_width, max(metrics.CUTOFFS))
   counts = popularity.train_counts(train_records, len(lm.codes))
   out, reasons, samples, timings = {}, {}, [], {}
@@ -57,7 +57,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
     ranked[split] = ranking.rank(decoder, lm, records, width, max_history)
     targets = np.asarray([int(r["target"]) for r in records])
     out.update(metrics.ranking_metrics(ranked[split], targets, split))
-    out.update(ranking.popularity(counts, records, split))
+    out.update(popularity.scores(counts, records, split))
     timings[f"rank_{split}_s"] = round(time.time() - tick, 1)
     logging.info("eval: %s recall@10 %.4f ndcg@10 %.4f (%d users, %.0f s)", split,
                  out[f"{split}/recall@10"], out[f"{split}/ndcg@10"], len(users),

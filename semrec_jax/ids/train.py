@@ -1,6 +1,6 @@
 """RQ-VAE training: data-parallel jitted steps, k-means seeding, dead-code restarts, Orbax.
 
-Batches come from a grain pipeline over item indices (semrec_jax.batches: a resumed run sees the
+Batches come from a grain pipeline over item indices (semrec_jax.batching: a resumed run sees the
 same batches); the training embeddings stay on the device and each step takes only its row
 indices. The state (model + optimizer) is replicated and each batch is split over the mesh's data
 axes. Each step also keeps an exponential moving average of every code's share of the batch;
@@ -20,8 +20,8 @@ import optax
 from absl import logging
 from flax import nnx
 
-from semrec_jax import checkpoint, console, microbatch, parallel
-from semrec_jax.batches import index_batches
+from semrec_jax import batching, checkpoint, console, parallel
+from semrec_jax.batching import index_batches
 from semrec_jax.ids.kmeans import kmeans
 from semrec_jax.ids.recipes import Recipe
 from semrec_jax.ids.rqvae import RQVAE, RQVAEConfig
@@ -196,7 +196,7 @@ def grads_in_chunks(model: RQVAE, chunks: jax.Array, fetch=lambda x: x):
     return g, aux
 
   n = chunks.shape[0]
-  total, (codes, residuals, losses) = microbatch.scan_sum(lambda chunk: grads(fetch(chunk)),
+  total, (codes, residuals, losses) = batching.scan_sum(lambda chunk: grads(fetch(chunk)),
                                                          chunks)
   rows = n * codes.shape[1]
   codes = codes.swapaxes(0, 1).reshape(rows, -1)  # back to the batch's row order

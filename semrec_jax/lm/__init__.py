@@ -1,1 +1,2 @@
-"""LM side: tokenizers (and, later, task builders, the grain pipeline and the trainer)."""
+"""The LM side: the tokenizer with semantic-ID tokens, the task builders and their phrasing, the
+grain input pipeline, the loss, the trainer, the `lm` stage, and decoding (constrained beam search)."""

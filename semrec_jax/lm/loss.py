@@ -7,8 +7,7 @@ float32 logits over the whole vocabulary exist only while that chunk is scored, 
 table rows at a time. Differentiated, the forward pass also computes the chunk's gradients from
 the logits it already has (the loss is a sum, so the backward pass only scales them): three
 products with the output table per position, not the four of a backward pass that recomputes the
-logits (`benchmarks/loss_step.py`: Gemma 3 270M's loss and gradients at 2 x 128 on a 2-core CPU
-3.3-3.5 s against 3.9-4.4 s).
+logits (`benchmarks/loss_step.py` measures both; docs/benchmarks.md has the numbers).
 """
 
 import functools

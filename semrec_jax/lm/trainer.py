@@ -20,7 +20,7 @@ from absl import logging
 from flax import nnx
 from tensorboardX import SummaryWriter
 
-from semrec_jax import checkpoint, console, microbatch, multihost, parallel, storage
+from semrec_jax import batching, checkpoint, console, multihost, parallel, storage
 from semrec_jax.lm import loss
 from semrec_jax.lm.pipeline import BATCH_KEYS
 from semrec_jax.models import attention, flops
@@ -116,7 +116,7 @@ class LMTrainer:
     sum_and_grad = jax.value_and_grad(
         lambda p, b: self._batch_loss(nnx.merge(graphdef, p, rest), b), has_aux=True)
     micro = batch if self.accumulate > 1 else jax.tree.map(lambda x: x[None], batch)
-    ((total, count), grads), _ = microbatch.scan_sum(
+    ((total, count), grads), _ = batching.scan_sum(
         lambda b: (sum_and_grad(trained, b), None), micro)
     scale = 1.0 / jnp.maximum(count, 1)
     grads = jax.tree.map(lambda g: g * scale, grads)

@@ -300,8 +300,8 @@ class Decoder(nnx.Module):
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
     x = parallel.constrain(self.embedder.encode(tokens, self.dtype), "batch", None, None)
-    # Remat's savings hold only under the rolled scan (tiny, 4 x 256 step on a CPU: dots keeps
-    # 124 of 299 MiB of temporaries rolled, 251 of 257 unrolled), so remat wins over unroll.
+    # Remat saves memory only under the rolled scan (XLA keeps what it likes of an unrolled one),
+    # so a remat policy wins over scan_unroll.
     unroll = self.config.scan_unroll and self.config.remat == "none"
     x, groups_cache = _scan(self.groups, x, positions, segment_ids,
                             None if cache is None else cache["groups"], unroll)

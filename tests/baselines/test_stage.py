@@ -13,7 +13,7 @@ from semrec_jax import defaults, parallel
 from semrec_jax.baselines import sequences, stage as stage_lib
 from semrec_jax.baselines.trainer import Trainer
 from semrec_jax.data import tfds_builders
-from semrec_jax.eval import ranking
+from semrec_jax.protocol import metrics as protocol_metrics
 from semrec_jax.ids import assign
 from semrec_jax.lm import tasks
 from semrec_jax.stages import StageError
@@ -109,7 +109,7 @@ def test_stage_writes_the_eval_metric_names_and_resumes(demo_workdir, demo_ids, 
                        minlength=2000)
   top10 = set(np.argsort(-counts, kind="stable")[:10].tolist())
   test = tasks.read_all(tfds_builders.sequences_source(os.path.join(demo_workdir, "data"), "test"))
-  users = ranking.users_to_evaluate(len(test), 200, 0)
+  users = protocol_metrics.users_to_evaluate(len(test), 200, 0)
   hits = np.mean([int(test[int(u)]["target"]) in top10 for u in users])
   assert results["popularity"]["test/recall@10"] == pytest.approx(hits, abs=1e-5)
   # A second run finds every model measured and trains nothing.

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from semrec_jax.eval import language, metrics, steering
+from semrec_jax.eval import language, steering
+from semrec_jax.protocol import metrics, popularity
 from semrec_jax.ids import trie as trie_lib
 from semrec_jax.lm import tasks
 
@@ -46,7 +47,7 @@ def test_negatives_avoid_history_and_target():
 
 
 def test_popularity_and_list_quality():
-  assert metrics.popularity_ranking(np.bincount([3, 3, 1, 2, 2, 3], minlength=5), 4).tolist() == [3, 2, 1, 0]
+  assert popularity.ranking(np.bincount([3, 3, 1, 2, 2, 3], minlength=5), 4).tolist() == [3, 2, 1, 0]
   quality = metrics.list_quality(np.array([[1, 2, 2, -1], [4, 5, 6, 7]]), num_items=7)
   assert quality == {"invalid_rate": pytest.approx(2 / 8), "duplicate_rate": pytest.approx(1 / 6)}
 

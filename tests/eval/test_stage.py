@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from semrec_jax import decoding, parallel
+from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.eval import language, prompts, ranking, restore, stage, steering
-from semrec_jax.lm import tasks
+from semrec_jax.lm import decoding, tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from tests.conftest import REPO
 
@@ -183,7 +183,7 @@ def test_missing_or_inconsistent_checkpoints_get_one_clear_line(trained_lm, tmp_
   (copy / "lm" / "tokenizer.model").write_bytes(proto.SerializeToString())
   with pytest.raises(restore.MissingArtifact, match="tokenizer"):
     restore.load(str(copy))
-  result = subprocess.run([sys.executable, "-m", "semrec_jax.evaluate",
+  result = subprocess.run([sys.executable, "-m", "semrec_jax.eval",
                            f"--workdir={tmp_path}/none"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
   assert result.returncode == 1

@@ -175,7 +175,7 @@ def test_main_runs_the_lm_stage_on_two_processes(tmp_path, main_workdir):
 
 def test_a_checkpoint_from_one_process_evaluates_on_two(tmp_path, trained_lm):
   """The LM that one process trained (8 devices) restores, parameters only, in a 2-process job
-  (2 devices each) through `semrec_jax.evaluate`: the same metrics as one process measures."""
+  (2 devices each) through `semrec_jax.eval`: the same metrics as one process measures."""
   trained, config = trained_lm
   workdir = tmp_path / "w"
   workdir.mkdir()
@@ -183,7 +183,7 @@ def test_a_checkpoint_from_one_process_evaluates_on_two(tmp_path, trained_lm):
     os.symlink(trained / name, workdir / name)
   small_eval = {"max_users": 16, "steer_users": 4, "explain_users": 2, "max_bundles": 2,
                 "sampled_negatives": 50, "sampled_users": 4, "batch_size": 8}
-  runs = _processes(["-m", "semrec_jax.evaluate", f"--workdir={workdir}",
+  runs = _processes(["-m", "semrec_jax.eval", f"--workdir={workdir}",
                      "--config=configs/demo.py"], num_processes=2,
                     coordinator_address=f"127.0.0.1:{_free_port()}",
                     **{f"config.eval.{k}": v for k, v in small_eval.items()})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from semrec_jax import decoding, parallel
+from semrec_jax import parallel
+from semrec_jax.lm import decoding
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.models import configs, params
 from tests.conftest import FIXTURES

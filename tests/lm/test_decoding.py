@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from semrec_jax import decoding, parallel
+from semrec_jax import parallel
 from semrec_jax.ids import trie as trie_lib
+from semrec_jax.lm import decoding
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
 

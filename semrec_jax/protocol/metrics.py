@@ -1,4 +1,5 @@
-"""Ranking metrics, one implementation for the LM, the baselines and popularity.
+"""Ranking metrics, one implementation for the LM, the baselines and popularity, and the users
+they are measured on.
 
 Full ranking: each user has a ranked list of item indices (best first, -1 = no item) and one
 target. Recall@K (= HR@K with one target) is 1 when the target is in the top K; NDCG@K is
@@ -11,6 +12,14 @@ least as high (ties count against the model).
 import numpy as np
 
 CUTOFFS = (5, 10, 20)
+
+
+def users_to_evaluate(num_users: int, max_users: int, seed: int) -> np.ndarray:
+  """A fixed random subset of users (all when max_users <= 0), sorted; the same for every split
+  and model, so numbers are comparable."""
+  if max_users <= 0 or max_users >= num_users:
+    return np.arange(num_users)
+  return np.sort(np.random.default_rng([seed, 11]).choice(num_users, max_users, replace=False))
 
 
 def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -64,12 +73,6 @@ def sample_negatives(num_items: int, exclude: list[set], count: int,
       picked = list(dict.fromkeys(picked + [int(i) for i in draw if i not in banned]))[:count]
     out[u] = picked
   return out
-
-
-def popularity_ranking(counts: np.ndarray, length: int) -> np.ndarray:
-  """The `length` items with the highest training counts [num_items] (ties: lower index first)."""
-  counts = np.asarray(counts)
-  return np.lexsort((np.arange(len(counts)), -counts))[:length]
 
 
 def list_quality(ranked: np.ndarray, num_items: int) -> dict[str, float]:

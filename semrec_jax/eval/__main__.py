@@ -1,6 +1,6 @@
 r"""Evaluates a trained LM from its Orbax checkpoint (parameters only, on this machine's devices).
 
-  python -m semrec_jax.evaluate --workdir=/tmp/semrec_demo [--step=N] [--split=test] \
+  python -m semrec_jax.eval --workdir=/tmp/semrec_demo [--step=N] [--split=test] \
       [--max_users=N] [--config=configs/demo.py --config.eval.beam_width=50]
 
 With --multihost (or --coordinator_address, --num_processes, --process_id) every process of a
