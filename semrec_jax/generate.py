@@ -40,6 +40,13 @@ def load(model_name: str, weights: str):
   raise app.UsageError(f"--weights must start with gguf: or safetensors:, got {weights!r}")
 
 
+def continuation(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+  """The greedy continuation of `prompt` (after a BOS token), up to EOS or `max_new_tokens`."""
+  out = decoding.greedy(model, tokenizer.encode(prompt, bos=True), max_new_tokens,
+                        eos_id=tokenizer.eos_id)
+  return tokenizer.decode(out)
+
+
 def main(argv):
   del argv
   console.setup()
@@ -47,9 +54,7 @@ def main(argv):
     model, tokenizer = load(_MODEL.value, _WEIGHTS.value)
   except (FileNotFoundError, ValueError) as e:  # missing weights or package, unknown model
     sys.exit(f"error: {e}")
-  prompt = tokenizer.encode(_PROMPT.value, bos=True)
-  out = decoding.greedy(model, prompt, _MAX_NEW.value, eos_id=tokenizer.eos_id)
-  print(_PROMPT.value + tokenizer.decode(out))
+  print(_PROMPT.value + continuation(model, tokenizer, _PROMPT.value, _MAX_NEW.value))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,22 @@
-"""Shared test setup: 8 simulated CPU devices (before JAX loads) and data fixtures."""
+"""Shared test setup: 8 simulated CPU devices (before JAX loads), one persistent compilation cache
+for the session and its child processes, and data fixtures."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Programs compiled once are read back, in this process (a new jit of the same step) and in the
+# child processes that inherit the environment (two-process runs, relaunches, CLIs). A fresh folder
+# per session unless SEMREC_TEST_JAX_CACHE names one to keep between sessions.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = os.environ.get("SEMREC_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="semrec_jax_cache_")
+  if "SEMREC_TEST_JAX_CACHE" not in os.environ:
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 

@@ -2,6 +2,7 @@
 and that an installed libtpu leaves ordinary CPU runs quiet. Compiling needs libtpu (the `tpu`
 extra); without it those tests are skipped."""
 
+import concurrent.futures
 import importlib.util
 import json
 import os
@@ -20,11 +21,30 @@ needs_libtpu = pytest.mark.skipif(
     "topologies with it")
 
 
-def _aot(*args):
+def _run_aot(args):
   """(exit code, stdout lines, stderr) of the command, run from the repository root."""
   run = subprocess.run([sys.executable, "-m", "semrec_jax.aot", "--config=configs/demo.py", *args],
                        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
   return run.returncode, run.stdout.splitlines(), run.stderr
+
+
+COMMANDS = {  # every fit check this module makes, run at once (each is one single-threaded
+    # libtpu compile or an early exit)
+    "fits": ("--topology=v5e:2x2",),
+    "two_slices": ("--topology=2xv5e:2x2", "--config.mesh.dcn_data=2"),
+    # tiny at 1024 x 2048 tokens per step: 34 GiB per 16 GiB chip (XLA rematerialises to fit
+    # 512 x 2048 into 15.2 GiB since the layers are unrolled).
+    "over_hbm": ("--topology=v5e:2x2", "--config.lm.batch_size=1024", "--config.lm.seq_len=2048"),
+    "bad_name": ("--topology=v9:2x2",),
+    "slices_flag": ("--topology=v5e:2x2", "--slices=2"),
+    "dcn_fsdp": ("--topology=v5e:2x2", "--config.mesh.dcn_fsdp=2"),
+}
+
+
+@pytest.fixture(scope="module")
+def ran():
+  with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    return dict(zip(COMMANDS, pool.map(_run_aot, COMMANDS.values())))
 
 
 def test_parse_topology_takes_slices_from_the_name_or_the_flag():
@@ -39,8 +59,8 @@ def test_parse_topology_takes_slices_from_the_name_or_the_flag():
 
 @needs_libtpu
 @pytest.mark.slow
-def test_tiny_fits_a_v5e_2x2_and_says_so_per_chip():
-  code, out, err = _aot("--topology=v5e:2x2")
+def test_tiny_fits_a_v5e_2x2_and_says_so_per_chip(ran):
+  code, out, err = ran["fits"]
   assert code == 0, err
   r = json.loads(out[-1])
   assert (r["device"], r["chips"], r["mesh"]) == ("TPU v5 lite", 4, {"data": 4, "fsdp": 1,
@@ -61,8 +81,8 @@ def test_tiny_fits_a_v5e_2x2_and_says_so_per_chip():
 
 @needs_libtpu
 @pytest.mark.slow
-def test_two_slices_compile_with_data_parallelism_across_them():
-  code, out, err = _aot("--topology=2xv5e:2x2", "--config.mesh.dcn_data=2")
+def test_two_slices_compile_with_data_parallelism_across_them(ran):
+  code, out, err = ran["two_slices"]
   assert code == 0, err
   r = json.loads(out[-1])
   assert (r["slices"], r["chips"], r["mesh"]) == (2, 8, {"data": 8, "fsdp": 1, "tensor": 1})
@@ -71,11 +91,8 @@ def test_two_slices_compile_with_data_parallelism_across_them():
 
 @needs_libtpu
 @pytest.mark.slow
-def test_a_step_over_hbm_exits_non_zero_with_the_numbers():
-  # tiny at 1024 x 2048 tokens per step: 34 GiB per 16 GiB chip (XLA rematerialises to fit
-  # 512 x 2048 into 15.2 GiB since the layers are unrolled).
-  code, out, err = _aot("--topology=v5e:2x2", "--config.lm.batch_size=1024",
-                        "--config.lm.seq_len=2048")
+def test_a_step_over_hbm_exits_non_zero_with_the_numbers(ran):
+  code, out, err = ran["over_hbm"]
   assert code == 1
   r = json.loads(out[-1])
   assert r["fits"] is False and r["temporaries_gib_per_chip"] > 16
@@ -88,15 +105,15 @@ def test_a_step_over_hbm_exits_non_zero_with_the_numbers():
 
 
 @needs_libtpu
-@pytest.mark.parametrize("args, message", [
-    (("--topology=v9:2x2",), "error: topology v9:2x2: INVALID_ARGUMENT: Invalid TPU external name"),
-    (("--topology=v5e:2x2", "--slices=2"),
+@pytest.mark.parametrize("name, message", [
+    ("bad_name", "error: topology v9:2x2: INVALID_ARGUMENT: Invalid TPU external name"),
+    ("slices_flag",
      "error: the devices span 2 slice(s) but mesh.dcn_data=1; set --config.mesh.dcn_data=2"),
-    (("--topology=v5e:2x2", "--config.mesh.dcn_fsdp=2"),
+    ("dcn_fsdp",
      "error: mesh.dcn_fsdp=2, mesh.dcn_tensor=1: only data parallelism runs across slices"),
 ])
-def test_a_users_mistake_is_one_line_without_a_traceback(args, message):
-  code, out, err = _aot(*args)
+def test_a_users_mistake_is_one_line_without_a_traceback(ran, name, message):
+  code, out, err = ran[name]
   assert code == 1 and not out
   assert err.strip().startswith(message) and len(err.strip().splitlines()) == 1, err
 

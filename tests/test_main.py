@@ -19,6 +19,15 @@ def _main(*args, cwd=REPO):
                         capture_output=True, text=True, timeout=300)
 
 
+def _main_concurrently(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+  """Several `semrec_jax.main` commands at once (each mostly imports, then exits early)."""
+  procs = [subprocess.Popen([sys.executable, "-m", "semrec_jax.main", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for args in commands]
+  return [subprocess.CompletedProcess(p.args, p.returncode, out, err)
+          for p in procs for out, err in [p.communicate(timeout=300)]]
+
+
 @pytest.fixture(scope="module")
 def demo_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("demo"))
@@ -87,32 +96,32 @@ def test_overwrite_replaces_and_ignores_a_half_written_run(tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path):
-  bad_stage = _main("--config=configs/demo.py", f"--workdir={tmp_path}", "--stages=prepare,train")
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  bad_stage, missing, typo, unwritable, model, no_path, no_data = _main_concurrently(
+      ["--config=configs/demo.py", f"--workdir={tmp_path}", "--stages=prepare,train"],
+      ["--config=configs/nope.py", f"--workdir={tmp_path}"],
+      ["--config=configs/demo.py", f"--workdir={tmp_path}", "--config.lm.stage_stepz=3"],
+      ["--config=configs/demo.py", f"--workdir={blocker}/sub"],
+      ["--config=configs/demo.py", f"--workdir={tmp_path}/m", "--config.lm.model=tinyy"],
+      ["--config=configs/games.py", f"--workdir={tmp_path}/p", "--stages=prepare"],
+      ["--config=configs/games.py", "--config.data.path=/nonexistent", f"--workdir={tmp_path}/w"])
   assert bad_stage.returncode != 0
   assert ("unknown stage(s) ['train']; known stages: ['prepare', 'embed', 'ids', 'baselines', "
           "'lm', 'eval', 'report']") in bad_stage.stderr
-  missing = _main("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert missing.returncode != 0 and missing.stderr.strip().splitlines() == [
       "error: cannot load --config=configs/nope.py: [Errno 2] No such file or directory: "
       "'configs/nope.py'"]
-  typo = _main("--config=configs/demo.py", f"--workdir={tmp_path}", "--config.lm.stage_stepz=3")
   assert typo.returncode != 0 and typo.stderr.strip().splitlines() == [
       "error: unknown config field --config.lm.stage_stepz; did you mean "
       "--config.lm.stage_steps? (see --helpfull)"]
-  blocker = tmp_path / "file"
-  blocker.write_text("")
-  unwritable = _main("--config=configs/demo.py", f"--workdir={blocker}/sub")
   assert unwritable.returncode != 0 and "is not a writable folder" in unwritable.stderr
-  model = _main("--config=configs/demo.py", f"--workdir={tmp_path}/m", "--config.lm.model=tinyy")
   assert model.returncode == 1 and model.stderr.strip().splitlines() == [
       "error: unknown model config.lm.model='tinyy'; did you mean 'tiny'? (known: gemma3_1b, "
       "gemma3_270m, gemma3_4b, qwen3_0_6b, qwen3_8b, tiny)"]
   assert not os.path.exists(tmp_path / "m" / "data")  # refused before any stage ran
-  no_path = _main("--config=configs/games.py", f"--workdir={tmp_path}/p", "--stages=prepare")
   assert no_path.stderr.strip().splitlines()[-1].startswith(
       "error: this config needs the data folder: add --config.data.path=FOLDER")
-  no_data = _main("--config=configs/games.py", "--config.data.path=/nonexistent",
-                  f"--workdir={tmp_path}/w")
   assert no_data.returncode == 1
   assert "error: data folder '/nonexistent' does not exist; expected items.csv" in no_data.stderr
 

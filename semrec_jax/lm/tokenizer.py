@@ -156,6 +156,6 @@ def load_proto(path: str) -> sp_pb2.ModelProto:
 
 
 def from_gguf(path: str) -> Tokenizer:
-  from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
-  return Tokenizer(model_proto_from_gguf(GGUFReader(path)))
+  from semrec_jax.models import params  # pylint: disable=import-outside-toplevel  # JAX: on use
+  return Tokenizer(model_proto_from_gguf(params.gguf_reader(path)))
 

@@ -118,26 +118,13 @@ def test_amazon2023_fixtures_match_in_process(tmp_path, layout):
 
 @requires_beam
 @pytest.mark.slow
-def test_remote_input_and_beam_dir(tmp_path):
-  """Input behind a remote scheme, pipeline files in config.data.beam_dir (as gs:// on Dataflow),
-  the finished datasets copied into the stage's folder."""
-  common = dict(format="amazon2023", category="Video_Games", kcore=2)
-  (tmp_path / "local").mkdir()
-  prepare(_config(path=AMAZON2023, **common), str(tmp_path / "local"))
-  (tmp_path / "beam").mkdir()
-  prepare(_config(path="fakegs://" + AMAZON2023, runner="beam",
-                  beam_dir=str(tmp_path / "bucket"), **common), str(tmp_path / "beam"))
-  _assert_same_output(str(tmp_path / "local"), str(tmp_path / "beam"))
-  assert not list((tmp_path / "bucket").iterdir())  # the run's folder is removed after the copy
-
-
-@requires_beam
-@pytest.mark.slow
-def test_stage_folder_and_beam_dir_on_a_bucket(tmp_path, monkeypatch):
-  """The stage folder and config.data.beam_dir both on gs:// (a pod's workdir, a Dataflow job's
-  files), against the in-memory emulator: Beam's intermediate files, TFDS's shards (ArrayRecord
-  writes POSIX files: each shard is written locally and copied up) and the copy into the stage's
-  folder all go through the bucket, and the datasets equal the in-process ones."""
+def test_remote_input_stage_folder_and_beam_dir_on_a_bucket(tmp_path, monkeypatch):
+  """Input behind a remote scheme (read through Beam's FileSystems), the stage folder and
+  config.data.beam_dir both on gs:// (a pod's workdir, a Dataflow job's files), against the
+  in-memory emulator: Beam's intermediate files, TFDS's shards (ArrayRecord writes POSIX files:
+  each shard is written locally and copied up) and the copy into the stage's folder all go
+  through the bucket, the run's folder is removed after the copy, and the datasets equal the
+  in-process ones."""
   pytest.importorskip("gcp_storage_emulator")
   pytest.importorskip("gcsfs")
   from semrec_jax import storage  # pylint: disable=import-outside-toplevel
@@ -151,7 +138,8 @@ def test_stage_folder_and_beam_dir_on_a_bucket(tmp_path, monkeypatch):
     (tmp_path / "local").mkdir()
     prepare(_config(**common), str(tmp_path / "local"))
     bucket = f"gs://{gcs_emulator.BUCKET}"
-    prepare(_config(runner="beam", beam_dir=f"{bucket}/beam", **common), f"{bucket}/w/data")
+    prepare(_config(runner="beam", beam_dir=f"{bucket}/beam",
+                    **{**common, "path": "fakegs://" + AMAZON2023}), f"{bucket}/w/data")
     shards = [p.name for p in storage.path(
         f"{bucket}/w/data/{tfds_builders.SEQUENCES}/{tfds_builders.VERSION}").iterdir()]
     assert any(".array_record-" in name for name in shards)

@@ -36,41 +36,53 @@ def _processes(command: list[str], **flags) -> list[tuple[int, str]]:
   return [(p.returncode, out) for p in procs for out, _ in [p.communicate(timeout=600)]]
 
 
-def _launch(paths: dict, out_dir, kill_at: int = 0) -> list[dict]:
+def _launch(paths: dict, out_dir, layouts: str, kill_at: int = 0) -> dict[str, list[dict]]:
+  """Both processes' results per layout they trained (multihost_worker.py)."""
   runs = _processes(["-m", "tests.lm.multihost_worker"], **paths, port=_free_port(),
-                    out_dir=out_dir, kill_at=kill_at)
+                    out_dir=out_dir, layouts=layouts, kill_at=kill_at)
   for i, (code, output) in enumerate(runs):
     assert code == 0, f"process {i} failed:\n{output[-4000:]}"
-  results = []
-  for i in range(2):
-    with open(os.path.join(out_dir, f"process_{i}.json")) as f:
-      results.append(json.load(f))
+  results = {}
+  for layout in layouts.split(","):
+    results[layout] = []
+    for i in range(2):
+      with open(os.path.join(out_dir, layout, f"process_{i}.json")) as f:
+        results[layout].append(json.load(f))
   return results
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, demo_ids,
-                                                     tokenizer):
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, demo_workdir, demo_ids, tokenizer):
+  """Two launches of two processes. The first trains the fsdp layout and process 0 alone gets
+  SIGTERM after step 1; the second resumes and finishes it, then trains the tensor_across layout
+  from scratch in the same processes (one launch less than a launch per check)."""
+  tmp_path = tmp_path_factory.mktemp("two_processes")
   paths = {"data_dir": os.path.join(demo_workdir, "data"),
            "sids": os.path.join(demo_ids, "semantic_ids.tsv"),
            "tokenizer": str(tmp_path / "tokenizer.model"), "ckpt_dir": str(tmp_path / "ckpt")}
   tokenizer.save(paths["tokenizer"])
+  first = _launch(paths, str(tmp_path), "fsdp", kill_at=1)["fsdp"]
+  second = _launch(paths, str(tmp_path), "fsdp,tensor_across")
+  return paths, tmp_path, first, second
 
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_together(two_processes):
+  paths, tmp_path, first, second = two_processes
+  second, ckpt_dir = second["fsdp"], os.path.join(paths["ckpt_dir"], "fsdp")
   # Process 0 alone gets SIGTERM after step 1. JAX's preemption service tells every process,
   # and Orbax's sync point makes them stop after the same later step (the step counters agree,
   # no collective per step), both saving it; a re-launch finishes.
-  first = _launch(paths, str(tmp_path), kill_at=1)
   stopped = first[0]["step"]
   assert [(r["step"], r["preempted"]) for r in first] == [(stopped, True)] * 2
   assert 1 < stopped < common.STEPS
-  second = _launch(paths, str(tmp_path))
   assert [(r["step"], r["preempted"]) for r in second] == [(4, False), (4, False)]
   assert second[0]["checksum"] == second[1]["checksum"]
-  assert sorted(os.listdir(paths["ckpt_dir"])) == sorted({"2", str(stopped), "4"})
+  assert sorted(os.listdir(ckpt_dir)) == sorted({"2", str(stopped), "4"})
   for step in (str(stopped), "4"):  # one iterator position per process
-    assert sorted(os.listdir(os.path.join(paths["ckpt_dir"], step, "data_iterator"))) == [
+    assert sorted(os.listdir(os.path.join(ckpt_dir, step, "data_iterator"))) == [
         "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
-  with open(tmp_path / "metrics.jsonl") as f:
+  with open(tmp_path / "fsdp" / "metrics.jsonl") as f:
     logged = [(r["step"], r["loss"]) for r in map(json.loads, f)]
   assert [s for s, _ in logged] == [1, 2, 3, 4]  # process 0 alone writes the log
 
@@ -98,20 +110,16 @@ def test_two_processes_match_one_and_resume_together(tmp_path, demo_workdir, dem
 
 
 @pytest.mark.slow
-def test_a_tensor_axis_across_processes_gets_the_same_rows_on_both(tmp_path, demo_workdir,
-                                                                    demo_ids, tokenizer):
+def test_a_tensor_axis_across_processes_gets_the_same_rows_on_both(two_processes):
   """data=2 x tensor=2 with each tensor pair spanning both processes: each process holds every
   row, so both read the whole batch (input shard 0 of 1), and training equals one process's on
   the same mesh layout. (Reading rows by process index would feed the two halves of a tensor
   pair different rows without any error.)"""
-  paths = {"data_dir": os.path.join(demo_workdir, "data"),
-           "sids": os.path.join(demo_ids, "semantic_ids.tsv"),
-           "tokenizer": str(tmp_path / "tokenizer.model"), "ckpt_dir": str(tmp_path / "ckpt")}
-  tokenizer.save(paths["tokenizer"])
-  runs = _launch({**paths, "layout": "tensor_across"}, str(tmp_path))
+  paths, tmp_path, _, second = two_processes
+  runs = second["tensor_across"]
   assert [r["shard"] for r in runs] == [[0, 1], [0, 1]]
   assert runs[0]["checksum"] == runs[1]["checksum"]
-  with open(tmp_path / "metrics.jsonl") as f:
+  with open(tmp_path / "tensor_across" / "metrics.jsonl") as f:
     logged = [r["loss"] for r in map(json.loads, f)]
   mesh = common.mesh(jax.devices()[:4], "tensor_across")
   trainer = common.trainer(paths["tokenizer"], mesh)
@@ -132,8 +140,13 @@ def test_main_runs_the_lm_stage_on_two_processes(tmp_path, main_workdir):
   lm = {"config.lm.stage_steps": "(4,)", "config.lm.eval_every": 2,
         "config.lm.eval_examples": 8, "config.lm.checkpoint_every": 2,
         "config.lm.log_every": 1}
-  runs = _processes(main + ["--stages=lm"], coordinator_address=f"127.0.0.1:{_free_port()}",
-                    **lm)
+  small_eval = {"config.eval.max_users": 16, "config.eval.steer_users": 4,
+                "config.eval.explain_users": 2, "config.eval.max_bundles": 2,
+                "config.eval.sampled_negatives": 50, "config.eval.sampled_users": 4,
+                "config.eval.batch_size": 8}
+  # One launch: both processes train, then evaluate the checkpoint together.
+  runs = _processes(main + ["--stages=lm,eval"], coordinator_address=f"127.0.0.1:{_free_port()}",
+                    **lm, **small_eval)
   for i, (code, output) in enumerate(runs):
     assert code == 0, f"process {i} failed:\n{output[-4000:]}"
   out = workdir / "lm"
@@ -146,24 +159,15 @@ def test_main_runs_the_lm_stage_on_two_processes(tmp_path, main_workdir):
   assert sorted(os.listdir(out / "checkpoints" / "all" / "4" / "data_iterator")) == [
       "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
 
-  # Both processes evaluate the checkpoint together; one process restoring it alone on its own
-  # mesh measures the same.
-  small_eval = {"config.eval.max_users": 16, "config.eval.steer_users": 4,
-                "config.eval.explain_users": 2, "config.eval.max_bundles": 2,
-                "config.eval.sampled_negatives": 50, "config.eval.sampled_users": 4,
-                "config.eval.batch_size": 8}
-  runs = _processes(main + ["--stages=lm,eval"], coordinator_address=f"127.0.0.1:{_free_port()}",
-                    **lm, **small_eval)
-  for i, (code, output) in enumerate(runs):
-    assert code == 0, f"process {i} failed:\n{output[-4000:]}"
+  # One process restoring the checkpoint alone on its own mesh measures what both did together.
   with open(workdir / "eval" / "metrics.json") as f:
-    two_processes = json.load(f)
+    together = json.load(f)
   config = demo.get_config()
   config.eval.update({k.split(".")[-1]: v for k, v in small_eval.items()})
   one_process = evaluate(config, str(workdir), str(tmp_path))
-  assert set(one_process) == set(two_processes)
+  assert set(one_process) == set(together)
   for key, value in one_process.items():
-    assert two_processes[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float)
+    assert together[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float)
                                   else value), key
 
   # Single-process stages say so instead of racing each other.
@@ -191,12 +195,12 @@ def test_a_checkpoint_from_one_process_evaluates_on_two(tmp_path, trained_lm):
     assert code == 0, f"process {i} failed:\n{output[-4000:]}"
   assert "test: recall@10" in runs[0][1] and "test: recall@10" not in runs[1][1]
   with open(workdir / "eval" / "metrics.json") as f:
-    two_processes = json.load(f)
+    together = json.load(f)
   config = config.copy_and_resolve_references()
   config.unlock()
   config.eval.update(small_eval)
   one_process = evaluate(config, str(workdir), str(tmp_path / "one"))
-  assert set(one_process) == set(two_processes)
+  assert set(one_process) == set(together)
   for key, value in one_process.items():
-    assert two_processes[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float)
+    assert together[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float)
                                   else value), key

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import generate, parallel
 from semrec_jax.lm import decoding
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.models import configs, params
@@ -60,8 +60,19 @@ def test_greedy_continuation_is_identical(model, golden):
     np.testing.assert_array_equal(out, golden[f"greedy_{i}"])
 
 
-def test_tokenizer_rebuilt_from_gguf_matches_reference(gguf_file):
-  tokenizer = tokenizer_lib.from_gguf(gguf_file)
+@pytest.fixture(scope="module")
+def tokenizer(gguf_file):
+  return tokenizer_lib.from_gguf(gguf_file)
+
+
+def test_generate_continues_a_prompt_greedily(model, tokenizer):
+  """What `python -m semrec_jax.generate` prints after the prompt (tests/models/test_generate_cli.py
+  runs the command itself): transformers' greedy continuation (golden.npz, prompt 0)."""
+  prompt = "The best racing game for the PlayStation 4 is"
+  assert generate.continuation(model, tokenizer, prompt, 6) == " the one that you can play"
+
+
+def test_tokenizer_rebuilt_from_gguf_matches_reference(tokenizer):
   golden = np.load(TOKENIZER_GOLDEN)
   assert len(golden["texts"]) == 3200 and tokenizer.vocab_size == 262_144
   for i, text in enumerate(golden["texts"]):
@@ -76,7 +87,7 @@ def test_tokenizer_rebuilt_from_gguf_matches_reference(gguf_file):
 
 
 def test_semantic_id_tokens_are_single_pieces(gguf_file):
-  base = tokenizer_lib.model_proto_from_gguf(__import__("gguf").GGUFReader(gguf_file))
+  base = tokenizer_lib.model_proto_from_gguf(params.gguf_reader(gguf_file))
   new = tokenizer_lib.semantic_id_tokens(levels=4, codebook_size=256)
   assert len(new) == 1027
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_lib.add_pieces(base, new))
