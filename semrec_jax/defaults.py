@@ -100,6 +100,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.stages = ("all",)        # new_rows | embeddings | all, in order
   config.lm.stage_steps = (150,)
   config.lm.stage_lr = (1e-3,)
+  # Tokens per packed row; every example fits it: long histories lose their oldest items, long
+  # titles are cut with "…" (semrec_jax/lm/tasks.py), the rest is checked before step 1.
   config.lm.seq_len = 128
   config.lm.batch_size = 8          # sequences (packed rows) per micro-batch, all processes
   config.lm.max_history = 20
@@ -132,6 +134,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.eval.steer_users = 200      # users per steering attribute kind
   config.eval.explain_users = 100    # users asked for an explanation
   config.eval.max_bundles = 100      # held-out bundles to name
+  config.eval.max_items = 0          # held-out items asked title -> ID and ID -> title; 0 = all
   config.eval.batch_size = 16        # prompts per decoding call
   config.eval.seed = 0
   return config

@@ -2,10 +2,13 @@
 
 A stage writes into a scratch folder that replaces its output folder only on success, so a killed
 run never leaves a half-written artifact that looks finished; re-running the same command reuses
-that scratch folder, so training stages resume from the checkpoints they left in it. The fingerprint (`fingerprint.json`)
-holds the config sections the stage reads, the fingerprints of the stages it reads from and the
-version of the stage's code; a stage whose fingerprint matches is skipped, one whose fingerprint
-differs is an error unless --overwrite.
+that scratch folder, so training stages resume from the checkpoints they left in it. The fingerprint
+(`fingerprint.json`) holds the config sections the stage reads, the fingerprints of the stages it
+reads from and the version of the stage's code; a stage whose fingerprint matches is skipped, one
+whose fingerprint differs is an error unless --overwrite. The same rule keeps interrupted work: a
+scratch folder made with other settings (its marker holds the fingerprint it was made for) is
+refused with the settings that differ unless --overwrite, which discards it; HOW_NOT_WHAT settings
+are in no fingerprint, so changing them resumes.
 """
 
 import dataclasses
@@ -17,9 +20,9 @@ from typing import Callable
 
 import jax
 import ml_collections
-from absl import logging
 
 from semrec_jax import console, multihost, storage
+from semrec_jax.data.errors import DataError
 
 FINGERPRINT = "fingerprint.json"
 
@@ -110,24 +113,74 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
   return out
 
 
-def _scratch(workdir: str, stage: Stage, wanted: dict) -> str:
+def _changes(found: dict, wanted: dict) -> str:
+  """The settings (and inputs) that differ between a saved fingerprint and the wanted one."""
+  as_saved = json.loads(json.dumps(wanted, default=str))  # tuples compare as saved lists
+  keys = ("config", "upstream")
+  return "; ".join(_differences({k: found.get(k) for k in keys},
+                                {k: as_saved.get(k) for k in keys})[:10])
+
+
+SCRATCH_MARKER = ".wanted_fingerprint"  # in a scratch folder: the fingerprint it is made for
+
+
+def _scratch_marker(scratch: str) -> dict | None:
+  """The fingerprint a scratch folder was made for; {"sha256": hash} from an older marker that
+  holds only the hash; None without a marker (a folder nothing can resume from)."""
+  marker = os.path.join(scratch, SCRATCH_MARKER)
+  if not storage.exists(marker):
+    return None
+  raw = storage.read_text(marker).strip()
+  try:
+    found = json.loads(raw)
+  except ValueError:
+    found = None
+  return found if isinstance(found, dict) and "sha256" in found else {"sha256": raw}
+
+
+def _judge_scratch(scratch: str, stage: Stage, wanted: dict, overwrite: bool) -> str:
+  """What to do with the scratch folder: "resume" one an interrupted run left with the same
+  fingerprint, "discard" one made for other settings with --overwrite, or start a "new" one (no
+  folder, or one without a marker: nothing can resume from it). Without --overwrite, other
+  settings are refused rather than the work deleted by a config change."""
+  found = _scratch_marker(scratch)
+  if found is None:
+    return "new"
+  if found["sha256"] == wanted["sha256"]:
+    return "resume"
+  if overwrite:
+    return "discard"
+  if "config" in found:
+    made_by, now = found.get("version", 1), wanted.get("version", 1)
+    changes = _changes(found, wanted) or f"version {made_by} -> {now} of the stage's code"
+  else:
+    changes = "settings unknown: an older semrec_jax saved only their hash"
+  raise StageError(f"stage {stage.name!r}: {scratch} holds an interrupted run's work, made with "
+                   f"other settings ({changes}); run again with those settings to resume it, or "
+                   "pass --overwrite to discard it")
+
+
+def _scratch(workdir: str, stage: Stage, wanted: dict, overwrite: bool = False) -> tuple[str, bool]:
   """The stage's working folder: kept when an interrupted run with the same fingerprint left it
-  (a training stage resumes from the checkpoints inside), emptied otherwise. Prepared by the
-  primary process while the others wait."""
+  (a training stage resumes from the checkpoints inside), refused when made for other settings
+  (emptied with --overwrite). Every process judges it (all read the same workdir) before the
+  primary changes it, so they agree and a refusal stops them all; then the primary prepares it
+  while the others wait. Returns (folder, whether it is resumed)."""
   scratch = os.path.join(workdir, f".{stage.output}.incomplete")
+  judged = _judge_scratch(scratch, stage, wanted, overwrite)
+  multihost.sync(f"scratch-judged:{stage.name}")
   if multihost.is_primary():
-    _prepare_scratch(scratch, stage, wanted)
+    if judged == "resume":
+      console.say(f"{stage.name}: resuming from {scratch}")
+    else:
+      if judged == "discard":
+        console.say(f"{stage.name}: --overwrite: discarding {scratch} (an interrupted run's work "
+                    "with other settings)")
+      storage.remove_tree(scratch)
+      storage.write_json(os.path.join(scratch, SCRATCH_MARKER), wanted, sort_keys=True,
+                         default=str)
   multihost.sync(f"scratch:{stage.name}")
-  return scratch
-
-
-def _prepare_scratch(scratch: str, stage: Stage, wanted: dict) -> None:
-  marker = os.path.join(scratch, ".wanted_fingerprint")
-  if storage.exists(marker) and storage.read_text(marker) == wanted["sha256"]:
-    console.say(f"{stage.name}: resuming from {scratch}")
-    return
-  storage.remove_tree(scratch)
-  storage.write_text(marker, wanted["sha256"])
+  return scratch, judged == "resume"
 
 
 def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
@@ -143,29 +196,32 @@ def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
         console.say(f"{name}: up to date in {out_dir}, skipped")
         continue
       check_version(found, stage, out_dir)
-      as_saved = json.loads(json.dumps(wanted, default=str))  # tuples compare as saved lists
-      changes = "; ".join(_differences({k: found.get(k) for k in ("config", "upstream")},
-                                       {k: as_saved[k] for k in ("config", "upstream")})[:10])
-      raise StageError(f"stage {name!r}: {out_dir} was made with a different config ({changes}); "
-                       "pass --overwrite to redo it")
+      raise StageError(f"stage {name!r}: {out_dir} was made with a different config "
+                       f"({_changes(found, wanted)}); pass --overwrite to redo it")
     if jax.process_count() > 1 and not stage.multihost:
       raise StageError(f"stage {name!r} runs in one process: run it on one worker first "
                        f"(WORKER=0 launch/tpu_vm.sh run ... --stages={name}), then the "
                        "multi-host stages on all workers")
-    scratch = _scratch(workdir, stage, wanted)
+    scratch, resumed = _scratch(workdir, stage, wanted, overwrite)
     console.say(f"{name}: running")
     started = time.time()
     try:
       stage.run(config, workdir, scratch)
     except KeyboardInterrupt as e:
       raise Interrupted(name, scratch, str(e).split(";")[0]) from None
+    except (StageError, DataError):
+      # Refused settings or input: a folder this run started holds nothing to resume, and left
+      # it would refuse the corrected settings.
+      if not resumed and multihost.is_primary():
+        storage.remove_tree(scratch)
+      raise
     multihost.sync(f"ran:{name}")
     if multihost.is_primary():
       # The fingerprint goes in last: only a finished folder has one. On a bucket the move is a
       # copy; one cut short leaves the scratch folder (and its marker) for the next run.
       storage.remove_tree(out_dir)
       storage.move(scratch, out_dir)
-      storage.path(os.path.join(out_dir, ".wanted_fingerprint")).unlink()
+      storage.path(os.path.join(out_dir, SCRATCH_MARKER)).unlink()
       storage.write_json(os.path.join(out_dir, FINGERPRINT), wanted, sort_keys=True, default=str)
     multihost.sync(f"done:{name}")
     console.say(f"{name}: done in {console.duration(time.time() - started)} -> {out_dir}")

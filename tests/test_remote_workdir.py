@@ -48,7 +48,8 @@ def test_every_stage_runs_on_a_bucket(bucket_env, tmp_path, monkeypatch):
            "--config.lm.checkpoint_every=5", "--config.lm.eval_every=10",
            "--config.lm.eval_examples=8", "--config.eval.max_users=16",
            "--config.eval.steer_users=8", "--config.eval.explain_users=4",
-           "--config.eval.max_bundles=4", "--config.eval.sampled_users=4",
+           "--config.eval.max_bundles=4", "--config.eval.max_items=8",
+           "--config.eval.sampled_users=4",
            "--config.eval.sampled_negatives=50", "--config.eval.batch_size=8"]
   run = _main(bucket_env, tmp_path, f"--workdir={workdir}", *small)
   assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]

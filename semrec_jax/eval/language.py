@@ -160,11 +160,15 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
   tasks.item_attributes of the catalog."""
   tok, out, samples = lm.tokenizer, {}, []
   values = item_values(lm.items)
-  titles = [text(lm.items[int(i)]["title"]) for i in held_out_items]
+  # Titles as the LM was taught them (cut where too long for its seq_len, tasks.Budget): asked
+  # with, scored against, and given the tokens to write them whole.
+  budget = tasks.Budget(tok, lm.config.seq_len)
+  titles = [tasks.taught_title(lm.items[int(i)], lm.sids[int(i)], budget) for i in held_out_items]
   found, _ = decoder.items(prompts.encode(tok, [prompts.text_to_sid(t) for t in titles]), 10)
   out["lang/text_to_sid_accuracy"] = float(np.mean(found[:, 0] == held_out_items))
+  longest = max([len(tok.encode(t)) + 1 for t in titles], default=0)
   generated = _decode(tok, decoder.generate(prompts.encode(
-      tok, [prompts.sid_to_text(lm.sids[int(i)]) for i in held_out_items]), 48))
+      tok, [prompts.sid_to_text(lm.sids[int(i)]) for i in held_out_items]), max(48, longest)))
   matches = [normalise(g) == normalise(t) for g, t in zip(generated, titles)]
   out["lang/sid_to_text_match"] = float(np.mean(matches))
   samples += [{"kind": "sid_to_text", "item": int(i), "title": t, "generated": g}

@@ -95,6 +95,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   bar.update(parts.index("language"), "language")
   tick = time.time()
   held_out = tasks.held_out_items(len(lm.codes), lm.config.seed)
+  held_out = held_out[:c.max_items] if c.max_items > 0 else held_out
   attrs = tasks.item_attributes(lm.items)
   bundles = tasks.bundles(attrs, lm.sids, lm.config.seed, held_out=True)
   bundles = [bundles[i] for i in range(min(len(bundles), c.max_bundles))]

@@ -24,11 +24,11 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
   example marked `history_loss`, on the codes and <|sid_end|> of every item written in the prompt
   (each history item is then a next-item target given the items before it, as in SASRec).
 
-  Nothing is cut here: the task builders drop a long history's oldest items (tasks.Budget), and an
-  example that still does not fit max_len is an error, not a prompt missing its instruction.
+  Nothing is cut here: the task builders drop a long history's oldest items and cut long titles
+  (tasks.Budget), and the lm stage checks before training that every example fits (`longest`);
+  one that still does not fit max_len is an error, not a prompt missing its instruction.
   """
-  prompt = tokenizer.prompt_ids(example["prompt"])
-  answer = tokenizer.encode(example["answer"]) + [tokenizer.eos_id]
+  prompt, answer = _ids(example, tokenizer)
   if len(prompt) + len(answer) + 1 > max_len:
     raise ValueError(_too_long(example, len(prompt), len(answer), max_len))
   tokens = np.asarray([tokenizer.bos_id] + prompt + answer, np.int32)
@@ -42,6 +42,28 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
         mask[i] = 1
       inside = (inside or tokens[i] == start) and tokens[i] != end
   return {"tokens": tokens, "mask": mask}
+
+
+def _ids(example: dict, tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+  """(prompt, answer + eos) token ids of an example; with bos, the whole example."""
+  return (tokenizer.prompt_ids(example["prompt"]),
+          tokenizer.encode(example["answer"]) + [tokenizer.eos_id])
+
+
+def longest(sources: dict[str, grain.MapDataset], tokenizer: Tokenizer) -> tuple[int, dict]:
+  """(tokens, example) of the longest example the sources can give, measured before training: a
+  source's `shortest` examples where its builder has them (tasks._shortest: its examples only
+  lose history items down to those), else every example it holds (None, a skipped one, is
+  left out)."""
+  best = (0, {})
+  for source in sources.values():
+    shortest = getattr(source, "shortest", None)
+    examples = shortest if shortest is not None else (source[i] for i in range(len(source)))
+    for example in examples:
+      if example is not None:
+        prompt, answer = _ids(example, tokenizer)
+        best = max(best, (1 + len(prompt) + len(answer), example), key=lambda b: b[0])
+  return best
 
 
 def _too_long(example: dict, prompt: int, answer: int, max_len: int) -> str:

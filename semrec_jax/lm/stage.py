@@ -9,14 +9,13 @@ import importlib.util
 import json
 import os
 
-import gguf
-import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
 from semrec_jax import multihost, parallel, storage
 from semrec_jax.data import tfds_builders
+from semrec_jax.data.tfds_builders import text
 from semrec_jax.embed.text import item_text
 from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
 from semrec_jax.lm.trainer import LMTrainer, train
@@ -38,7 +37,7 @@ def build_tokenizer(c, items, sid_tokens) -> tokenizer_lib.Tokenizer:
     return tokenizer_lib.Tokenizer(tokenizer_lib.train(texts, c.vocab_size, sid_tokens))
   kind, _, where = c.weights.partition(":")
   if kind == "gguf":
-    base = tokenizer_lib.model_proto_from_gguf(gguf.GGUFReader(params.gguf_path(where)))
+    base = tokenizer_lib.model_proto_from_gguf(params.gguf_reader(params.gguf_path(where)))
   elif kind == "safetensors":
     base = tokenizer_lib.load_proto(os.path.join(where, "tokenizer.model"))
   else:
@@ -101,6 +100,33 @@ def build_model(c, tokenizer, num_new_tokens: int, mesh) -> Decoder:
               new_rows=c.new_rows_init, dtype=dtype)
 
 
+def _clip(s: str, n: int = 60) -> str:
+  return repr(s if len(s) <= n else s[:n] + "...")
+
+
+def check_lengths(sources: list[dict], tokenizer, items, seq_len: int) -> None:
+  """Refuses, in one line and before the first step, the longest example of the task sources
+  when it cannot fit seq_len even as cut (tasks.Budget: histories down to one item, titles and
+  descriptions to what fits); the stage would otherwise stop where training first drew it."""
+  need, example = max((pipeline.longest(s, tokenizer) for s in sources), key=lambda b: b[0])
+  if need <= seq_len:
+    return
+  task = example["task"]
+  if "item" in example:
+    i = example["item"]
+    what = f"the {task} example of item {i} ({text(items[i]['item_id'])})"
+  elif "items" in example:
+    what = f"the {task} example of items {example['items']}"
+  elif "request" in example:
+    what = f"a {task} example with one history item and the request {_clip(example['request'])}"
+  else:
+    what = f"a {task} example with one history item"
+  raise StageError(f"lm: {what} needs seq_len={need}, more than config.lm.seq_len={seq_len} "
+                   f"(prompt {_clip(example['prompt'])}, answer {_clip(example['answer'])}); "
+                   "only histories, titles and descriptions are cut to fit "
+                   f"(semrec_jax/lm/tasks.py): pass --config.lm.seq_len={need} or more")
+
+
 def held_out_batches(sources: dict, tokenizer, c, shard: tuple[int, int] = (0, 1)
                      ) -> dict[str, list]:
   """Packed batches of input shard `shard` (index, count) of the first c.eval_examples held-out
@@ -133,15 +159,16 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
     build_tokenizer(c, items, sid_tokens).save(tokenizer_path)
   multihost.sync("lm:tokenizer")
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
-  model = build_model(c, tokenizer, len(sid_tokens), mesh)
   split = lambda name: tfds_builders.sequences_source(data_dir, name)
-  budget = tasks.Budget(tokenizer, c.seq_len)  # long histories lose their oldest items
+  budget = tasks.Budget(tokenizer, c.seq_len)  # long histories lose old items, long titles words
   train_sources = tasks.without_empty(tasks.sources(
       split("train"), items, sids, c.max_history, c.seed, history_loss=c.history_loss,
       later=tasks.later_items(split("validation"), split("test")), budget=budget), "training")
   eval_sources = tasks.without_empty(tasks.sources(
       split("validation"), items, sids, c.max_history, c.seed, held_out=True,
       later=tasks.later_items(split("test")), budget=budget), "held-out")
+  check_lengths([train_sources, eval_sources], tokenizer, items, c.seq_len)
+  model = build_model(c, tokenizer, len(sid_tokens), mesh)
   shard = parallel.input_shard(mesh)
   eval_batches = held_out_batches(eval_sources, tokenizer, c, shard)
   weights = {name: w for name, w in c.task_weights.items()  # unknown names still fail below

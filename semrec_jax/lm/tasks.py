@@ -2,8 +2,19 @@
 row of the sequences split, for the tasks built from a user's history) made from the prepared data
 and the semantic IDs. Items are written as semantic-ID token strings.
 
-Length: a history too long for seq_len loses its oldest items, whole (Budget), never the instruction
-or part of a semantic ID; pipeline.tokenize refuses an example that still does not fit.
+Length (Budget): every example fits config.lm.seq_len, by these rules:
+  - a history too long loses its oldest items, whole, never the instruction or part of a semantic
+    ID;
+  - an item's title (and a description's start) too long for any example that writes it (a
+    text_to_sid prompt, a sid_to_text answer) is cut, at a word where it can be, to the most
+    tokens every such example leaves (seq_len less its longest fixed part), and ends with MARKER
+    ("…"); the cut title is the title everywhere (its fragments are drawn from it, and the
+    evaluation asks and scores with it: taught_title). A title that fits is never changed.
+  - nothing else is cut: attribute values, requests, reasons and bundle names are short and
+    matched by name. Before the first step pipeline.longest measures every example of the item
+    and bundle tasks and, for the tasks built from histories (whose examples only lose items), the
+    shortest each can be cut to (`shortest`: one history item, every template and request); the
+    lm stage refuses in one line an example that still cannot fit.
 
 Hygiene: training examples come only from each user's training part (the `train` split: history and
 target both precede the validation and test items); held-out examples for evaluation loss come from
@@ -80,16 +91,62 @@ CO_PURCHASE_WINDOW = 3
 HELD_OUT_ITEM_FRACTION = 0.02
 
 
+MARKER = "…"  # ends an item text cut to fit seq_len
+
+
 def _rng(seed: int, task: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(task.encode()), index])
 
 
 class Budget:
   """Counts an example's tokens as pipeline.tokenize will ([bos] prompt answer [eos]), so the
-  history tasks can drop a history's oldest items until the example fits seq_len."""
+  history tasks can drop a history's oldest items, and item texts be cut, until it fits seq_len."""
 
   def __init__(self, tokenizer, seq_len: int):
     self.tokenizer, self.seq_len = tokenizer, seq_len
+    self._texts = {}  # (kind, text) -> the text as taught
+    self._fixed = {}  # kind -> the longest fixed part of the examples writing such a text
+
+  def _forms(self, kind: str, sid: str) -> list:
+    """(prompt, answer) writers of the examples that hold an item's `kind` of text."""
+    if kind == "title":
+      return ([(lambda t, x=x: x.format(text=t), lambda t: sid) for x in TEXT_TO_SID["title"]] +
+              [(lambda t, x=x: x.format(sid=sid), lambda t: t) for x in SID_TO_TEXT["title"]])
+    return [(lambda t, x=x: x.format(text=t), lambda t: sid) for x in TEXT_TO_SID[kind]]
+
+  def _length(self, prompt: str, answer: str) -> int:
+    return 2 + len(self.tokenizer.prompt_ids(prompt)) + len(self.tokenizer.encode(answer))
+
+  def _fits(self, forms, text: str) -> bool:
+    return all(self._length(p(text), a(text)) <= self.seq_len for p, a in forms)
+
+  def item_text(self, kind: str, text: str, sid: str) -> str:
+    """`text` (an item's "title" or "description" start) whole where every example writing it
+    fits seq_len, else cut: its most words, then MARKER, that fit (its first tokens where not even
+    one word does; MARKER alone where nothing does: the length check then names the example).
+    Semantic IDs all have the same number of tokens, so any item's `sid` gives the same cut."""
+    key = (kind, text)
+    if key not in self._texts:
+      forms = self._forms(kind, sid)
+      if kind not in self._fixed:
+        self._fixed[kind] = max(self._length(p(""), a("")) for p, a in forms)
+      room = self.seq_len - self._fixed[kind]
+      # A text well inside the room fits every form (a margin for tokens merging at the joins).
+      if len(self.tokenizer.encode(text)) <= room - 8 or self._fits(forms, text):
+        self._texts[key] = text
+      else:
+        self._texts[key] = self._cut(forms, text)
+    return self._texts[key]
+
+  def _cut(self, forms, text: str) -> str:
+    words = text.split()
+    fits = lambda n: self._fits(forms, " ".join(words[:n]) + MARKER)
+    if fits(1):
+      return " ".join(words[:_most(fits, 1, len(words) - 1)]) + MARKER
+    ids = self.tokenizer.encode(text)  # no whole word fits (a very long word, or no spaces)
+    start = lambda n: self.tokenizer.decode(ids[:n]).rstrip("\ufffd")  # no half character
+    fits = lambda n: self._fits(forms, start(n) + MARKER)
+    return start(_most(fits, 0, len(ids) - 1)) + MARKER if fits(0) else MARKER
 
   def newest(self, write, items: list[str], answer: str) -> list[str]:
     """The newest of `items` (at least one) whose prompt `write(kept)` fits with `answer`. The
@@ -103,13 +160,37 @@ class Budget:
     last = len(items) - 1
     one = size(last)
     if one > room:
-      return items[last:]  # even the newest item alone does not fit: pipeline.tokenize says so
+      return items[last:]  # even the newest item alone does not fit: the length check says so
     drop = min(last, max(1, math.ceil((full - room) * last / max(1, full - one))))
     while size(drop) > room:
       drop += 1
     while drop > 1 and size(drop - 1) <= room:
       drop -= 1
     return items[drop:]
+
+
+def _most(fits, low: int, high: int) -> int:
+  """The largest n in [low, high] with fits(n), given fits(low) and that fits only grows false."""
+  while low < high:
+    mid = (low + high + 1) // 2
+    low, high = (mid, high) if fits(mid) else (low, mid - 1)
+  return low
+
+
+def taught_title(item: dict, sid: str, budget: Budget | None) -> str:
+  """The item's title as the LM is taught it: cut to fit `budget` (Budget.item_text), whole
+  without one. The evaluation asks and scores titles with it too."""
+  title = text(item["title"])
+  return title if budget is None else budget.item_text("title", title, sid)
+
+
+def _shortest(dataset: grain.MapDataset, examples: list[dict]) -> grain.MapDataset:
+  """`dataset` with `shortest`: the examples its builder may cut to one history item, one per
+  template and request or answer its examples can hold. Every semantic ID has the same number
+  of tokens, so if these fit seq_len so does every example (pipeline.longest reads these
+  instead of building them all)."""
+  dataset.shortest = examples
+  return dataset
 
 
 def _fitted(budget: Budget | None, write, items: list[str], answer: str) -> str:
@@ -142,7 +223,9 @@ def next_item(sequences, sids: list[str], max_history: int, seed: int,
     return {"task": "next_item", "user": index, "answer": answer, "history_loss": history_loss,
             "prompt": _fitted(budget, _items(template), items, answer)}
 
-  return grain.MapDataset.source(sequences).map_with_index(build)
+  one = sids[0] if sids else ""
+  return _shortest(grain.MapDataset.source(sequences).map_with_index(build), [
+      {"task": "next_item", "prompt": t.format(items=one), "answer": one} for t in NEXT_ITEM])
 
 
 def attributes(item: dict) -> dict[str, str]:
@@ -340,7 +423,12 @@ def steering(sequences, attrs: list[dict], sids: list[str], max_history: int, se
     return {"task": "steering", "user": u, "answer": sids[target],
             "prompt": _fitted(budget, write, [sids[i] for i in history], sids[target])}
 
-  return grain.MapDataset.source(usable).map_with_index(build)
+  requests = {constraint(kind, value) for kind, value in nearest.values} | {
+      c for u in usable for c in item_constraints[int(sequences[u]["target"])]}
+  one = sids[0] if sids else ""
+  return _shortest(grain.MapDataset.source(usable).map_with_index(build), [
+      {"task": "steering", "prompt": t.format(items=one, constraint=r), "answer": one,
+       "request": r} for r in sorted(requests) for t in STEERING])
 
 
 def co_purchase(sequences, sids: list[str], seed: int) -> grain.MapDataset:
@@ -361,7 +449,9 @@ def co_purchase(sequences, sids: list[str], seed: int) -> grain.MapDataset:
     return {"task": "co_purchase", "user": u, "prompt": template.format(item=sids[seq[i]]),
             "answer": sids[seq[j]]}
 
-  return grain.MapDataset.source(pairs).map_with_index(build)
+  one = sids[0] if sids else ""
+  return _shortest(grain.MapDataset.source(pairs).map_with_index(build), [
+      {"task": "co_purchase", "prompt": t.format(item=one), "answer": one} for t in CO_PURCHASE])
 
 
 def held_out_items(num_items: int, seed: int) -> np.ndarray:
@@ -375,35 +465,40 @@ def _item_rows(num_items: int, seed: int, held_out: bool) -> list[int]:
   return [i for i in range(num_items) if (i in out_set) == held_out]
 
 
-def _text_variants(item: dict, rng: np.random.Generator) -> dict[str, str]:
-  """Texts that point at the item: title, a title fragment, description start, attributes."""
-  title = text(item["title"])
+def _text_variants(item: dict, sid: str, rng: np.random.Generator,
+                   budget: Budget | None = None) -> dict[str, str]:
+  """Texts that point at the item: title, a title fragment, description start, attributes (the
+  title and description cut to fit `budget`, the fragment drawn from the title as taught)."""
+  title = taught_title(item, sid, budget)
   out = {"title": title}
-  words = title.split()
+  words = title.removesuffix(MARKER).split()
   if len(words) >= 4:
     n = (len(words) + 1) // 2
     start = int(rng.integers(len(words) - n + 1))
     out["fragment"] = " ".join(words[start:start + n])
   description = text(item["description"]).split()
   if description:
-    out["description"] = " ".join(description[:DESCRIPTION_WORDS])
+    start = " ".join(description[:DESCRIPTION_WORDS])
+    out["description"] = start if budget is None else budget.item_text("description", start, sid)
   a = attributes(item)
   if len(a) >= 2:
     out["attributes"] = describe(a)
   return out
 
 
-def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, grain.MapDataset]:
+def item_tasks(items, sids: list[str], seed: int, held_out: bool,
+               budget: Budget | None = None) -> dict[str, grain.MapDataset]:
   """text_to_sid and sid_to_text over the training items (or over the held-out ones); each
-  example uses one of the item's available texts, drawn per example."""
+  example uses one of the item's available texts, drawn per example (titles and descriptions cut
+  to fit `budget`)."""
   rows = grain.MapDataset.source(_item_rows(len(items), seed, held_out))
 
   def text_to_sid(index, i):
     rng = _rng(seed, "text_to_sid", index)
-    variants = _text_variants(items[i], rng)
+    variants = _text_variants(items[i], sids[i], rng, budget)
     kind = sorted(variants)[int(rng.integers(len(variants)))]
     templates = TEXT_TO_SID[kind]
-    return {"task": "text_to_sid", "answer": sids[i],
+    return {"task": "text_to_sid", "answer": sids[i], "item": i,
             "prompt": templates[int(rng.integers(len(templates)))].format(text=variants[kind])}
 
   def sid_to_text(index, i):
@@ -411,8 +506,8 @@ def item_tasks(items, sids: list[str], seed: int, held_out: bool) -> dict[str, g
     a = attributes(items[i])
     kind = "attributes" if len(a) >= 2 and rng.random() < 0.5 else "title"
     templates = SID_TO_TEXT[kind]
-    answer = describe(a) if kind == "attributes" else text(items[i]["title"])
-    return {"task": "sid_to_text", "answer": answer,
+    answer = describe(a) if kind == "attributes" else taught_title(items[i], sids[i], budget)
+    return {"task": "sid_to_text", "answer": answer, "item": i,
             "prompt": templates[int(rng.integers(len(templates)))].format(sid=sids[i])}
 
   return {"text_to_sid": rows.map_with_index(text_to_sid),
@@ -451,7 +546,11 @@ def explanation(sequences, attrs: list[dict], sids: list[str], max_history: int,
       return None
     return {"task": "explanation", "user": u, "prompt": write(kept), "answer": answer}
 
-  return grain.MapDataset.source(usable).map_with_index(build)
+  reasons = sorted({reason(shared) for _, (_, shared) in usable})
+  one = sids[0] if sids else ""
+  return _shortest(grain.MapDataset.source(usable).map_with_index(build), [
+      {"task": "explanation", "prompt": t.format(items=one),
+       "answer": f"{one}: like {one}, it is {r}."} for r in reasons for t in EXPLANATION])
 
 
 BUNDLE_KEYS = ("platform", "brand", "franchise", "genre")
@@ -488,7 +587,7 @@ def bundles(attrs: list[dict], sids: list[str], seed: int, held_out: bool) -> gr
       shared = common_attributes(shared, attrs[i])
     template = BUNDLE[int(rng.integers(len(BUNDLE)))]
     return {"task": "bundle", "prompt": template.format(items=", ".join(sids[i] for i in chosen)),
-            "answer": bundle_name(shared)}
+            "answer": bundle_name(shared), "items": chosen}
 
   return grain.MapDataset.source(draws).map_with_index(build)
 
@@ -515,7 +614,11 @@ def multi_turn(sequences, attrs: list[dict], sids: list[str], max_history: int,
     return {"task": "multi_turn", "user": u, "answer": answer,
             "prompt": _fitted(budget, write, [sids[i] for i in history[:-1]], answer)}
 
-  return grain.MapDataset.source(usable).map_with_index(build)
+  requests = sorted({c for u in usable for c in item_constraints[int(sequences[u]["target"])]})
+  one = sids[0] if sids else ""
+  return _shortest(grain.MapDataset.source(usable).map_with_index(build), [
+      {"task": "multi_turn", "prompt": t.format(items=one, first=one, constraint=r),
+       "answer": one, "request": r} for r in requests for t in MULTI_TURN])
 
 
 # What each task needs from the data: the reason logged when a task has no examples.
@@ -557,13 +660,13 @@ def sources(sequences, items, sids: list[str], max_history: int, seed: int,
   """Every task's source: training examples, or (held_out=True) the evaluation examples
   (`sequences` is then the validation split). `later`: each user's items of the later splits
   (later_items), which the steering task's catalog-drawn answers avoid. `budget`: the tokenizer
-  and seq_len the histories are cut to (None: histories stay whole)."""
+  and seq_len the histories and item texts are cut to (None: they stay whole)."""
   sequences, attrs = read_all(sequences), item_attributes(items)
   bands = [price_bands(items[i]) for i in range(len(items))]
   out = {"next_item": next_item(sequences, sids, max_history, seed, history_loss, budget),
          "steering": steering(sequences, attrs, sids, max_history, seed, later, bands, budget),
          "co_purchase": co_purchase(sequences, sids, seed),
-         **item_tasks(items, sids, seed, held_out=held_out),
+         **item_tasks(items, sids, seed, held_out=held_out, budget=budget),
          "explanation": explanation(sequences, attrs, sids, max_history, seed, budget),
          "bundle": bundles(attrs, sids, seed, held_out=held_out),
          "multi_turn": multi_turn(sequences, attrs, sids, max_history, seed, budget)}

@@ -35,7 +35,7 @@ EXPECTED_KEYS = set(RANKING_KEYS) | {
 def small(config):
   config = config.copy_and_resolve_references()
   config.unlock()
-  config.eval.update(max_users=24, steer_users=8, explain_users=4, max_bundles=4,
+  config.eval.update(max_users=24, steer_users=8, explain_users=4, max_bundles=4, max_items=8,
                      sampled_negatives=100, batch_size=8)
   return config
 
@@ -68,6 +68,7 @@ def test_metrics_json_has_every_key_and_constrained_lists(evaluated):
   with open(out / "info.json") as f:
     info = json.load(f)
   assert info["step"] == 12 and info["users"] == 24 and info["beam_width"] == 20
+  assert info["held_out_items"] == 8  # of the sample's 40 (eval.max_items)
 
 
 def test_a_checkpoint_restores_on_any_mesh_with_the_same_rankings(trained_lm):

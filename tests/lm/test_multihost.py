@@ -142,6 +142,7 @@ def test_main_runs_the_lm_stage_on_two_processes(tmp_path, main_workdir):
         "config.lm.log_every": 1}
   small_eval = {"config.eval.max_users": 16, "config.eval.steer_users": 4,
                 "config.eval.explain_users": 2, "config.eval.max_bundles": 2,
+                "config.eval.max_items": 8,
                 "config.eval.sampled_negatives": 50, "config.eval.sampled_users": 4,
                 "config.eval.batch_size": 8}
   # One launch: both processes train, then evaluate the checkpoint together.
@@ -186,6 +187,7 @@ def test_a_checkpoint_from_one_process_evaluates_on_two(tmp_path, trained_lm):
   for name in ("data", "ids", "lm"):
     os.symlink(trained / name, workdir / name)
   small_eval = {"max_users": 16, "steer_users": 4, "explain_users": 2, "max_bundles": 2,
+                "max_items": 8,
                 "sampled_negatives": 50, "sampled_users": 4, "batch_size": 8}
   runs = _processes(["-m", "semrec_jax.eval", f"--workdir={workdir}",
                      "--config=configs/demo.py"], num_processes=2,
