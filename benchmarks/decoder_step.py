@@ -23,7 +23,7 @@ from absl import app, flags
 from flax import nnx
 
 from semrec_jax import backend, defaults, parallel
-from semrec_jax.lm.pipeline import BATCH_KEYS
+from semrec_jax.lm.input_pipeline import BATCH_KEYS
 from semrec_jax.lm.trainer import LMTrainer
 from semrec_jax.models import configs, flops
 from semrec_jax.models.decoder import Decoder

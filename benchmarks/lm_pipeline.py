@@ -19,7 +19,7 @@ from flax import nnx
 
 from semrec_jax import backend, defaults, parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.lm import pipeline, tasks
+from semrec_jax.lm import fitting, input_pipeline, tasks
 from semrec_jax.lm.tokenizer import Tokenizer
 from semrec_jax.lm.trainer import LMTrainer
 from semrec_jax.models import configs
@@ -38,9 +38,9 @@ def main(argv):
   sids = tasks.load_sids(os.path.join(_WORKDIR.value, "ids", "semantic_ids.tsv"))
   tokenizer = Tokenizer(os.path.join(_WORKDIR.value, "lm", "tokenizer.model"))
   sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"), items, sids,
-                          c.max_history, c.seed, budget=tasks.Budget(tokenizer, c.seq_len))
-  stream = pipeline.mixture(sources, dict(c.task_weights), c.seed, tokenizer, c.seq_len)
-  it = iter(pipeline.training_batches(stream, c.seq_len, c.batch_size, workers=_WORKERS.value))
+                          c.max_history, c.seed, budget=fitting.Budget(tokenizer, c.seq_len))
+  stream = input_pipeline.mixture(sources, dict(c.task_weights), c.seed, tokenizer, c.seq_len)
+  it = iter(input_pipeline.training_batches(stream, c.seq_len, c.batch_size, workers=_WORKERS.value))
   for _ in range(max(1, 2 * _WORKERS.value)):  # the workers' start-up is not timed
     next(it)
   start = time.perf_counter()

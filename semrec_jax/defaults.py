@@ -101,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.stage_steps = (150,)
   config.lm.stage_lr = (1e-3,)
   # Tokens per packed row; every example fits it: long histories lose their oldest items, long
-  # titles are cut with "…" (semrec_jax/lm/tasks.py), the rest is checked before step 1.
+  # titles are cut with "…" (semrec_jax/lm/fitting.py), the rest is checked before step 1.
   config.lm.seq_len = 128
   config.lm.batch_size = 8          # sequences (packed rows) per micro-batch, all processes
   config.lm.max_history = 20

@@ -17,6 +17,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Compile-only TPU topologies (AOT tests) load libtpu in more than one test process at a time.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import pytest  # noqa: E402
 
@@ -26,6 +28,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures")
 AMAZON2023 = os.path.join(FIXTURES, "amazon2023")
 SHARED_GAMES = os.path.join(REPO, "..", "shared", "data", "amazon18_games")
+
+
+def pytest_collection_modifyitems(items):
+  """Files with end-to-end (`slow`) tests first: the two workers start on the long ones and finish
+  on short ones, instead of one long file running alone at the end."""
+  slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.path not in slow_files)  # stable: file order kept otherwise
 
 
 @pytest.fixture(scope="session")

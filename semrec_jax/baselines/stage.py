@@ -20,10 +20,9 @@ from semrec_jax import parallel, storage
 from semrec_jax.baselines import losses, sequences
 from semrec_jax.baselines.trainer import Trainer, train
 from semrec_jax.data import tfds_builders
-from semrec_jax.protocol import metrics, popularity
 from semrec_jax.ids import assign
-from semrec_jax.lm import tasks
 from semrec_jax.models.sasrec import CodeSASRec, ItemSASRec, SASRecConfig
+from semrec_jax.protocol import metrics, popularity
 from semrec_jax.stages import StageError
 
 MODELS = ("popularity", "sasrec_id", "sasrec_sid")
@@ -66,7 +65,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
     raise StageError(f"config.baselines: unknown models {unknown} (known: {MODELS}) or loss "
                      f"{c.loss!r} (known: {losses.ITEM_LOSSES})")
   data_dir = os.path.join(workdir, "data")
-  split_records = {split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
+  split_records = {split: tfds_builders.read_all(tfds_builders.sequences_source(data_dir, split))
                    for split in ("train", *SPLITS)}
   train_records = split_records["train"]
   num_items = len(tfds_builders.items_source(data_dir))

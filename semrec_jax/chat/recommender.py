@@ -23,10 +23,11 @@ from semrec_jax import parallel, storage
 from semrec_jax.chat.items import Catalog, Item
 from semrec_jax.chat.requests import NothingMatches, Reader, Request
 from semrec_jax.chat.session import Reply, Session
+from semrec_jax.data import tfds_builders
 from semrec_jax.data.errors import DataError
 from semrec_jax.eval import language, prompts, restore
 from semrec_jax.ids import stage as ids_stage
-from semrec_jax.lm import decoding, tasks
+from semrec_jax.lm import decoding, phrasing
 
 _SID = re.compile(r"<\|sid_start\|>(?:<\|sid_\d+\|>)*<\|sid_end\|>")
 MAX_NEW_TOKENS = 48
@@ -68,11 +69,11 @@ class Recommender:
   """A trained LM with its tokenizer, semantic IDs, trie and catalog, on the local devices."""
 
   def __init__(self, lm: restore.TrainedLM, mesh=None, workdir: str | None = None):
-    rows = tasks.read_all(lm.items)  # the catalog, read once for every view of it below
+    rows = tfds_builders.read_all(lm.items)  # the catalog, read once for every view of it below
     self.lm, self.catalog = lm, Catalog(rows)
     if workdir:  # values the catalog lacks, from the nearest items (Catalog.inferred)
       self.catalog.use_embeddings(item_embeddings(workdir, self.catalog))
-    self.attributes = tasks.item_attributes(rows)  # first values, as the tasks phrase them
+    self.attributes = phrasing.item_attributes(rows)  # first values, as the tasks phrase them
     self.values = language.item_values(rows)      # lower-case value sets, as claims are checked
     self.reader = Reader(self.catalog)
     self.decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie,
@@ -166,17 +167,17 @@ class Recommender:
                        self.catalog.item(like) if like >= 0 else None, checked, generated)
 
   def true_reasons(self, a: int, b: int) -> list[str]:
-    """Reasons (tasks.reason) from the attributes items a and b share: each one alone and the
+    """Reasons (phrasing.reason) from the attributes items a and b share: each one alone and the
     two the training answer names."""
-    shared = tasks.common_attributes(self.attributes[a], self.attributes[b])
+    shared = phrasing.common_attributes(self.attributes[a], self.attributes[b])
     if not shared:
       return []
-    out = [tasks.reason({k: v}) for k, v in shared.items()] + [tasks.reason(shared)]
+    out = [phrasing.reason({k: v}) for k, v in shared.items()] + [phrasing.reason(shared)]
     return list(dict.fromkeys(out))
 
   def name_bundle(self, items) -> Bundle:
     """A short name for a set of items. The model picks among names made from attributes all the
-    items share (every subset of them, in the taught phrasing: tasks.bundle_name); items that
+    items share (every subset of them, in the taught phrasing: phrasing.bundle_name); items that
     share nothing get the model's own words, checked and marked when inaccurate."""
     members = self.items(items)
     if len(members) < 2:
@@ -185,10 +186,10 @@ class Recommender:
     prompt = prompts.encode(tok, [prompts.bundle(members, self.lm.sids)])[0]
     common = self.attributes[members[0]]
     for i in members[1:]:
-      common = tasks.common_attributes(common, self.attributes[i])
+      common = phrasing.common_attributes(common, self.attributes[i])
     keys = list(common)
     names = list(dict.fromkeys(
-        tasks.bundle_name({k: common[k] for k in subset})
+        phrasing.bundle_name({k: common[k] for k in subset})
         for size in range(1, len(keys) + 1) for subset in itertools.combinations(keys, size)))
     if names:
       scores = self.decoder.text_logprob(prompt, [tok.encode(n) + [tok.eos_id] for n in names])

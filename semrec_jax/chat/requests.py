@@ -6,7 +6,7 @@ A clause with "not", "no", "without" or "except" negates the values it names. Pl
 matched through their aliases ("PlayStation 4" = "PS4"), other kinds by their catalog values as
 whole words, longest first. A series (franchise) is named before "games" or "series" ("Zelda
 games", "the Mario series"), so a bare "Splatoon" stays the item of that title. The model is asked
-with the taught phrase of the first wish (tasks.constraint); decoding is restricted to items
+with the taught phrase of the first wish (phrasing.constraint); decoding is restricted to items
 meeting all of them (Recommender.recommend)."""
 
 import dataclasses
@@ -16,9 +16,9 @@ import numpy as np
 
 from semrec_jax.chat.items import Catalog, words
 from semrec_jax.data import attributes
-from semrec_jax.lm import tasks
+from semrec_jax.lm import phrasing
 
-STEER_KINDS = tasks.STEER_KINDS
+STEER_KINDS = phrasing.STEER_KINDS
 _NEGATION = re.compile(r"\b(not|no|without|except|nothing|avoid|never|don ?t|isn ?t)\b")
 _CLAUSES = re.compile(r"[,;.!?]|\bbut\b|\bexcept\b(?=.)")
 _PRODUCT_WORDS = {"accessory": "Accessory", "accessories": "Accessory", "game": "Game",
@@ -83,9 +83,9 @@ class Request:
     band, else None (the search is restricted to items meeting every wish either way)."""
     for kind in self.order:
       if kind in self.wanted and kind in STEER_KINDS:
-        return tasks.constraint(kind, sorted(self.wanted[kind])[0])
+        return phrasing.constraint(kind, sorted(self.wanted[kind])[0])
     if self.max_price is not None:
-      return tasks.price_constraint(self.max_price)
+      return phrasing.price_constraint(self.max_price)
     return None
 
   def mask(self, catalog: Catalog, inferred: bool = True) -> np.ndarray:

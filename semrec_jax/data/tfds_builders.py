@@ -184,3 +184,10 @@ def sequences_source(data_dir: str, split: str):
   if split not in SPLITS:
     raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
   return _builder(data_dir, "semrec_sequences").as_data_source(split=split)
+
+
+def read_all(sequences) -> list[dict]:
+  """Every record of a split, read once into memory (the builders index users many times)."""
+  if hasattr(sequences, "__getitems__"):
+    return list(sequences.__getitems__(list(range(len(sequences)))))
+  return [sequences[u] for u in range(len(sequences))]

@@ -16,7 +16,7 @@ import numpy as np
 
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import prompts
-from semrec_jax.lm import tasks
+from semrec_jax.lm import fitting, phrasing, tasks
 
 _SID = re.compile(r"<\|sid_start\|>((?:<\|sid_\d+\|>)*)<\|sid_end\|>")
 _CODE = re.compile(r"<\|sid_(\d+)\|>")
@@ -45,7 +45,7 @@ def item_values(items) -> list[dict[str, set[str]]]:
 
 
 def claims(reason: str) -> list[tuple[str, str]]:
-  """(kind, value) claims of an explanation's reason, in the phrasing of tasks.reason."""
+  """(kind, value) claims of an explanation's reason, in the phrasing of phrasing.reason."""
   out = []
   for part in reason.strip().rstrip(".").split(" and "):
     part = part.strip()
@@ -92,7 +92,7 @@ def bundle_name_accurate(name: str, members: list[int], values, known=None) -> b
         return False
       claimed += 1
       words = words.replace(f" {phrase} ", " | ")
-  for kind_value, (one, several) in tasks.KIND_NOUNS.items():
+  for kind_value, (one, several) in phrasing.KIND_NOUNS.items():
     if f" {several} " in words or f" {one} " in words:
       if not all(kind_value.lower() in values[i]["product_type"] for i in members):
         return False
@@ -118,7 +118,7 @@ def most_taught_reason(train_records: list[dict], attrs, max_history: int) -> st
   """The reason the explanation task teaches most often ("for PS4"), over the training split's
   first 50,000 users: the answer of a model that says the same for every pair."""
   counts = collections.Counter(
-      tasks.reason(found[1]) for r in train_records[:50_000]
+      phrasing.reason(found[1]) for r in train_records[:50_000]
       if (found := tasks.because(r, attrs, max_history)))
   return counts.most_common(1)[0][0] if counts else None
 
@@ -157,13 +157,13 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
   cannot be computed). `records`: the evaluated users, of whom the first `explain_users` whose
   next item shares an attribute with their history are asked for an explanation; beside the
   model's faithfulness, that of `taught` (most_taught_reason) said for the same pairs. `attrs`:
-  tasks.item_attributes of the catalog."""
+  phrasing.item_attributes of the catalog."""
   tok, out, samples = lm.tokenizer, {}, []
   values = item_values(lm.items)
-  # Titles as the LM was taught them (cut where too long for its seq_len, tasks.Budget): asked
+  # Titles as the LM was taught them (cut where too long for its seq_len, fitting.Budget): asked
   # with, scored against, and given the tokens to write them whole.
-  budget = tasks.Budget(tok, lm.config.seq_len)
-  titles = [tasks.taught_title(lm.items[int(i)], lm.sids[int(i)], budget) for i in held_out_items]
+  budget = fitting.Budget(tok, lm.config.seq_len)
+  titles = [fitting.taught_title(lm.items[int(i)], lm.sids[int(i)], budget) for i in held_out_items]
   found, _ = decoder.items(prompts.encode(tok, [prompts.text_to_sid(t) for t in titles]), 10)
   out["lang/text_to_sid_accuracy"] = float(np.mean(found[:, 0] == held_out_items))
   longest = max([len(tok.encode(t)) + 1 for t in titles], default=0)
@@ -194,7 +194,7 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
       claims_held(taught_claims, [int(r["target"]), h], values)
       for r, h in zip(explained, picks)) / said if said else None)
   out["lang/explanation_related_pick"] = (float(np.mean(
-      [bool(tasks.common_attributes(attrs[int(r["target"])], attrs[h]))
+      [bool(phrasing.common_attributes(attrs[int(r["target"])], attrs[h]))
        for r, h in zip(explained, picks)])) if explained else None)
   if not explained:
     reasons["lang/explanation_faithfulness"] = reasons["lang/explanation_related_pick"] = (

@@ -1,7 +1,7 @@
 """The prompts evaluation and chat send to the LM: the first phrasing of each training template
-(semrec_jax/lm/tasks.py), so the model is asked the way it was taught."""
+(semrec_jax/lm/phrasing.py), so the model is asked the way it was taught."""
 
-from semrec_jax.lm import tasks
+from semrec_jax.lm import phrasing
 
 
 def history_items(history, sids: list[str], max_history: int) -> str:
@@ -9,24 +9,24 @@ def history_items(history, sids: list[str], max_history: int) -> str:
 
 
 def next_item(history, sids: list[str], max_history: int) -> str:
-  return tasks.NEXT_ITEM[0].format(items=history_items(history, sids, max_history))
+  return phrasing.NEXT_ITEM[0].format(items=history_items(history, sids, max_history))
 
 
 def steered(history, sids: list[str], max_history: int, request: str) -> str:
-  return tasks.STEERING[1].format(items=history_items(history, sids, max_history),
+  return phrasing.STEERING[1].format(items=history_items(history, sids, max_history),
                                   constraint=request)
 
 
 def text_to_sid(title: str) -> str:
-  return tasks.TEXT_TO_SID["title"][0].format(text=title)
+  return phrasing.TEXT_TO_SID["title"][0].format(text=title)
 
 
 def sid_to_text(sid: str) -> str:
-  return tasks.SID_TO_TEXT["title"][0].format(sid=sid)
+  return phrasing.SID_TO_TEXT["title"][0].format(sid=sid)
 
 
 def explanation(history, sids: list[str], max_history: int) -> str:
-  return tasks.EXPLANATION[0].format(items=history_items(history, sids, max_history))
+  return phrasing.EXPLANATION[0].format(items=history_items(history, sids, max_history))
 
 
 def explanation_lead(tokenizer, sid: str) -> list[int]:
@@ -36,7 +36,7 @@ def explanation_lead(tokenizer, sid: str) -> list[int]:
 
 
 def bundle(items, sids: list[str]) -> str:
-  return tasks.BUNDLE[0].format(items=", ".join(sids[int(i)] for i in items))
+  return phrasing.BUNDLE[0].format(items=", ".join(sids[int(i)] for i in items))
 
 
 def encode(tokenizer, texts: list[str]) -> list[list[int]]:

@@ -17,7 +17,7 @@ from semrec_jax import console, multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import language, ranking, restore, steering
-from semrec_jax.lm import decoding, tasks
+from semrec_jax.lm import decoding, phrasing, tasks
 from semrec_jax.protocol import metrics, popularity
 from semrec_jax.stages import StageError
 
@@ -40,7 +40,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
                                 batch_size=c.batch_size)
   max_history = lm.config.max_history
   data_dir = os.path.join(workdir, "data")
-  read = lambda split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
+  read = lambda split: tfds_builders.read_all(tfds_builders.sequences_source(data_dir, split))
   train_records = read("train")
   users = metrics.users_to_evaluate(len(train_records), c.max_users, c.seed)
   width = max(c.beam_width, max(metrics.CUTOFFS))
@@ -96,7 +96,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   tick = time.time()
   held_out = tasks.held_out_items(len(lm.codes), lm.config.seed)
   held_out = held_out[:c.max_items] if c.max_items > 0 else held_out
-  attrs = tasks.item_attributes(lm.items)
+  attrs = phrasing.item_attributes(lm.items)
   bundles = tasks.bundles(attrs, lm.sids, lm.config.seed, held_out=True)
   bundles = [bundles[i] for i in range(min(len(bundles), c.max_bundles))]
   taught = language.most_taught_reason(train_records, attrs, max_history)

@@ -9,19 +9,19 @@ import numpy as np
 
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import prompts
-from semrec_jax.lm import tasks
+from semrec_jax.lm import phrasing, tasks
 
 MIN_ITEMS_PER_VALUE = tasks.MIN_ITEMS_PER_VALUE  # as training draws requests
 
 
 def attribute_values(items) -> dict[str, list[set[str]]]:
   """Per steering kind, each item's set of values (multi-valued fields split on '|')."""
-  out = {kind: [] for kind in tasks.STEER_KINDS}
+  out = {kind: [] for kind in phrasing.STEER_KINDS}
   for i in range(len(items)):
     row = items[i]
-    for kind in tasks.STEER_KINDS:
+    for kind in phrasing.STEER_KINDS:
       if kind == "price":  # the bands it is within: "under $20" asks for band "20"
-        out[kind].append(set(tasks.price_bands(row)))
+        out[kind].append(set(phrasing.price_bands(row)))
       else:
         out[kind].append({v.strip() for v in text(row[kind]).split("|") if v.strip()})
   return out
@@ -46,7 +46,7 @@ def evaluate(decoder, lm, records: list[dict], baseline: np.ndarray, values: dic
   """(metrics, samples). `baseline` [users, >= k]: the same users' unsteered recommendations;
   a metric that cannot be computed is None, with the reason put in `reasons`."""
   out, samples, precision, base_precision = {}, [], [], []
-  for kind in tasks.STEER_KINDS:
+  for kind in phrasing.STEER_KINDS:
     options = requestable(values[kind])
     if not options:
       reason = f"no {kind} value is held by {MIN_ITEMS_PER_VALUE}+ catalog items"
@@ -54,10 +54,10 @@ def evaluate(decoder, lm, records: list[dict], baseline: np.ndarray, values: dic
         out[f"steer/{kind}/{name}"] = None
         reasons[f"steer/{kind}/{name}"] = reason
       continue
-    rng = np.random.default_rng([seed, tasks.STEER_KINDS.index(kind)])
+    rng = np.random.default_rng([seed, phrasing.STEER_KINDS.index(kind)])
     names, weights = list(options), np.asarray(list(options.values()), np.float64)
     wanted = [names[i] for i in rng.choice(len(names), len(records), p=weights / weights.sum())]
-    texts = [prompts.steered(r["history"], lm.sids, max_history, tasks.constraint(kind, w))
+    texts = [prompts.steered(r["history"], lm.sids, max_history, phrasing.constraint(kind, w))
              for r, w in zip(records, wanted)]
     steered, _ = decoder.items(prompts.encode(lm.tokenizer, texts), k)
     out[f"steer/{kind}/precision@10"] = _share(steered[:, :k], values[kind], wanted)
@@ -65,7 +65,7 @@ def evaluate(decoder, lm, records: list[dict], baseline: np.ndarray, values: dic
     precision.append(out[f"steer/{kind}/precision@10"])
     base_precision.append(out[f"steer/{kind}/baseline_precision@10"])
     title = lambda i: text(lm.items[int(i)]["title"])
-    samples += [{"kind": "steering", "attribute": kind, "request": tasks.constraint(kind, w),
+    samples += [{"kind": "steering", "attribute": kind, "request": phrasing.constraint(kind, w),
                  "history": [title(i) for i in list(r["history"])[-max_history:]],
                  "recommended": [title(i) for i in s[:k]],
                  "satisfied": [w in values[kind][i] for i in s[:k]]}
@@ -76,7 +76,7 @@ def evaluate(decoder, lm, records: list[dict], baseline: np.ndarray, values: dic
            for r in records]
     own = [(r, v[0]) for r, v in own if v]
     if own:
-      texts = [prompts.steered(r["history"], lm.sids, max_history, tasks.constraint(kind, v))
+      texts = [prompts.steered(r["history"], lm.sids, max_history, phrasing.constraint(kind, v))
                for r, v in own]
       found, _ = decoder.items(prompts.encode(lm.tokenizer, texts), k)
       targets = np.asarray([int(r["target"]) for r, _ in own])

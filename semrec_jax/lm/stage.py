@@ -17,7 +17,7 @@ from semrec_jax import multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.embed.text import item_text
-from semrec_jax.lm import pipeline, tasks, tokenizer as tokenizer_lib
+from semrec_jax.lm import fitting, input_pipeline, tasks, tokenizer as tokenizer_lib
 from semrec_jax.lm.trainer import LMTrainer, train
 from semrec_jax.models import attention, configs, params
 from semrec_jax.models.decoder import REMAT_POLICIES, Decoder
@@ -106,9 +106,9 @@ def _clip(s: str, n: int = 60) -> str:
 
 def check_lengths(sources: list[dict], tokenizer, items, seq_len: int) -> None:
   """Refuses, in one line and before the first step, the longest example of the task sources
-  when it cannot fit seq_len even as cut (tasks.Budget: histories down to one item, titles and
+  when it cannot fit seq_len even as cut (fitting.Budget: histories down to one item, titles and
   descriptions to what fits); the stage would otherwise stop where training first drew it."""
-  need, example = max((pipeline.longest(s, tokenizer) for s in sources), key=lambda b: b[0])
+  need, example = max((input_pipeline.longest(s, tokenizer) for s in sources), key=lambda b: b[0])
   if need <= seq_len:
     return
   task = example["task"]
@@ -124,7 +124,7 @@ def check_lengths(sources: list[dict], tokenizer, items, seq_len: int) -> None:
   raise StageError(f"lm: {what} needs seq_len={need}, more than config.lm.seq_len={seq_len} "
                    f"(prompt {_clip(example['prompt'])}, answer {_clip(example['answer'])}); "
                    "only histories, titles and descriptions are cut to fit "
-                   f"(semrec_jax/lm/tasks.py): pass --config.lm.seq_len={need} or more")
+                   f"(semrec_jax/lm/fitting.py): pass --config.lm.seq_len={need} or more")
 
 
 def held_out_batches(sources: dict, tokenizer, c, shard: tuple[int, int] = (0, 1)
@@ -135,9 +135,9 @@ def held_out_batches(sources: dict, tokenizer, c, shard: tuple[int, int] = (0, 1
   out = {}
   for name, source in sources.items():
     examples = source[:c.eval_examples][index::count].map(
-        lambda ex: pipeline.tokenize(ex, tokenizer, c.seq_len)).to_iter_dataset()
-    out[name] = list(pipeline.packed_batches(examples, c.seq_len,
-                                             pipeline.local_batch_size(c.batch_size, count),
+        lambda ex: input_pipeline.tokenize(ex, tokenizer, c.seq_len)).to_iter_dataset()
+    out[name] = list(input_pipeline.packed_batches(examples, c.seq_len,
+                                             input_pipeline.local_batch_size(c.batch_size, count),
                                              drop_remainder=False))
   return out
 
@@ -160,7 +160,7 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   multihost.sync("lm:tokenizer")
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   split = lambda name: tfds_builders.sequences_source(data_dir, name)
-  budget = tasks.Budget(tokenizer, c.seq_len)  # long histories lose old items, long titles words
+  budget = fitting.Budget(tokenizer, c.seq_len)  # long histories lose old items, long titles words
   train_sources = tasks.without_empty(tasks.sources(
       split("train"), items, sids, c.max_history, c.seed, history_loss=c.history_loss,
       later=tasks.later_items(split("validation"), split("test")), budget=budget), "training")
@@ -180,10 +180,10 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
   for index, (stage, steps, lr) in enumerate(zip(c.stages, c.stage_steps, c.stage_lr)):
     stage_config = ml_collections.ConfigDict({**c.to_dict(), "learning_rate": lr})
     trainer = LMTrainer(model, stage_config, stage, steps, mesh)
-    stream = pipeline.mixture(train_sources, weights, c.seed + index, tokenizer, c.seq_len,
+    stream = input_pipeline.mixture(train_sources, weights, c.seed + index, tokenizer, c.seq_len,
                               shard)
-    batches = iter(pipeline.training_batches(
-        stream, c.seq_len, pipeline.local_batch_size(c.batch_size, shard[1]), c.grad_accum,
+    batches = iter(input_pipeline.training_batches(
+        stream, c.seq_len, input_pipeline.local_batch_size(c.batch_size, shard[1]), c.grad_accum,
         c.get("data_workers", 0), trainer.put))
     try:
       result = train(trainer, batches, steps, os.path.join(out_dir, "checkpoints", stage),

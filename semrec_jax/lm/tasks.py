@@ -2,192 +2,45 @@
 row of the sequences split, for the tasks built from a user's history) made from the prepared data
 and the semantic IDs. Items are written as semantic-ID token strings.
 
-Length (Budget): every example fits config.lm.seq_len, by these rules:
-  - a history too long loses its oldest items, whole, never the instruction or part of a semantic
-    ID;
-  - an item's title (and a description's start) too long for any example that writes it (a
-    text_to_sid prompt, a sid_to_text answer) is cut, at a word where it can be, to the most
-    tokens every such example leaves (seq_len less its longest fixed part), and ends with MARKER
-    ("…"); the cut title is the title everywhere (its fragments are drawn from it, and the
-    evaluation asks and scores with it: taught_title). A title that fits is never changed.
-  - nothing else is cut: attribute values, requests, reasons and bundle names are short and
-    matched by name. Before the first step pipeline.longest measures every example of the item
-    and bundle tasks and, for the tasks built from histories (whose examples only lose items), the
-    shortest each can be cut to (`shortest`: one history item, every template and request); the
-    lm stage refuses in one line an example that still cannot fit.
+Length: every example fits config.lm.seq_len (lm/fitting.py says how).
 
 Hygiene: training examples come only from each user's training part (the `train` split: history and
 target both precede the validation and test items); held-out examples for evaluation loss come from
 the `validation` split, and for the item tasks (text_to_sid, sid_to_text, bundle) from a fixed 2% of
 items left out of training.
 
-Templates (the phrasing is drawn per example from a seeded generator, so runs are reproducible):
-  next_item    "<history phrasing with items joined by ', '> <|rec|>" -> target SID
-  steering     history + a request in words ("something for PS4", "a racing game", "something by
-               Nintendo", "an accessory, not a game", "something under $20" where the catalog
-               has prices): one the target meets -> target, or one
-               drawn from the catalog -> the item meeting it nearest the target
-  co_purchase  an item -> an item the same user bought within the next 3
-  text_to_sid  the title, a fragment of it (half its words), the start of the description, or the
-               attributes in words -> SID
-  sid_to_text  SID -> the title, or the attributes in words ("a racing game for PS4 by Sony")
-  explanation  history -> "<target SID>: like <history SID>, it is <attributes they share>"
-  bundle       2-4 items sharing attributes -> a name made from them ("Nintendo 3DS accessories")
-  multi_turn   "User: <history> ... Assistant: <last history item> User: <constraint the target
-               meets> Assistant:" -> target
+Templates and the phrasing of items, requests, reasons and bundle names: lm/phrasing.py.
 """
 
-import math
 import zlib
 
 import grain
 import numpy as np
 from absl import logging
 
-from semrec_jax.data.tfds_builders import text
+from semrec_jax.data.tfds_builders import read_all, text
 from semrec_jax.ids import assign
+from semrec_jax.lm.fitting import Budget, taught_title
+from semrec_jax.lm.phrasing import (BUNDLE, CO_PURCHASE, DESCRIPTION_WORDS, EXPLANATION, MARKER,
+                                  MULTI_TURN, NEXT_ITEM, SID_TO_TEXT, STEERING, STEER_KINDS,
+                                  TEXT_TO_SID, attributes, bundle_name, common_attributes,
+                                  constraint, constraints, describe, item_attributes, price_bands,
+                                  reason)
 
-NEXT_ITEM = (
-    "A user bought, in order: {items}. What will they buy next? <|rec|>",
-    "Purchase history: {items}. Recommend the next item. <|rec|>",
-    "Items so far: {items}. Next: <|rec|>",
-)
-TEXT_TO_SID = {
-    "title": ('What is the semantic ID of "{text}"? ', "Item: {text}\nID: "),
-    "fragment": ('Which item has "{text}" in its title? ', "Title contains: {text}\nID: "),
-    "description": ("Which item is described as: {text}\nID: ",),
-    "attributes": ("Find {text}.\nID: ",),
-}
-SID_TO_TEXT = {
-    "title": ("Which item has the semantic ID {sid}? ", "{sid} is the item called: "),
-    "attributes": ("Describe {sid} in a few words: ", "What kind of item is {sid}? "),
-}
-DESCRIPTION_WORDS = 30
-EXPLANATION = (
-    "A user bought: {items}. Recommend an item and say why. <|rec|>",
-    "History: {items}. What should they buy next, and why? <|rec|>",
-)
-BUNDLE = (
-    "Name a bundle of these items: {items}. ",
-    "Give a short name to the set {items}: ",
-)
-MULTI_TURN = (
-    "User: I bought {items}. What should I get next?\nAssistant: {first}\n"
-    "User: Hmm, I'd rather have {constraint}.\nAssistant: <|rec|>",
-    "User: My purchases: {items}. Recommend something.\nAssistant: {first}\n"
-    "User: Something else, please: I want {constraint}.\nAssistant: <|rec|>",
-)
 TASKS = ("next_item", "steering", "co_purchase", "text_to_sid", "sid_to_text", "explanation",
          "bundle", "multi_turn")
-STEERING = (
-    "A user bought: {items}. Now they want {constraint}. <|rec|>",
-    "History: {items}. Recommend {constraint}. <|rec|>",
-)
-CO_PURCHASE = (
-    "People who bought {item} also bought <|rec|>",
-    "Bought together with {item}: <|rec|>",
-)
 CO_PURCHASE_WINDOW = 3
 HELD_OUT_ITEM_FRACTION = 0.02
-
-
-MARKER = "…"  # ends an item text cut to fit seq_len
 
 
 def _rng(seed: int, task: str, index: int) -> np.random.Generator:
   return np.random.default_rng([seed, zlib.crc32(task.encode()), index])
 
 
-class Budget:
-  """Counts an example's tokens as pipeline.tokenize will ([bos] prompt answer [eos]), so the
-  history tasks can drop a history's oldest items, and item texts be cut, until it fits seq_len."""
-
-  def __init__(self, tokenizer, seq_len: int):
-    self.tokenizer, self.seq_len = tokenizer, seq_len
-    self._texts = {}  # (kind, text) -> the text as taught
-    self._fixed = {}  # kind -> the longest fixed part of the examples writing such a text
-
-  def _forms(self, kind: str, sid: str) -> list:
-    """(prompt, answer) writers of the examples that hold an item's `kind` of text."""
-    if kind == "title":
-      return ([(lambda t, x=x: x.format(text=t), lambda t: sid) for x in TEXT_TO_SID["title"]] +
-              [(lambda t, x=x: x.format(sid=sid), lambda t: t) for x in SID_TO_TEXT["title"]])
-    return [(lambda t, x=x: x.format(text=t), lambda t: sid) for x in TEXT_TO_SID[kind]]
-
-  def _length(self, prompt: str, answer: str) -> int:
-    return 2 + len(self.tokenizer.prompt_ids(prompt)) + len(self.tokenizer.encode(answer))
-
-  def _fits(self, forms, text: str) -> bool:
-    return all(self._length(p(text), a(text)) <= self.seq_len for p, a in forms)
-
-  def item_text(self, kind: str, text: str, sid: str) -> str:
-    """`text` (an item's "title" or "description" start) whole where every example writing it
-    fits seq_len, else cut: its most words, then MARKER, that fit (its first tokens where not even
-    one word does; MARKER alone where nothing does: the length check then names the example).
-    Semantic IDs all have the same number of tokens, so any item's `sid` gives the same cut."""
-    key = (kind, text)
-    if key not in self._texts:
-      forms = self._forms(kind, sid)
-      if kind not in self._fixed:
-        self._fixed[kind] = max(self._length(p(""), a("")) for p, a in forms)
-      room = self.seq_len - self._fixed[kind]
-      # A text well inside the room fits every form (a margin for tokens merging at the joins).
-      if len(self.tokenizer.encode(text)) <= room - 8 or self._fits(forms, text):
-        self._texts[key] = text
-      else:
-        self._texts[key] = self._cut(forms, text)
-    return self._texts[key]
-
-  def _cut(self, forms, text: str) -> str:
-    words = text.split()
-    fits = lambda n: self._fits(forms, " ".join(words[:n]) + MARKER)
-    if fits(1):
-      return " ".join(words[:_most(fits, 1, len(words) - 1)]) + MARKER
-    ids = self.tokenizer.encode(text)  # no whole word fits (a very long word, or no spaces)
-    start = lambda n: self.tokenizer.decode(ids[:n]).rstrip("\ufffd")  # no half character
-    fits = lambda n: self._fits(forms, start(n) + MARKER)
-    return start(_most(fits, 0, len(ids) - 1)) + MARKER if fits(0) else MARKER
-
-  def newest(self, write, items: list[str], answer: str) -> list[str]:
-    """The newest of `items` (at least one) whose prompt `write(kept)` fits with `answer`. The
-    items to drop are estimated from the tokens one item adds (exact for semantic IDs, which all
-    have the same length), then adjusted an item at a time: a few tokenizations per example."""
-    room = self.seq_len - len(self.tokenizer.encode(answer)) - 2
-    size = lambda drop: len(self.tokenizer.prompt_ids(write(items[drop:])))
-    full = size(0)
-    if full <= room or len(items) <= 1:
-      return items
-    last = len(items) - 1
-    one = size(last)
-    if one > room:
-      return items[last:]  # even the newest item alone does not fit: the length check says so
-    drop = min(last, max(1, math.ceil((full - room) * last / max(1, full - one))))
-    while size(drop) > room:
-      drop += 1
-    while drop > 1 and size(drop - 1) <= room:
-      drop -= 1
-    return items[drop:]
-
-
-def _most(fits, low: int, high: int) -> int:
-  """The largest n in [low, high] with fits(n), given fits(low) and that fits only grows false."""
-  while low < high:
-    mid = (low + high + 1) // 2
-    low, high = (mid, high) if fits(mid) else (low, mid - 1)
-  return low
-
-
-def taught_title(item: dict, sid: str, budget: Budget | None) -> str:
-  """The item's title as the LM is taught it: cut to fit `budget` (Budget.item_text), whole
-  without one. The evaluation asks and scores titles with it too."""
-  title = text(item["title"])
-  return title if budget is None else budget.item_text("title", title, sid)
-
-
 def _shortest(dataset: grain.MapDataset, examples: list[dict]) -> grain.MapDataset:
   """`dataset` with `shortest`: the examples its builder may cut to one history item, one per
   template and request or answer its examples can hold. Every semantic ID has the same number
-  of tokens, so if these fit seq_len so does every example (pipeline.longest reads these
+  of tokens, so if these fit seq_len so does every example (input_pipeline.longest reads these
   instead of building them all)."""
   dataset.shortest = examples
   return dataset
@@ -213,7 +66,7 @@ def _items(template: str, **fields):
 def next_item(sequences, sids: list[str], max_history: int, seed: int,
               history_loss: bool = False, budget: Budget | None = None) -> grain.MapDataset:
   """One example per sequence: the last 1..max_history history items (as many as fit `budget`)
-  -> the target (with history_loss, every history item is a target too: see pipeline.tokenize)."""
+  -> the target (with history_loss, every history item is a target too: see input_pipeline.tokenize)."""
 
   def build(index, example):
     rng = _rng(seed, "next_item", index)
@@ -228,114 +81,10 @@ def next_item(sequences, sids: list[str], max_history: int, seed: int,
       {"task": "next_item", "prompt": t.format(items=one), "answer": one} for t in NEXT_ITEM])
 
 
-def attributes(item: dict) -> dict[str, str]:
-  """The item's known attributes (first value of multi-valued ones), in a fixed order."""
-  out = {}
-  for name in ("platform", "genre", "brand", "franchise", "product_type"):
-    value = text(item[name]).split("|")[0].strip()
-    if value:
-      out[name] = value
-  return out
-
-
-def item_attributes(items) -> list[dict[str, str]]:
-  """attributes() of every catalog item, read once for all the task builders."""
-  return [attributes(items[i]) for i in range(len(items))]
-
-
-def read_all(sequences) -> list[dict]:
-  """Every record of a split, read once into memory (the builders index users many times)."""
-  if hasattr(sequences, "__getitems__"):
-    return list(sequences.__getitems__(list(range(len(sequences)))))
-  return [sequences[u] for u in range(len(sequences))]
-
-
-STEER_KINDS = ("platform", "genre", "brand", "product_type", "price")
-PRICE_BANDS = (10, 20, 30, 50, 100)  # "something under $20": price at most 20 US dollars
-
-
-def price_bands(item: dict) -> list[str]:
-  """The bands ("20", ...) an item's price is within (none when the catalog has no price)."""
-  price = text(item.get("price"))
-  return [str(b) for b in PRICE_BANDS if price and float(price) <= b]
-
-
-def constraint(kind: str, value: str) -> str:
-  """A plain-language request for items whose attribute `kind` is `value` ("something for PS4",
-  "a racing game", "something by Nintendo", "an accessory, not a game")."""
-  if kind == "platform":
-    return f"something for {value}"
-  if kind == "genre":
-    return _a(f"{value.lower()} game")
-  if kind == "brand":
-    return f"something by {value}"
-  if kind == "product_type":
-    return {"Accessory": "an accessory, not a game",
-            "Game": "a game, not an accessory"}.get(value, f"a {value.lower()}")
-  if kind == "price":
-    return price_constraint(float(value))
-  raise ValueError(f"no constraint phrasing for attribute {kind!r}; known: {STEER_KINDS}")
-
-
-def price_constraint(max_price: float) -> str:
-  """A request for items at most `max_price` dollars: "something under $20"."""
-  return f"something under ${max_price:g}"
-
-
-def constraints(a: dict[str, str]) -> list[str]:
-  """Plain-language constraints an item with attributes `a` satisfies."""
-  return [constraint(kind, a[kind]) for kind in STEER_KINDS if kind in a]
-
-
-# product_type -> (one, several)
-KIND_NOUNS = {"Game": ("game", "games"), "Accessory": ("accessory", "accessories"),
-               "Bundle": ("bundle", "bundles"), "Hardware": ("hardware", "hardware"),
-               "DLC": ("add-on", "add-ons")}
-
-
-def _a(phrase: str) -> str:
-  return ("an " if phrase and phrase[0] in "aeiou" else "a ") + phrase
-
-
-def describe(a: dict[str, str]) -> str:
-  """Attributes in words: "a racing game for PS4 by Sony, from the Gran Turismo series"."""
-  noun = KIND_NOUNS.get(a.get("product_type"), ("item",))[0]
-  words = _a(f"{a['genre'].lower()} {noun}" if "genre" in a else noun)
-  if "platform" in a:
-    words += f" for {a['platform']}"
-  if "brand" in a:
-    words += f" by {a['brand']}"
-  if "franchise" in a:
-    words += f", from the {a['franchise']} series"
-  return words
-
-
-def reason(shared: dict[str, str]) -> str:
-  """Why two items go together, from the attributes they share: "for PS4 and by Sony"."""
-  parts = {"platform": "for {}", "genre": "{} game", "brand": "by {}",
-           "franchise": "part of the {} series", "product_type": "{}"}
-  said = [_a(parts[k].format(v.lower())) if k in ("genre", "product_type") else parts[k].format(v)
-          for k, v in shared.items()]
-  return " and ".join(said[:2])
-
-
-def bundle_name(shared: dict[str, str]) -> str:
-  """A name from the attributes every item of a bundle has: "Nintendo 3DS accessories"."""
-  noun = KIND_NOUNS.get(shared.get("product_type"), (None, "picks"))[1]
-  words = [shared.get("franchise") or shared.get("brand", ""), shared.get("platform", ""),
-           shared.get("genre", "").lower(), noun]
-  return " ".join(w for w in words if w)
-
-
 def _informative(options: list[str], said: list[str]) -> list[str]:
   """The constraints in `options` that `said` (what the last item already satisfies) lacks, or all
   of them: a request the history alone would answer teaches the model to ignore the words."""
   return [c for c in options if c not in said] or options
-
-
-def common_attributes(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
-  """The attributes two items have in common (same first value)."""
-  return {k: v for k, v in a.items() if b.get(k) == v}
 
 
 MIN_ITEMS_PER_VALUE = 10  # a value asked for by name needs 10 items (precision@10 can reach 1)

@@ -22,7 +22,7 @@ from tensorboardX import SummaryWriter
 
 from semrec_jax import batching, checkpoint, console, multihost, parallel, storage
 from semrec_jax.lm import loss
-from semrec_jax.lm.pipeline import BATCH_KEYS
+from semrec_jax.lm.input_pipeline import BATCH_KEYS
 from semrec_jax.models import attention, flops
 from semrec_jax.models.decoder import Decoder, NewTokens
 
@@ -235,7 +235,7 @@ def train(trainer: LMTrainer, batches, steps: int, ckpt_dir: str, c, meta: dict,
   """Runs (or resumes) `steps` steps (updates); returns {"step", "preempted", "heldout"}.
 
   `batches` is a grain DatasetIterator of one step's input each (host arrays of this process's
-  rows, or global arrays already on the devices: `pipeline.training_batches`); its state is saved
+  rows, or global arrays already on the devices: `input_pipeline.training_batches`); its state is saved
   with every checkpoint. Log lines
   (loss, grad norm, tokens/s, step time, model TFLOP/s per device and MFU on accelerators) go to
   `metrics_path` (JSON lines) and, with `tensorboard_dir`, to TensorBoard event files at global

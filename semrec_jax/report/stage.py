@@ -13,7 +13,7 @@ import re
 
 from semrec_jax import storage
 from semrec_jax.data import tfds_builders
-from semrec_jax.lm import tasks
+from semrec_jax.lm import phrasing
 from semrec_jax.report import plots, summary
 
 
@@ -22,7 +22,7 @@ def examples(workdir: str, config) -> list[str]:
   history with a request in words, and why the first pick was made."""
   from semrec_jax.chat import Recommender  # pylint: disable=import-outside-toplevel
   rec = Recommender.from_workdir(workdir)
-  records = tasks.read_all(tfds_builders.sequences_source(os.path.join(workdir, "data"), "test"))
+  records = tfds_builders.read_all(tfds_builders.sequences_source(os.path.join(workdir, "data"), "test"))
   user = next((r for r in records if len(r["history"]) >= 3), records[0])
   history = [int(i) for i in user["history"]][-min(3, rec.max_history):]
   titles = lambda items: [f"  {n}. {item.line()}" for n, item in enumerate(items, 1)]
@@ -32,7 +32,7 @@ def examples(workdir: str, config) -> list[str]:
   held = rec.catalog.values["platform"][history[-1]]
   wanted = next((v for v in rec.catalog.value_counts("platform") if v not in held), None)
   if wanted:
-    request = tasks.constraint("platform", wanted)
+    request = phrasing.constraint("platform", wanted)
     out += [f'example 2  the same history, asked for "{request}":'] + titles(
         rec.recommend(history, text=request, k=5))
   n, pick = next(((n, item) for n, item in enumerate(top, 1)

@@ -13,16 +13,15 @@ from semrec_jax import defaults, parallel
 from semrec_jax.baselines import sequences, stage as stage_lib
 from semrec_jax.baselines.trainer import Trainer
 from semrec_jax.data import tfds_builders
-from semrec_jax.protocol import metrics as protocol_metrics
 from semrec_jax.ids import assign
-from semrec_jax.lm import tasks
+from semrec_jax.protocol import metrics as protocol_metrics
 from semrec_jax.stages import StageError
 
 
 @pytest.fixture(scope="module")
 def splits(demo_workdir):
   data_dir = os.path.join(demo_workdir, "data")
-  return {split: tasks.read_all(tfds_builders.sequences_source(data_dir, split))
+  return {split: tfds_builders.read_all(tfds_builders.sequences_source(data_dir, split))
           for split in ("train", "validation", "test")}
 
 
@@ -104,11 +103,11 @@ def test_stage_writes_the_eval_metric_names_and_resumes(demo_workdir, demo_ids, 
   assert os.listdir(out / "sasrec_id" / "checkpoints" / "best") == [str(info["best_step"])]
   # Popularity by hand: the 10 most frequent training items.
   counts = np.bincount(np.concatenate([np.append(r["history"], r["target"]) for r in
-                                       tasks.read_all(tfds_builders.sequences_source(
+                                       tfds_builders.read_all(tfds_builders.sequences_source(
                                            os.path.join(demo_workdir, "data"), "train"))]),
                        minlength=2000)
   top10 = set(np.argsort(-counts, kind="stable")[:10].tolist())
-  test = tasks.read_all(tfds_builders.sequences_source(os.path.join(demo_workdir, "data"), "test"))
+  test = tfds_builders.read_all(tfds_builders.sequences_source(os.path.join(demo_workdir, "data"), "test"))
   users = protocol_metrics.users_to_evaluate(len(test), 200, 0)
   hits = np.mean([int(test[int(u)]["target"]) in top10 for u in users])
   assert results["popularity"]["test/recall@10"] == pytest.approx(hits, abs=1e-5)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from semrec_jax.eval import language, steering
-from semrec_jax.protocol import metrics, popularity
 from semrec_jax.ids import trie as trie_lib
-from semrec_jax.lm import tasks
+from semrec_jax.lm import phrasing
+from semrec_jax.protocol import metrics, popularity
 
 
 def test_ranking_metrics_by_hand():
@@ -104,10 +104,10 @@ def test_language_parsers_by_hand():
 
 
 def test_price_steering_values_are_the_bands_an_item_is_within():
-  rows = [{kind: "" for kind in tasks.STEER_KINDS if kind != "price"} | {"price": p}
+  rows = [{kind: "" for kind in phrasing.STEER_KINDS if kind != "price"} | {"price": p}
           for p in ["9.99", "19.99", "45.00", "", "150.00"] * 4]
   values = steering.attribute_values(rows)
   assert values["price"][:5] == [{"10", "20", "30", "50", "100"}, {"20", "30", "50", "100"},
                                  {"50", "100"}, set(), set()]
   assert steering.requestable(values["price"]) == {"50": 12, "100": 12}  # 10+ items each
-  assert tasks.constraint("price", "50") == "something under $50"
+  assert phrasing.constraint("price", "50") == "something under $50"

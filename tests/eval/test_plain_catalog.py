@@ -15,7 +15,7 @@ import pytest
 
 from configs import demo
 from semrec_jax import defaults, pipeline, stages
-from semrec_jax.lm import pipeline as lm_pipeline
+from semrec_jax.lm import input_pipeline, phrasing
 from semrec_jax.lm import tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from tests.lm.test_lengths import _long_title
@@ -102,12 +102,12 @@ def test_default_pipeline_on_a_catalog_without_attributes_and_with_very_long_tit
   with open(workdir / "eval" / "samples.jsonl", encoding="utf-8") as f:
     samples = [json.loads(line) for line in f]
   taught = [(s["item"], s["title"]) for s in samples if s["kind"] == "sid_to_text"]
-  assert taught and all(t.endswith(tasks.MARKER) for _, t in taught)
+  assert taught and all(t.endswith(phrasing.MARKER) for _, t in taught)
   sids = tasks.load_sids(str(workdir / "ids" / "semantic_ids.tsv"))
   for item, title in taught:  # as long as fits: the title as trained on
     assert any(t.startswith(title[:-1]) for t in titles)
-    example = {"prompt": tasks.SID_TO_TEXT["title"][0].format(sid=sids[item]), "answer": title}
-    assert len(lm_pipeline.tokenize(example, tokenizer, 128)["tokens"]) > 100
+    example = {"prompt": phrasing.SID_TO_TEXT["title"][0].format(sid=sids[item]), "answer": title}
+    assert len(input_pipeline.tokenize(example, tokenizer, 128)["tokens"]) > 100
 
   # What cannot be cut (a history item's ID) does not fit seq_len=24: one line, before step 1.
   short = _main(f"--workdir={workdir}", "--config=configs/demo.py",

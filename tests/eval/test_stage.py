@@ -14,7 +14,7 @@ import pytest
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
 from semrec_jax.eval import language, prompts, ranking, restore, stage, steering
-from semrec_jax.lm import decoding, tasks
+from semrec_jax.lm import decoding, phrasing, tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from tests.conftest import REPO
 
@@ -28,7 +28,7 @@ EXPECTED_KEYS = set(RANKING_KEYS) | {
     "lang/sid_to_text_match", "lang/explanation_faithfulness", "lang/explanation_users",
     "lang/explanation_related_pick", "lang/explanation_most_taught_reason_faithfulness",
     "lang/bundle_name_accuracy",
-    "null_reasons"} | {f"steer/{k}/{m}" for k in tasks.STEER_KINDS
+    "null_reasons"} | {f"steer/{k}/{m}" for k in phrasing.STEER_KINDS
                        for m in ("precision@10", "baseline_precision@10", "recall@10")}
 
 
@@ -73,7 +73,7 @@ def test_metrics_json_has_every_key_and_constrained_lists(evaluated):
 
 def test_a_checkpoint_restores_on_any_mesh_with_the_same_rankings(trained_lm):
   workdir, config = trained_lm
-  records = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:16]
+  records = tfds_builders.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:16]
   results = []
   for mesh in (parallel.make_mesh(parallel.mesh_config(data=1, fsdp=8)),
                parallel.make_mesh(devices=jax.devices()[:1])):
@@ -93,7 +93,7 @@ def test_prompts_never_hold_the_test_target(trained_lm):
   workdir, config = trained_lm
   lm = restore.load(str(workdir))
   dec = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, batch_size=8)
-  records = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:8]
+  records = tfds_builders.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:8]
   # Ranking prompts read only the history: records without their target still rank.
   blind = [{"history": r["history"]} for r in records]
   assert ranking.rank(dec, lm, blind, 20, config.lm.max_history).shape == (8, 20)
@@ -118,9 +118,9 @@ def test_explanations_are_of_the_true_next_item_and_its_best_scored_history_item
   max_history = config.lm.max_history
   lm = restore.load(str(workdir))
   dec = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, batch_size=8)
-  records = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:40]
-  attrs = tasks.item_attributes(lm.items)
-  related = lambda a, b: bool(tasks.common_attributes(attrs[a], attrs[b]))
+  records = tfds_builders.read_all(tfds_builders.sequences_source(str(workdir / "data"), "test"))[:40]
+  attrs = phrasing.item_attributes(lm.items)
+  related = lambda a, b: bool(phrasing.common_attributes(attrs[a], attrs[b]))
   explained = [r for r in records if language.explainable(r, attrs, max_history)]
   assert 0 < len(explained) < len(records)  # users whose next item shares nothing are left out
   for r in explained:
@@ -158,7 +158,7 @@ def test_explanations_are_of_the_true_next_item_and_its_best_scored_history_item
   assert 0.0 <= found["lang/explanation_most_taught_reason_faithfulness"] <= 1.0
   with open(out / "info.json") as f:
     taught = json.load(f)["explanation_most_taught_reason"]
-  train = tasks.read_all(tfds_builders.sequences_source(str(workdir / "data"), "train"))
+  train = tfds_builders.read_all(tfds_builders.sequences_source(str(workdir / "data"), "train"))
   assert taught == language.most_taught_reason(train, attrs, max_history)
   assert language.claims(taught)  # a reason the metric can check
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from semrec_jax.data import tfds_builders
-from semrec_jax.lm import tasks
+from semrec_jax.lm import phrasing, tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 
 
@@ -14,7 +14,7 @@ from semrec_jax.lm import tokenizer as tokenizer_lib
 def data(demo_workdir, demo_ids):
   data_dir = os.path.join(demo_workdir, "data")
   items = tfds_builders.items_source(data_dir)
-  return {"items": items, "attrs": tasks.item_attributes(items),
+  return {"items": items, "attrs": phrasing.item_attributes(items),
           "split": {s: tfds_builders.sequences_source(data_dir, s) for s in tfds_builders.SPLITS},
           "sids": tasks.load_sids(os.path.join(demo_ids, "semantic_ids.tsv"))}
 

@@ -9,7 +9,7 @@ from flax import nnx
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.lm import pipeline, stage, tasks
+from semrec_jax.lm import fitting, input_pipeline, stage, tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.lm import trainer as trainer_lib
 from semrec_jax.models import configs
@@ -39,11 +39,11 @@ def batches(data_dir: str, sids_path: str, tokenizer_path: str, shard=(0, 1)):
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   sources = tasks.sources(tfds_builders.sequences_source(data_dir, "train"),
                           tfds_builders.items_source(data_dir), tasks.load_sids(sids_path),
-                          20, seed=0, budget=tasks.Budget(tokenizer, SEQ_LEN))
-  stream = pipeline.mixture(sources, {"next_item": 2, "steering": 1, "text_to_sid": 1}, 0,
+                          20, seed=0, budget=fitting.Budget(tokenizer, SEQ_LEN))
+  stream = input_pipeline.mixture(sources, {"next_item": 2, "steering": 1, "text_to_sid": 1}, 0,
                             tokenizer, SEQ_LEN, shard=shard)
-  return iter(pipeline.packed_batches(stream, SEQ_LEN,
-                                      pipeline.local_batch_size(GLOBAL_BATCH, shard[1])))
+  return iter(input_pipeline.packed_batches(stream, SEQ_LEN,
+                                      input_pipeline.local_batch_size(GLOBAL_BATCH, shard[1])))
 
 
 def held_out_losses(trainer_, data_dir: str, sids_path: str, tokenizer_path: str) -> dict:
@@ -52,7 +52,7 @@ def held_out_losses(trainer_, data_dir: str, sids_path: str, tokenizer_path: str
   tokenizer = tokenizer_lib.Tokenizer(tokenizer_path)
   sources = tasks.sources(tfds_builders.sequences_source(data_dir, "validation"),
                           tfds_builders.items_source(data_dir), tasks.load_sids(sids_path), 20,
-                          seed=0, held_out=True, budget=tasks.Budget(tokenizer, SEQ_LEN))
+                          seed=0, held_out=True, budget=fitting.Budget(tokenizer, SEQ_LEN))
   c = ml_collections.ConfigDict({"eval_examples": 25, "seq_len": SEQ_LEN,
                                  "batch_size": GLOBAL_BATCH})
   batches = stage.held_out_batches({k: sources[k] for k in EVAL_TASKS}, tokenizer, c,

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from semrec_jax.lm import pipeline, stage, tasks
+from semrec_jax.lm import fitting, phrasing, input_pipeline, stage, tasks
 from semrec_jax.lm import tokenizer as tokenizer_lib
 from semrec_jax.stages import StageError
 
@@ -47,42 +47,42 @@ def _item(i: int, title: str, **attributes) -> dict:
 
 
 def test_long_titles_are_cut_to_fit_with_a_marker_and_short_ones_stay(tokenizer):
-  budget, sid = tasks.Budget(tokenizer, SEQ_LEN), _sids(1)[0]
+  budget, sid = fitting.Budget(tokenizer, SEQ_LEN), _sids(1)[0]
   short = "Mario Kart 8 Deluxe - Nintendo Switch"
-  assert tasks.taught_title(_item(0, short), sid, budget) == short
-  assert tasks.taught_title(_item(0, short), sid, None) == short
+  assert fitting.taught_title(_item(0, short), sid, budget) == short
+  assert fitting.taught_title(_item(0, short), sid, None) == short
   for i in range(20):
     title = _long_title(i)
     assert len(tokenizer.encode(title)) >= 150
-    cut = tasks.taught_title(_item(i, title), sid, budget)
-    assert cut.endswith(tasks.MARKER) and title.startswith(cut[:-1])  # whole words, then "…"
+    cut = fitting.taught_title(_item(i, title), sid, budget)
+    assert cut.endswith(phrasing.MARKER) and title.startswith(cut[:-1])  # whole words, then "…"
     words = len(cut[:-1].split())
     assert cut[:-1] == " ".join(title.split()[:words])
     writes = lambda t: ([{"prompt": x.format(text=t), "answer": sid}
-                         for x in tasks.TEXT_TO_SID["title"]] +
+                         for x in phrasing.TEXT_TO_SID["title"]] +
                         [{"prompt": x.format(sid=sid), "answer": t}
-                         for x in tasks.SID_TO_TEXT["title"]])
+                         for x in phrasing.SID_TO_TEXT["title"]])
     for example in writes(cut):  # every example writing it fits ...
-      assert len(pipeline.tokenize(example, tokenizer, SEQ_LEN)["tokens"]) <= SEQ_LEN
-    longer = " ".join(title.split()[:words + 1]) + tasks.MARKER  # ... and one word more would not
-    assert any(1 + sum(map(len, pipeline._ids(e, tokenizer))) > SEQ_LEN for e in writes(longer))
+      assert len(input_pipeline.tokenize(example, tokenizer, SEQ_LEN)["tokens"]) <= SEQ_LEN
+    longer = " ".join(title.split()[:words + 1]) + phrasing.MARKER  # ... and one word more would not
+    assert any(1 + sum(map(len, input_pipeline._ids(e, tokenizer))) > SEQ_LEN for e in writes(longer))
   # A title without spaces loses tokens, never half a character.
   glued = "ゼルダの伝説" * 40
-  cut = tasks.taught_title(_item(0, glued), sid, budget)
-  assert cut.endswith(tasks.MARKER) and glued.startswith(cut[:-1]) and "\ufffd" not in cut
+  cut = fitting.taught_title(_item(0, glued), sid, budget)
+  assert cut.endswith(phrasing.MARKER) and glued.startswith(cut[:-1]) and "\ufffd" not in cut
 
 
 def test_item_tasks_write_the_cut_title_everywhere(tokenizer):
   """sid_to_text answers, text_to_sid prompts and their title fragments all use the title as cut,
   so every example fits; without a budget the titles stay whole (as before)."""
   items = [_item(i, _long_title(i)) for i in range(60)]
-  sids, budget = _sids(60), tasks.Budget(tokenizer, SEQ_LEN)
+  sids, budget = _sids(60), fitting.Budget(tokenizer, SEQ_LEN)
   built = tasks.item_tasks(items, sids, 0, held_out=False, budget=budget)
   whole = tasks.item_tasks(items, sids, 0, held_out=False)
   kinds = set()
   for k in range(len(built["sid_to_text"])):
     i = built["sid_to_text"][k]["item"]
-    title = tasks.taught_title(items[i], sids[i], budget)
+    title = fitting.taught_title(items[i], sids[i], budget)
     assert built["sid_to_text"][k]["answer"] == title != whole["sid_to_text"][k]["answer"]
     prompt = built["text_to_sid"][k]["prompt"]
     if title in prompt:
@@ -94,7 +94,7 @@ def test_item_tasks_write_the_cut_title_everywhere(tokenizer):
       words = title[:-1].split()
       assert any(words[j:j + len(fragment)] == fragment for j in range(len(words)))
     for task in ("sid_to_text", "text_to_sid"):
-      assert len(pipeline.tokenize(built[task][k], tokenizer, SEQ_LEN)["tokens"]) <= SEQ_LEN
+      assert len(input_pipeline.tokenize(built[task][k], tokenizer, SEQ_LEN)["tokens"]) <= SEQ_LEN
   assert kinds == {"title", "fragment"}
   assert stage.check_lengths([built], tokenizer, items, SEQ_LEN) is None
 
@@ -110,7 +110,7 @@ def test_an_example_that_cannot_be_cut_stops_the_stage_in_one_line(tokenizer):
   sequences = [{"history": np.asarray([u, u + 1], np.int32), "target": u + 2} for u in range(25)]
 
   def sources(seq_len):
-    return [tasks.sources(sequences, items, sids, 5, 0, budget=tasks.Budget(tokenizer, seq_len))]
+    return [tasks.sources(sequences, items, sids, 5, 0, budget=fitting.Budget(tokenizer, seq_len))]
 
   with pytest.raises(StageError) as refused:
     stage.check_lengths(sources(SEQ_LEN), tokenizer, items, SEQ_LEN)
@@ -118,7 +118,7 @@ def test_an_example_that_cannot_be_cut_stops_the_stage_in_one_line(tokenizer):
   found = re.fullmatch(rf"lm: the (sid_to_text|text_to_sid) example of item {long} \(B00{long}\) "
                        r"needs seq_len=(\d+), more than config.lm.seq_len=128 \(prompt .*, "
                        r"answer .*\); only histories, titles and descriptions are cut to fit "
-                       r"\(semrec_jax/lm/tasks.py\): pass --config.lm.seq_len=(\d+) or more",
+                       r"\(semrec_jax/lm/fitting.py\): pass --config.lm.seq_len=(\d+) or more",
                        message)
   assert found and "\n" not in message, message
   need = int(found.group(2))
@@ -136,13 +136,13 @@ def test_history_tasks_are_checked_by_their_shortest_forms(tokenizer):
                  brand=_long_title(99) if i % 2 else "Sony") for i in range(30)]
   sids = _sids(30)
   sequences = [{"history": np.asarray([u, u + 1], np.int32), "target": u + 2} for u in range(25)]
-  attrs = tasks.item_attributes(items)
-  steering = tasks.steering(sequences, attrs, sids, 5, 0, budget=tasks.Budget(tokenizer, 48))
+  attrs = phrasing.item_attributes(items)
+  steering = tasks.steering(sequences, attrs, sids, 5, 0, budget=fitting.Budget(tokenizer, 48))
   assert {e["request"] for e in steering.shortest} >= {"something by Sony",
                                                        "something by " + _long_title(99)}
-  need, example = pipeline.longest({"steering": steering}, tokenizer)
+  need, example = input_pipeline.longest({"steering": steering}, tokenizer)
   assert example["request"] == "something by " + _long_title(99) and need > 48
-  worst = max(len(pipeline.tokenize(steering[k], tokenizer, 10_000)["tokens"])
+  worst = max(len(input_pipeline.tokenize(steering[k], tokenizer, 10_000)["tokens"])
               for k in range(len(steering)))
   assert worst == need  # every steering example is cut to one item here: the bound is reached
   with pytest.raises(StageError, match=r"^lm: a steering example with one history item and the "

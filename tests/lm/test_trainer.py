@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from semrec_jax import parallel
-from semrec_jax.lm import pipeline, tasks
+from semrec_jax.lm import fitting, input_pipeline, tasks
 from semrec_jax.lm import trainer as trainer_lib
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder, NewTokens
@@ -29,10 +29,10 @@ def lm_config(**overrides):
 
 def batches(data, tokenizer):
   sources = tasks.sources(data["split"]["train"], data["items"], data["sids"], 20, seed=0,
-                          budget=tasks.Budget(tokenizer, 128))
-  stream = pipeline.mixture(sources, {"next_item": 2, "text_to_sid": 1, "sid_to_text": 1}, 0,
+                          budget=fitting.Budget(tokenizer, 128))
+  stream = input_pipeline.mixture(sources, {"next_item": 2, "text_to_sid": 1, "sid_to_text": 1}, 0,
                             tokenizer, 128)
-  return iter(pipeline.packed_batches(stream, 128, 8))
+  return iter(input_pipeline.packed_batches(stream, 128, 8))
 
 
 def model_for(tokenizer, seed=0, dtype=jnp.float32):

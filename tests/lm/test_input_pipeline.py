@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.lm import pipeline, tasks
+from semrec_jax.lm import fitting, phrasing, input_pipeline, tasks
 from semrec_jax.lm.loss import next_token_loss
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
@@ -24,7 +24,7 @@ from semrec_jax.models.decoder import Decoder
 def train_sources(data, tokenizer):
   later = tasks.later_items(data["split"]["validation"], data["split"]["test"])
   return tasks.sources(data["split"]["train"], data["items"], data["sids"], 20, seed=0,
-                       later=later, budget=tasks.Budget(tokenizer, 96))
+                       later=later, budget=fitting.Budget(tokenizer, 96))
 
 
 SID = re.compile(r"<\|sid_start\|>.*?<\|sid_end\|>")
@@ -72,20 +72,20 @@ def test_item_tasks_keep_held_out_items_out_and_use_every_text(data):
   for k in range(0, 1960, 3):
     example = train_items["text_to_sid"][k]
     item = data["items"][sid_to_item[example["answer"]]]
-    kind, shown = _filled(tasks.TEXT_TO_SID, example["prompt"])
+    kind, shown = _filled(phrasing.TEXT_TO_SID, example["prompt"])
     title = item["title"].decode()
     expected = {"title": shown == title, "fragment": _contiguous(shown.split(), title.split()),
-                "attributes": shown == tasks.describe(tasks.attributes(item)),
+                "attributes": shown == phrasing.describe(phrasing.attributes(item)),
                 "description": shown.split() == item["description"].decode().split()[
-                    :tasks.DESCRIPTION_WORDS]}
+                    :phrasing.DESCRIPTION_WORDS]}
     assert expected[kind], (kind, shown, title)
     kinds.add(kind)
     named = train_items["sid_to_text"][k]
     kind, sid = _filled({k: [t.replace("{sid}", "{text}") for t in v]
-                         for k, v in tasks.SID_TO_TEXT.items()}, named["prompt"])
+                         for k, v in phrasing.SID_TO_TEXT.items()}, named["prompt"])
     item = data["items"][sid_to_item[sid]]
     assert named["answer"] == (item["title"].decode() if kind == "title"
-                               else tasks.describe(tasks.attributes(item)))
+                               else phrasing.describe(phrasing.attributes(item)))
   assert kinds == {"title", "fragment", "attributes"}  # the Games sample has no descriptions
 
 
@@ -94,7 +94,7 @@ def test_text_to_sid_uses_descriptions_where_there_are_some():
           "description": b"Hit the road with the definitive version of Mario Kart 8.",
           "genre": b"Racing", "brand": b"Nintendo", "franchise": b"", "product_type": b"Game"}
   examples = tasks.item_tasks([item] * 60, [f"<|sid_{i}|>" for i in range(60)], 0, False)
-  kinds = {_filled(tasks.TEXT_TO_SID, examples["text_to_sid"][k]["prompt"]) for k in range(59)}
+  kinds = {_filled(phrasing.TEXT_TO_SID, examples["text_to_sid"][k]["prompt"]) for k in range(59)}
   assert {kind for kind, _ in kinds} == {"title", "fragment", "attributes", "description"}
   assert ("description", item["description"].decode()) in kinds
   assert ("attributes", "a racing game for Switch by Nintendo") in kinds
@@ -127,10 +127,10 @@ def test_explanations_name_what_target_and_history_item_share(data):
     target, like = SID.findall(example["answer"])
     assert target == data["sids"][int(train[example["user"]]["target"])]
     assert like in example["prompt"]
-    shared = {key: v for key, v in tasks.attributes(data["items"][sid_to_item[target]]).items()
-              if tasks.attributes(data["items"][sid_to_item[like]]).get(key) == v}
-    assert example["answer"] == f"{target}: like {like}, it is {tasks.reason(shared)}."
-  assert tasks.reason({"platform": "PS4", "genre": "Action", "brand": "Sony"}) == \
+    shared = {key: v for key, v in phrasing.attributes(data["items"][sid_to_item[target]]).items()
+              if phrasing.attributes(data["items"][sid_to_item[like]]).get(key) == v}
+    assert example["answer"] == f"{target}: like {like}, it is {phrasing.reason(shared)}."
+  assert phrasing.reason({"platform": "PS4", "genre": "Action", "brand": "Sony"}) == \
       "for PS4 and an action game"
 
 
@@ -146,14 +146,14 @@ def test_bundle_names_come_from_attributes_all_items_share(data, held_out):
     chosen = SID.findall(example["prompt"])
     assert 2 <= len(chosen) <= 4 and len(set(chosen)) == len(chosen)
     assert len(held & set(chosen)) == (1 if held_out else 0)
-    shared = tasks.attributes(data["items"][sid_to_item[chosen[0]]])
+    shared = phrasing.attributes(data["items"][sid_to_item[chosen[0]]])
     for sid in chosen[1:]:
-      other = tasks.attributes(data["items"][sid_to_item[sid]])
+      other = phrasing.attributes(data["items"][sid_to_item[sid]])
       shared = {key: v for key, v in shared.items() if other.get(key) == v}
-    assert shared and example["answer"] == tasks.bundle_name(shared)
+    assert shared and example["answer"] == phrasing.bundle_name(shared)
     names.add(example["answer"])
   assert len(names) > 10
-  assert tasks.bundle_name({"brand": "Nintendo", "platform": "3DS",
+  assert phrasing.bundle_name({"brand": "Nintendo", "platform": "3DS",
                             "product_type": "Accessory"}) == "Nintendo 3DS accessories"
 
 
@@ -168,28 +168,28 @@ def test_multi_turn_refines_the_first_recommendation(data):
     first = example["prompt"].split("Assistant: ")[1].split("\n")[0]
     assert first == history[-1] and example["prompt"].count(first) == 1
     assert example["prompt"].endswith("Assistant: <|rec|>")
-    asked = [c for c in tasks.constraints(data["attrs"][sid_to_item[example["answer"]]])
+    asked = [c for c in phrasing.constraints(data["attrs"][sid_to_item[example["answer"]]])
              if c in example["prompt"].split("Assistant: ")[1]]
     assert asked, example
-    changed += asked[0] not in tasks.constraints(data["attrs"][sid_to_item[first]])
+    changed += asked[0] not in phrasing.constraints(data["attrs"][sid_to_item[first]])
   assert changed > 0.5 * len(range(0, len(examples), 29))
 
 
 def test_tokenize_masks_the_answer_and_cuts_nothing(tokenizer):
   example = {"task": "next_item", "prompt": "Items so far: Halo 3. Next: <|rec|>",
              "answer": "<|sid_start|><|sid_1|><|sid_300|><|sid_600|><|sid_768|><|sid_end|>"}
-  row = pipeline.tokenize(example, tokenizer, 64)
+  row = input_pipeline.tokenize(example, tokenizer, 64)
   answer_len = 6 + 1  # six single-piece tokens and eos
   prompt_len = len(tokenizer.prompt_ids(example["prompt"]))
   assert len(row["tokens"]) == 1 + prompt_len + answer_len
   assert row["tokens"][0] == tokenizer.bos_id and row["tokens"][-1] == tokenizer.eos_id
   assert row["mask"].tolist() == [0] * (len(row["tokens"]) - answer_len) + [1] * answer_len
-  exact = pipeline.tokenize(example, tokenizer, len(row["tokens"]))
+  exact = input_pipeline.tokenize(example, tokenizer, len(row["tokens"]))
   np.testing.assert_array_equal(exact["tokens"], row["tokens"])
   with pytest.raises(ValueError, match=f"next_item example needs 1 \\+ {prompt_len} prompt \\+ "
                      f"7 answer tokens, more than seq_len={len(row['tokens']) - 1}; prompts lose "
                      "only whole history items"):
-    pipeline.tokenize(example, tokenizer, len(row["tokens"]) - 1)
+    input_pipeline.tokenize(example, tokenizer, len(row["tokens"]) - 1)
 
 
 def test_history_loss_masks_the_codes_of_every_history_item(tokenizer):
@@ -197,8 +197,8 @@ def test_history_loss_masks_the_codes_of_every_history_item(tokenizer):
                       "<|sid_start|><|sid_2|><|sid_258|><|sid_514|><|sid_770|><|sid_end|>",
                       "<|sid_start|><|sid_3|><|sid_259|><|sid_515|><|sid_771|><|sid_end|>")
   example = {"prompt": f"Items so far: {one}, {two}. Next: <|rec|>", "answer": target}
-  plain = pipeline.tokenize(example, tokenizer, 64)
-  row = pipeline.tokenize({**example, "history_loss": True}, tokenizer, 64)
+  plain = input_pipeline.tokenize(example, tokenizer, 64)
+  row = input_pipeline.tokenize({**example, "history_loss": True}, tokenizer, 64)
   np.testing.assert_array_equal(row["tokens"], plain["tokens"])
   masked = [tokenizer.decode([t]) for t, m in zip(row["tokens"], row["mask"] - plain["mask"]) if m]
   assert masked == ["<|sid_1|>", "<|sid_257|>", "<|sid_513|>", "<|sid_769|>", "<|sid_end|>",
@@ -207,7 +207,7 @@ def test_history_loss_masks_the_codes_of_every_history_item(tokenizer):
 
 
 def test_packed_and_padded_batches_give_the_same_loss(train_sources, tokenizer):
-  stream = pipeline.mixture(train_sources, {t: 1 for t in tasks.TASKS}, 0, tokenizer, 96)
+  stream = input_pipeline.mixture(train_sources, {t: 1 for t in tasks.TASKS}, 0, tokenizer, 96)
   examples = list(itertools.islice(iter(stream), 24))
   config = configs.get("tiny", vocab_size=tokenizer.vocab_size, num_layers=2)
   model = Decoder(config, nnx.Rngs(0))
@@ -222,8 +222,8 @@ def test_packed_and_padded_batches_give_the_same_loss(train_sources, tokenizer):
     return loss, count
 
   source = grain.MapDataset.source(examples).to_iter_dataset()
-  packed = list(pipeline.packed_batches(source, 256, 4, drop_remainder=False))
-  padded = list(pipeline.padded_batches(source, 96, 24, drop_remainder=False))
+  packed = list(input_pipeline.packed_batches(source, 256, 4, drop_remainder=False))
+  padded = list(input_pipeline.padded_batches(source, 96, 24, drop_remainder=False))
   assert sum(int((b["segment_ids"] > 0).sum()) for b in packed) == sum(
       len(e["tokens"]) for e in examples)  # every token of every example, once
   assert max(int(b["segment_ids"].max()) for b in packed) > 1  # rows really hold several
@@ -234,9 +234,9 @@ def test_packed_and_padded_batches_give_the_same_loss(train_sources, tokenizer):
 
 def test_pipeline_is_deterministic_and_resumes_exactly(train_sources, tokenizer):
   def fresh():
-    stream = pipeline.mixture(train_sources, {"next_item": 3, "text_to_sid": 1,
+    stream = input_pipeline.mixture(train_sources, {"next_item": 3, "text_to_sid": 1,
                                                "sid_to_text": 1}, 0, tokenizer, 128)
-    return iter(pipeline.packed_batches(stream, 256, 4))
+    return iter(input_pipeline.packed_batches(stream, 256, 4))
 
   it = fresh()
   first = [next(it) for _ in range(2)]
@@ -265,9 +265,9 @@ def test_worker_processes_and_device_prefetch_stay_deterministic_and_resumable(
     return {k: parallel.global_batch(v, mesh, batch_axis=1) for k, v in batch.items()}
 
   def fresh():
-    stream = pipeline.mixture(train_sources, {"next_item": 3, "text_to_sid": 1}, 0, tokenizer,
+    stream = input_pipeline.mixture(train_sources, {"next_item": 3, "text_to_sid": 1}, 0, tokenizer,
                               128)
-    return iter(pipeline.training_batches(stream, 128, 8, accumulate=2, workers=2, put=put))
+    return iter(input_pipeline.training_batches(stream, 128, 8, accumulate=2, workers=2, put=put))
 
   it = fresh()
   try:
@@ -303,20 +303,20 @@ def test_steering_answers_meet_the_request_and_free_ones_are_the_nearest(data):
   for k in range(0, len(examples), 11):
     example = examples[k]
     answer = sid_to_item[example["answer"]]
-    stated = [c for c in tasks.constraints(data["attrs"][answer]) if c in example["prompt"]]
+    stated = [c for c in phrasing.constraints(data["attrs"][answer]) if c in example["prompt"]]
     assert stated, example
     phrasings.add(" ".join(stated[0].split()[:2]))
     target = int(train[example["user"]]["target"])
     if answer != target:  # a request drawn from the catalog: the nearest item that meets it
       free += 1
       holders = [i for i, a in enumerate(data["attrs"])
-                 if any(c in stated for c in tasks.constraints(a)) and i not in later[example["user"]]]
+                 if any(c in stated for c in phrasing.constraints(a)) and i not in later[example["user"]]]
       assert shared(codes[answer], codes[target]) == max(shared(codes[i], codes[target])
                                                          for i in holders)
   assert len(phrasings) >= 3  # platform, brand, genre or type requests all occur
   share = free / len(range(0, len(examples), 11))  # targets without attributes are always free
   assert tasks.FREE_REQUEST_SHARE - 0.1 < share < tasks.FREE_REQUEST_SHARE + 0.15
-  assert tasks.constraints(tasks.attributes({
+  assert phrasing.constraints(phrasing.attributes({
       "platform": b"PS4", "brand": b"Sony", "genre": b"Action|Racing", "franchise": b"",
       "product_type": b"Accessory"})) == [
       "something for PS4", "an action game", "something by Sony", "an accessory, not a game"]
@@ -343,7 +343,7 @@ def test_co_purchase_pairs_stay_inside_the_training_part(data):
 def test_price_requests_are_taught_where_the_catalog_has_prices():
   prices = [3.0 * i for i in range(40)]  # $0 .. $117
   items = [{"price": f"{p:.2f}" if i % 7 else ""} for i, p in enumerate(prices)]
-  bands = [tasks.price_bands(item) for item in items]
+  bands = [phrasing.price_bands(item) for item in items]
   assert bands[5] == ["20", "30", "50", "100"] and bands[7] == [] and bands[39] == []
   sids = [f"<|sid_start|><|sid_{i % 4}|><|sid_{256 + i}|><|sid_end|>" for i in range(40)]
   sequences = [{"history": np.asarray([i, i + 1], np.int32), "target": i + 2}
@@ -404,7 +404,7 @@ def test_long_histories_lose_their_oldest_items_whole(tokenizer, task):
   items stay (as many as fit, each a whole 6-token ID) and the example fits seq_len."""
   sequences, attrs, sids = _long_histories()
   build = lambda budget: HISTORY_TASKS[task](sequences, attrs, sids, budget)
-  whole, cut = build(None), build(tasks.Budget(tokenizer, SEQ_LEN))
+  whole, cut = build(None), build(fitting.Budget(tokenizer, SEQ_LEN))
   assert len(whole) == len(cut) == len(sequences)
   answer_len = lambda ex: len(tokenizer.encode(ex["answer"])) + 1
   shortened = 0
@@ -413,7 +413,7 @@ def test_long_histories_lose_their_oldest_items_whole(tokenizer, task):
     shown, kept = SID.findall(full["prompt"]), SID.findall(fit["prompt"])
     assert kept and kept == shown[len(shown) - len(kept):]  # the newest items
     assert ITEM_LIST.sub("<items>", fit["prompt"]) == ITEM_LIST.sub("<items>", full["prompt"])
-    tokens = pipeline.tokenize(fit, tokenizer, SEQ_LEN)["tokens"].tolist()
+    tokens = input_pipeline.tokenize(fit, tokenizer, SEQ_LEN)["tokens"].tolist()
     assert len(tokens) <= SEQ_LEN
     assert _whole_ids(tokenizer, tokens) == len(kept) + len(SID.findall(fit["answer"]))
     if len(kept) < len(shown):  # one item more would not have fitted
@@ -422,7 +422,7 @@ def test_long_histories_lose_their_oldest_items_whole(tokenizer, task):
       more = fit["prompt"].replace(kept[0], f"{older}, {kept[0]}", 1)
       assert 1 + len(tokenizer.prompt_ids(more)) + answer_len(fit) > SEQ_LEN
       with pytest.raises(ValueError, match=f"{task} example .* more than seq_len={SEQ_LEN}"):
-        pipeline.tokenize(full, tokenizer, SEQ_LEN)  # the whole history would not fit
+        input_pipeline.tokenize(full, tokenizer, SEQ_LEN)  # the whole history would not fit
   assert shortened >= len(sequences) // 2
 
 
@@ -431,7 +431,7 @@ def test_explanations_whose_reason_item_does_not_fit_are_left_out(tokenizer):
   attrs = [{"brand": "Other"} for _ in sids]
   attrs[0] = attrs[40] = {"brand": "Sony"}  # only the oldest history item shares the target's
   whole = tasks.explanation(sequences, attrs, sids, 40, 0)
-  cut = tasks.explanation(sequences, attrs, sids, 40, 0, tasks.Budget(tokenizer, SEQ_LEN))
+  cut = tasks.explanation(sequences, attrs, sids, 40, 0, fitting.Budget(tokenizer, SEQ_LEN))
   assert SID.findall(whole[0]["answer"]) == [sids[40], sids[0]]
   assert len(cut) == 1 and cut[0] is None
   assert not list(cut.to_iter_dataset())  # grain skips it
@@ -440,11 +440,11 @@ def test_explanations_whose_reason_item_does_not_fit_are_left_out(tokenizer):
 def test_an_example_that_cannot_fit_names_its_task(tokenizer):
   """Only history items are dropped: a prompt whose fixed part does not fit is an error."""
   sequences, attrs, sids = _long_histories(users=1)
-  example = tasks.multi_turn(sequences, attrs, sids, 40, 0, tasks.Budget(tokenizer, 24))[0]
+  example = tasks.multi_turn(sequences, attrs, sids, 40, 0, fitting.Budget(tokenizer, 24))[0]
   assert len(SID.findall(example["prompt"])) == 2  # one history item and the first answer
   with pytest.raises(ValueError, match=r"multi_turn example \(user 0\) needs 1 \+ \d+ prompt \+ "
                      r"7 answer tokens, more than seq_len=24.*raise config.lm.seq_len"):
-    pipeline.tokenize(example, tokenizer, 24)
+    input_pipeline.tokenize(example, tokenizer, 24)
 
 
 def test_examples_are_built_and_tokenized_once_per_process(tokenizer):
@@ -456,7 +456,7 @@ def test_examples_are_built_and_tokenized_once_per_process(tokenizer):
     return {"task": "t", "prompt": f"item {index}", "answer": f"answer {index}"}
 
   source = grain.MapDataset.source(list(range(12))).map_with_index(build)
-  stream = iter(pipeline.mixture({"t": source}, {"t": 1.0}, 0, tokenizer, 64))
+  stream = iter(input_pipeline.mixture({"t": source}, {"t": 1.0}, 0, tokenizer, 64))
   epochs = [sorted(tuple(next(stream)["tokens"]) for _ in range(12)) for _ in range(3)]
   assert epochs[0] == epochs[1] == epochs[2] and len(set(epochs[0])) == 12
   assert sorted(calls) == list(range(12))
@@ -473,11 +473,11 @@ def test_memo_builds_each_index_once_under_read_ahead_threads():
       time.sleep(0.002)
       return index
 
-    memo = pipeline.Memo(grain.MapDataset.source(list(range(12))).map_with_index(build))
+    memo = input_pipeline.Memo(grain.MapDataset.source(list(range(12))).map_with_index(build))
     stream = iter(memo.shuffle(seed=trial).repeat().to_iter_dataset())
     assert sorted(next(stream) for _ in range(36)) == sorted(list(range(12)) * 3)
     assert sorted(calls) == list(range(12)), f"trial {trial}"
-  memo = pipeline.Memo(grain.MapDataset.source(list(range(12))))
+  memo = input_pipeline.Memo(grain.MapDataset.source(list(range(12))))
   assert memo[5] == 5
   copy = pickle.loads(pickle.dumps(memo))  # as grain sends it to worker processes
   assert [copy[i] for i in range(12)] == list(range(12)) and not memo._locks

@@ -25,7 +25,7 @@ def tokenize(example: dict, tokenizer: Tokenizer, max_len: int) -> dict:
   (each history item is then a next-item target given the items before it, as in SASRec).
 
   Nothing is cut here: the task builders drop a long history's oldest items and cut long titles
-  (tasks.Budget), and the lm stage checks before training that every example fits (`longest`);
+  (fitting.Budget), and the lm stage checks before training that every example fits (`longest`);
   one that still does not fit max_len is an error, not a prompt missing its instruction.
   """
   prompt, answer = _ids(example, tokenizer)
@@ -70,7 +70,7 @@ def _too_long(example: dict, prompt: int, answer: int, max_len: int) -> str:
   user = f" (user {example['user']})" if "user" in example else ""
   return (f"{example.get('task', 'an')} example{user} needs 1 + {prompt} prompt + {answer} answer "
           f"tokens, more than seq_len={max_len}; prompts lose only whole history items "
-          f"(tasks.Budget), never their instruction, so raise config.lm.seq_len. Prompt: "
+          f"(fitting.Budget), never their instruction, so raise config.lm.seq_len. Prompt: "
           f"{example['prompt'][:120]!r}, answer: {example['answer'][:80]!r}")
 
 
