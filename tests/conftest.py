@@ -2,7 +2,9 @@
 for the session and its child processes, and data fixtures."""
 
 import atexit
+import fcntl
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -37,13 +39,29 @@ def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: item.path not in slow_files)  # stable: file order kept otherwise
 
 
+def _built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+  """The folder `name`, made by build(folder) once per test run: test workers (pytest-xdist)
+  share it, the first to ask builds it while the others wait on a lock."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the run's folder, above each worker's own
+  folder, done = root / name, root / f"{name}.done"
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      build(folder)
+      done.touch()
+  return folder
+
+
 @pytest.fixture(scope="session")
 def demo_workdir(tmp_path_factory):
-  """A workdir with the bundled sample prepared and embedded (shared by the whole session)."""
+  """A workdir with the bundled sample prepared and embedded (shared by the whole run)."""
   from semrec_jax import pipeline, stages  # pylint: disable=import-outside-toplevel
-  workdir = str(tmp_path_factory.mktemp("demo"))
-  stages.run(defaults.base_config(), workdir, ["prepare", "embed"], pipeline.STAGES)
-  return workdir
+  return str(_built_once(tmp_path_factory, "demo", lambda folder: stages.run(
+      defaults.base_config(), str(folder), ["prepare", "embed"], pipeline.STAGES)))
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +71,8 @@ def demo_ids(demo_workdir, tmp_path_factory):
   from semrec_jax.ids.stage import semantic_ids  # pylint: disable=import-outside-toplevel
   config = demo.get_config()
   config.ids.steps, config.ids.eval_every = 40, 20
-  out = str(tmp_path_factory.mktemp("ids"))
-  semantic_ids(config, demo_workdir, out)
-  return out
+  return str(_built_once(tmp_path_factory, "ids",
+                         lambda folder: semantic_ids(config, demo_workdir, str(folder))))
 
 
 @pytest.fixture
@@ -68,16 +85,17 @@ def data_config():
 def trained_lm(demo_workdir, demo_ids, tmp_path_factory):
   """(workdir, config) with the sample's data and IDs and a briefly trained `tiny` LM in lm/ (12
   steps on the 8-device mesh; checkpoints at steps 6 and 12), shared by the lm and eval tests."""
-  import shutil  # pylint: disable=import-outside-toplevel
   from configs import demo  # pylint: disable=import-outside-toplevel
   from semrec_jax.lm.stage import train_lm  # pylint: disable=import-outside-toplevel
-  workdir = tmp_path_factory.mktemp("trained")
-  os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
-  shutil.copytree(demo_ids, workdir / "ids")
-  (workdir / "lm").mkdir()
   config = demo.get_config()
   config.lm.stage_steps, config.lm.log_every, config.lm.checkpoint_every = (12,), 4, 6
   config.lm.eval_examples, config.lm.eval_every = 16, 6
   config.lock()
-  train_lm(config, str(workdir), str(workdir / "lm"))
-  return workdir, config
+
+  def build(workdir):
+    os.symlink(os.path.join(demo_workdir, "data"), workdir / "data")
+    shutil.copytree(demo_ids, workdir / "ids")
+    (workdir / "lm").mkdir()
+    train_lm(config, str(workdir), str(workdir / "lm"))
+
+  return _built_once(tmp_path_factory, "trained", build), config
