@@ -3,6 +3,7 @@ for the session and its child processes, and data fixtures."""
 
 import atexit
 import fcntl
+import json
 import os
 import pathlib
 import shutil
@@ -99,3 +100,33 @@ def trained_lm(demo_workdir, demo_ids, tmp_path_factory):
     train_lm(config, str(workdir), str(workdir / "lm"))
 
   return _built_once(tmp_path_factory, "trained", build), config
+
+
+# The eval stage's budget in tests: few users, bundles and items, a small batch.
+SMALL_EVAL = {"max_users": 24, "steer_users": 8, "explain_users": 4, "max_bundles": 4,
+              "max_items": 8, "sampled_negatives": 100, "batch_size": 8}
+
+
+def small_eval(config):
+  """`config` (locked or not) with the eval stage at SMALL_EVAL."""
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.eval.update(SMALL_EVAL)
+  return config
+
+
+@pytest.fixture(scope="session")
+def evaluated_lm(trained_lm, tmp_path_factory):
+  """The eval stage on `trained_lm` at SMALL_EVAL, run once per test run (the eval tests and the
+  two-process eval compare with it): (metrics, the stage's folder)."""
+  from semrec_jax.eval import stage  # pylint: disable=import-outside-toplevel
+  workdir, config = trained_lm
+
+  def build(out):
+    found = stage.evaluate(small_eval(config), str(workdir), str(out))
+    with open(out / "metrics.json") as f:
+      assert json.load(f) == found, "metrics.json differs from what evaluate returned"
+
+  out = _built_once(tmp_path_factory, "evaluated", build)
+  with open(out / "metrics.json") as f:
+    return json.load(f), out

@@ -1,7 +1,7 @@
 """Every LM example fits seq_len: long titles are cut to fit with a marker (short ones never
 change), and an example nothing can cut enough stops the lm stage before training, in one line
 naming it and the seq_len it needs. A catalog of very long titles through the default pipeline:
-tests/eval/test_plain_catalog.py."""
+tests/test_remote_workdir.py."""
 
 import random
 import re
