@@ -22,7 +22,7 @@ from semrec_jax.baselines.trainer import Trainer, train
 from semrec_jax.data import tfds_builders
 from semrec_jax.ids import assign
 from semrec_jax.models.sasrec import CodeSASRec, ItemSASRec, SASRecConfig
-from semrec_jax.protocol import metrics, popularity
+from semrec_jax.protocol import metrics, personalisation, popularity
 from semrec_jax.stages import StageError
 
 MODELS = ("popularity", "sasrec_id", "sasrec_sid")
@@ -43,15 +43,18 @@ def build(name: str, c, num_items: int, codes: np.ndarray | None) -> nnx.Module:
 
 
 def measure(top: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-            sampled: np.ndarray | None, negatives: int) -> dict[str, float]:
+            sampled: np.ndarray | None, negatives: int, counts: np.ndarray,
+            seed: int) -> dict[str, float]:
   """metrics.json of one model: ranked lists per split; `sampled` [users, 1 + negatives] scores
-  of each test target (column 0) and its negatives."""
+  of each test target (column 0) and its negatives; `counts` the training split's item counts
+  (for how personal the test lists are)."""
   out = {}
   for split in SPLITS:
     out.update(metrics.ranking_metrics(top[split], targets[split], split))
+  out.update(personalisation.list_personalisation(top["test"], counts, seed))
   if sampled is not None:
     out.update(metrics.sampled_metrics(sampled[:, 0], sampled[:, 1:], f"sampled{negatives}"))
-  return {k: round(v, 5) for k, v in out.items()}
+  return {k: round(v, 5) if v is not None else None for k, v in out.items()}
 
 
 def _write(folder: str, name: str, value) -> None:
@@ -86,6 +89,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
   val_targets = np.asarray([int(validation[int(u)]["target"]) for u in val_users])
   inputs, next_items = sequences.train_rows(train_records, num_items, c.max_len)
   mesh = parallel.make_mesh(config.mesh)
+  counts = popularity.train_counts(train_records, num_items)
   results = {}
   for name in c.models:
     folder = os.path.join(out_dir, name)
@@ -98,7 +102,6 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
     info = {"model": name, "users": len(users), "protocol": PROTOCOL.format(
         n=c.sampled_negatives), "sampled_users": len(users) if c.sampled_negatives else 0}
     if name == "popularity":
-      counts = popularity.train_counts(train_records, num_items)
       top = {s: np.broadcast_to(popularity.ranking(counts, k), (len(users), k))
              for s in SPLITS}
       sampled = counts[candidates].astype(np.float64) if c.sampled_negatives else None
@@ -121,7 +124,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
                    "best_step": result.best_step, "stopped_early": result.stopped_early,
                    "steps": result.history[-1]["step"], "train_seconds": round(result.seconds, 1),
                    "history": result.history})
-    results[name] = measure(top, targets, sampled, c.sampled_negatives)
+    results[name] = measure(top, targets, sampled, c.sampled_negatives, counts, c.seed)
     info["seconds"] = round(time.time() - started, 1)
     _write(folder, "metrics.json", results[name])
     _write(folder, "info.json", info)

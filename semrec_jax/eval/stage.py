@@ -18,7 +18,7 @@ from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import language, ranking, restore, steering
 from semrec_jax.lm import decoding, phrasing, tasks
-from semrec_jax.protocol import metrics, popularity
+from semrec_jax.protocol import metrics, personalisation, popularity
 from semrec_jax.stages import StageError
 
 PROTOCOL = ("leave-one-out (last item test, second-to-last validation); full ranking over the "
@@ -65,6 +65,9 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   split = c.splits[-1]  # the reported split (test by default): `records` are its users
   out.update(metrics.list_quality(np.concatenate([ranked[s] for s in c.splits]),
                                   len(lm.codes)))
+  out.update(personalisation.list_personalisation(ranked[split], counts, c.seed))
+  if out[personalisation.KEYS[0]] is None:
+    reasons[personalisation.KEYS[0]] = "one user ranked: no pair of lists to compare"
   for r, row in list(zip(records, ranked[split]))[:5]:
     history = [int(i) for i in r["history"]][-max_history:]
     samples.append({"kind": "next_item", "split": split, "history": _titles(lm.items, history),

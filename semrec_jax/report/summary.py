@@ -5,6 +5,7 @@ import json
 import os
 
 from semrec_jax import storage
+from semrec_jax.protocol import personalisation
 
 BASELINES = ("popularity", "sasrec_id", "sasrec_sid")
 STEER_KINDS = ("platform", "genre", "brand", "product_type", "price")
@@ -39,18 +40,20 @@ def number(v, digits: int = 4) -> str:
   return "n/a" if v is None else f"{v:.{digits}f}"
 
 
-def model_rows(found: dict) -> list[tuple[str, str, float | None, float | None, str]]:
-  """(model, users, Recall@10, NDCG@10, note) on the test split, baselines then the LM."""
+def model_rows(found: dict) -> list[tuple]:
+  """(model, users, Recall@10, NDCG@10, note, personalisation values) on the test split,
+  baselines then the LM."""
   rows = []
   for name, m in found["baselines"].items():
     rows.append((name, f"{m.get('users', 0):,}", m.get("test/recall@10"), m.get("test/ndcg@10"),
-                 ""))
+                 "", [m.get(k) for k in personalisation.KEYS]))
   e, info = found["eval"], found["eval_info"] or {}
   if e:
     rows.append((f"LM (beam {info.get('beam_width', '?')})", f"{info.get('users', 0):,}",
                  e.get("test/recall@10"), e.get("test/ndcg@10"),
                  f"popularity on these users: {number(e.get('popularity/test/recall@10'))} / "
-                 f"{number(e.get('popularity/test/ndcg@10'))}"))
+                 f"{number(e.get('popularity/test/ndcg@10'))}",
+                 [e.get(k) for k in personalisation.KEYS]))
   return rows
 
 
@@ -70,9 +73,12 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
                f"{number(i.get('prefix_purity'), 2)}")
   rows = model_rows(found)
   if rows:
-    out.append("ranking    test split, full catalog, Recall@10 / NDCG@10:")
-    out += [f"  {name:<16} {users:>7} users  {number(r)}  {number(n)}  {note}".rstrip()
-            for name, users, r, n, note in rows]
+    out.append("ranking    test split, full catalog, Recall@10 / NDCG@10; top 10s of "
+               f"{personalisation.USERS} users: pairwise Jaccard / catalog share / top-"
+               f"{personalisation.POPULAR} share:")
+    out += [f"  {name:<16} {users:>7} users  {number(r)}  {number(n)}  "
+            f"{'  '.join(number(v, 2) for v in personal)}  {note}".rstrip()
+            for name, users, r, n, note, personal in rows]
   e = found["eval"]
   if e:
     kinds = [k for k in STEER_KINDS if e.get(f"steer/{k}/precision@10") is not None]

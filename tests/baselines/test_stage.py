@@ -15,6 +15,7 @@ from semrec_jax.baselines.trainer import Trainer
 from semrec_jax.data import tfds_builders
 from semrec_jax.ids import assign
 from semrec_jax.protocol import metrics as protocol_metrics
+from semrec_jax.protocol import personalisation
 from semrec_jax.stages import StageError
 
 
@@ -93,7 +94,7 @@ def test_stage_writes_the_eval_metric_names_and_resumes(demo_workdir, demo_ids, 
   results = stage_lib.baselines(config, str(workdir), str(out))
   keys = ({f"{s}/{m}@{k}" for s in ("validation", "test") for m in ("recall", "ndcg")
            for k in (5, 10, 20)} | {"validation/mrr", "test/mrr", "sampled100/hit@10",
-                                    "sampled100/ndcg@10"})
+                                    "sampled100/ndcg@10", *personalisation.KEYS})
   for name in ("popularity", "sasrec_id", "sasrec_sid"):
     with open(out / name / "metrics.json") as f:
       assert set(json.load(f)) == keys
@@ -111,6 +112,9 @@ def test_stage_writes_the_eval_metric_names_and_resumes(demo_workdir, demo_ids, 
   users = protocol_metrics.users_to_evaluate(len(test), 200, 0)
   hits = np.mean([int(test[int(u)]["target"]) in top10 for u in users])
   assert results["popularity"]["test/recall@10"] == pytest.approx(hits, abs=1e-5)
+  # One list for all: Jaccard 1, 10 items of the catalog, all among the 100 most bought.
+  assert [results["popularity"][k] for k in personalisation.KEYS] == [1.0, 10 / 2000, 1.0]
+  assert results["sasrec_id"]["top10/pairwise_jaccard"] < 1.0
   # A second run finds every model measured and trains nothing.
   mtime = os.path.getmtime(out / "sasrec_id" / "metrics.json")
   assert stage_lib.baselines(config, str(workdir), str(out)) == results
