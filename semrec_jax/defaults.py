@@ -47,9 +47,17 @@ def base_config() -> ml_collections.ConfigDict:
   config.embed.batch_size = 32      # fastest on CPU; raise on accelerators
   config.embed.precomputed_npy = ""  # float [n, dim] from any external encoder
   config.embed.precomputed_ids = ""  # text file, the item id of each row
+  # Collaborative vectors (embeddings/collaborative.npy): the SVD of the training split's item
+  # co-occurrence (semrec_jax/embed/collaborative.py); 0 writes none.
+  config.embed.collaborative_dim = 64
+  config.embed.collaborative_window = 3  # positions apart that count as co-occurring
 
   config.ids = ml_collections.ConfigDict()
   config.ids.recipe = "default"      # default | seed (semrec_jax/ids/recipes.py)
+  # What an item's codes quantise: [text_weight * text vector, collaborative_weight *
+  # collaborative vector], each part unit-normalised per item; a weight of 0 leaves its part out.
+  config.ids.text_weight = 1.0
+  config.ids.collaborative_weight = 2.0
   config.ids.levels = 3
   config.ids.codebook_size = 256
   config.ids.latent_dim = 32
@@ -94,6 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.weights = "scratch"      # scratch (tokenizer trained on the catalog) | gguf:PATH
   config.lm.vocab_size = 4096        # scratch only: SentencePiece vocabulary incl. SID tokens
   config.lm.new_rows_init = "mean"   # pretrained only: mean | normal
+  config.lm.sid_init = "codes"       # ID token rows: codes (from ids/code_vectors.npy) | random
   config.lm.dtype = "float32"        # activations (bfloat16 on accelerators); params stay float32
   config.lm.attention = "auto"       # auto (GPU cudnn, TPU splash, else xla) | xla | cudnn | splash
   config.lm.remat = "none"           # none | dots | full: what a layer keeps for its backward pass

@@ -1,7 +1,9 @@
 """The `embed` stage: one vector per catalog item, from the text encoder or a precomputed file.
 
-Output in WORKDIR/embeddings/: items.npy (float32 [num_items, dim], row i = item i), item_ids.txt
-(item i's id on line i) and info.json (source, dim, count, time).
+Output in WORKDIR/embeddings/: items.npy (float32 [num_items, dim], row i = item i, from the item's
+text), collaborative.npy (float32 [num_items, collaborative_dim], from the training split's
+co-occurrence; when config.embed.collaborative_dim > 0), item_ids.txt (item i's id on line i) and
+info.json (source, dims, count, time).
 """
 
 import io
@@ -14,6 +16,7 @@ from absl import logging
 from semrec_jax import console, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.errors import DataError
+from semrec_jax.embed import collaborative
 from semrec_jax.embed.encoder import TextEncoder
 from semrec_jax.embed.text import TEMPLATE_VERSION, item_text
 
@@ -121,6 +124,26 @@ def embed(config, workdir: str, out_dir: str) -> dict:
   storage.write_text(os.path.join(out_dir, "item_ids.txt"), "".join(i + "\n" for i in item_ids))
   info.update({"source": c.source, "num_items": len(item_ids), "dim": int(vectors.shape[1]),
                "seconds": round(seconds, 2), "items_per_s": round(len(item_ids) / seconds, 1)})
+  if c.collaborative_dim:
+    info["collaborative"] = collaborative_vectors(c, workdir, len(item_ids), out_dir)
   storage.write_json(os.path.join(out_dir, "info.json"), info)
   logging.info("embedded %d items (dim %d) in %.1fs", len(item_ids), vectors.shape[1], seconds)
   return info
+
+
+def collaborative_vectors(c, workdir: str, num_items: int, out_dir: str) -> dict:
+  """Writes collaborative.npy from the training split; returns what info.json says of it."""
+  start = time.time()
+  data_dir = os.path.join(workdir, "data")
+  train = tfds_builders.read_all(tfds_builders.sequences_source(data_dir, "train"))
+  if c.collaborative_dim < 0 or c.collaborative_window < 1:
+    raise DataError(f"config.embed.collaborative_dim={c.collaborative_dim} and "
+                    f"collaborative_window={c.collaborative_window}: need dim >= 0 and window >= 1")
+  vectors = collaborative.item_vectors(train, num_items, c.collaborative_dim,
+                                       c.collaborative_window)
+  storage.save_array(os.path.join(out_dir, "collaborative.npy"), vectors)
+  seen = int((np.abs(vectors).sum(axis=1) > 0).sum())
+  logging.info("collaborative vectors: %d items (dim %d), %d never co-occur in training, %.1fs",
+               num_items, vectors.shape[1], num_items - seen, time.time() - start)
+  return {"dim": int(vectors.shape[1]), "window": c.collaborative_window,
+          "items_with_neighbours": seen, "seconds": round(time.time() - start, 2)}

@@ -1,8 +1,10 @@
 """The `ids` stage: train the RQ-VAE on item embeddings, assign semantic IDs, measure them.
 
 Output in WORKDIR/ids/: checkpoints/ (Orbax: latest and best by validation loss),
-semantic_ids.tsv (item_index, item_id, codes, tokens), trie.npz (prefix tables), metrics.json,
-history.json (training curve), code_usage.png and collision_groups.png.
+semantic_ids.tsv (item_index, item_id, codes, tokens), trie.npz (prefix tables), code_vectors.npy
+(float32 [levels + 1, codebook_size, dim]: what each code means in the quantised space, the LM's
+starting rows for its ID tokens), metrics.json, history.json (training curve), code_usage.png and
+collision_groups.png.
 """
 
 import os
@@ -17,6 +19,7 @@ from semrec_jax.data.errors import DataError
 from semrec_jax.embed.stage import check_finite, read_ids
 from semrec_jax.ids import assign as assign_lib
 from semrec_jax.ids import metrics, recipes, trie
+from semrec_jax.ids.code_vectors import code_vectors
 from semrec_jax.ids.train import train
 
 
@@ -28,6 +31,33 @@ def load_embeddings(workdir: str, num_items: int) -> tuple[np.ndarray, list[str]
     raise DataError(f"no embeddings at {path}; run the 'embed' stage first")
   ids = read_ids(os.path.join(folder, "item_ids.txt"))
   return check_embeddings(storage.load_array(path), ids, num_items, path), ids
+
+
+def item_vectors(c, workdir: str, num_items: int) -> tuple[np.ndarray, list[str]]:
+  """What the codes quantise: the text and collaborative vectors of the embed stage, each unit
+  length per item, weighted by config.ids.text_weight and collaborative_weight and concatenated
+  (a part of weight 0 is left out)."""
+  text, ids = load_embeddings(workdir, num_items)
+  parts = []
+  if c.text_weight:
+    parts.append(c.text_weight * _unit(text))
+  if c.collaborative_weight:
+    path = os.path.join(workdir, "embeddings", "collaborative.npy")
+    if not storage.path(path).is_file():
+      raise DataError(f"config.ids.collaborative_weight={c.collaborative_weight} but {path} does "
+                      "not exist: run the embed stage with config.embed.collaborative_dim > 0, or "
+                      "pass --config.ids.collaborative_weight=0")
+    vectors = check_embeddings(storage.load_array(path), ids, num_items, path)
+    parts.append(c.collaborative_weight * _unit(vectors))
+  if not parts:
+    raise DataError("config.ids.text_weight and collaborative_weight are both 0: the codes "
+                    "would quantise nothing")
+  return np.concatenate(parts, axis=1), ids
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+  norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+  return vectors / np.where(norms > 0, norms, 1.0)  # a zero row (no neighbours) stays zero
 
 
 def check_embeddings(vectors: np.ndarray, ids: list[str], num_items: int,
@@ -47,7 +77,7 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
   c = config.ids
   recipe = recipes.get(c.recipe)
   catalog = tfds_builders.items_source(os.path.join(workdir, "data"))
-  embeddings, item_ids = load_embeddings(workdir, len(catalog))
+  embeddings, item_ids = item_vectors(c, workdir, len(catalog))
   start = time.time()
   result = train(c, recipe, embeddings, parallel.make_mesh(config.mesh),
                  os.path.join(out_dir, "checkpoints"))
@@ -56,6 +86,7 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
   ids = assigned["ids"]
   platforms = [tfds_builders.text(catalog[i]["platform"]) for i in range(len(catalog))]
   report = {"recipe": recipe.name, "num_items": len(ids), "levels": c.levels,
+            "inputs": {"text": c.text_weight, "collaborative": c.collaborative_weight},
             "codebook_size": c.codebook_size, "recon_mse": round(assigned["recon_mse"], 6),
             **metrics.code_stats(assigned["codes"], c.codebook_size),
             **metrics.collision_stats(assigned["codes"]),
@@ -73,6 +104,8 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
                  f"{assign_lib.token_string(row, c.codebook_size)}\n")
   storage.write_text(os.path.join(out_dir, "semantic_ids.tsv"), "".join(lines))
   trie.save(os.path.join(out_dir, "trie.npz"), trie.build(ids, c.codebook_size))
+  storage.save_array(os.path.join(out_dir, "code_vectors.npy"),
+                     code_vectors(embeddings, np.asarray(ids), c.codebook_size))
   metrics.plot(assigned["codes"], c.codebook_size, os.path.join(out_dir, ""),
                f"RQ-VAE ({recipe.name})")
   storage.write_json(os.path.join(out_dir, "history.json"), result.history, indent=1)

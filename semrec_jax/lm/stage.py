@@ -11,13 +11,15 @@ import os
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from absl import logging
 from flax import nnx
 
 from semrec_jax import multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.embed.text import item_text
-from semrec_jax.lm import fitting, input_pipeline, tasks, tokenizer as tokenizer_lib
+from semrec_jax.lm import fitting, input_pipeline, sid_init, tasks, tokenizer as tokenizer_lib
 from semrec_jax.lm.trainer import LMTrainer, train
 from semrec_jax.models import attention, configs, params
 from semrec_jax.models.decoder import REMAT_POLICIES, Decoder
@@ -58,6 +60,8 @@ def check(c) -> None:
                      f"{', '.join(attention.IMPLEMENTATIONS)}")
   if c.remat not in REMAT_POLICIES:
     raise StageError(f"config.lm.remat={c.remat!r}: expected one of {', '.join(REMAT_POLICIES)}")
+  if c.get("sid_init", "codes") not in ("codes", "random"):
+    raise StageError(f"config.lm.sid_init={c.sid_init!r}: expected codes or random")
   kind, _, where = c.weights.partition(":")
   if c.weights != "scratch" and kind not in ("gguf", "safetensors"):
     raise StageError(f"config.lm.weights={c.weights!r}: expected scratch, gguf:PATH|package or "
@@ -98,6 +102,21 @@ def build_model(c, tokenizer, num_new_tokens: int, mesh) -> Decoder:
   load = params.load_gguf if kind == "gguf" else params.load_safetensors
   return load(config, params.gguf_path(where) if kind == "gguf" else where, mesh=mesh,
               new_rows=c.new_rows_init, dtype=dtype)
+
+
+def start_sid_rows(model, tokenizer, workdir: str, seed: int) -> None:
+  """The ID tokens' rows from what their codes mean (semrec_jax/lm/sid_init.py)."""
+  path = os.path.join(workdir, "ids", "code_vectors.npy")
+  if not storage.path(path).is_file():
+    raise StageError(f"config.lm.sid_init='codes' needs {path}, which the ids stage writes: "
+                     "run it again (--stages=ids --overwrite), or pass "
+                     "--config.lm.sid_init=random")
+  vectors = storage.load_array(path)
+  levels, size = vectors.shape[:2]
+  token_ids = np.asarray([[tokenizer.piece_id(f"<|sid_{level * size + k}|>")
+                           for k in range(size)] for level in range(levels)])
+  count = sid_init.init_sid_rows(model, token_ids, vectors, seed)
+  logging.info("lm: %d ID token rows start from their codes' vectors", count)
 
 
 def _clip(s: str, n: int = 60) -> str:
@@ -169,6 +188,8 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
       later=tasks.later_items(split("test")), budget=budget), "held-out")
   check_lengths([train_sources, eval_sources], tokenizer, items, c.seq_len)
   model = build_model(c, tokenizer, len(sid_tokens), mesh)
+  if c.sid_init == "codes":
+    start_sid_rows(model, tokenizer, workdir, c.seed)
   shard = parallel.input_shard(mesh)
   eval_batches = held_out_batches(eval_sources, tokenizer, c, shard)
   weights = {name: w for name, w in c.task_weights.items()  # unknown names still fail below
