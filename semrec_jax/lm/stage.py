@@ -60,8 +60,8 @@ def check(c) -> None:
                      f"{', '.join(attention.IMPLEMENTATIONS)}")
   if c.remat not in REMAT_POLICIES:
     raise StageError(f"config.lm.remat={c.remat!r}: expected one of {', '.join(REMAT_POLICIES)}")
-  if c.get("sid_init", "codes") not in ("codes", "random"):
-    raise StageError(f"config.lm.sid_init={c.sid_init!r}: expected codes or random")
+  if c.get("sid_init", "auto") not in ("auto", "codes", "none"):
+    raise StageError(f"config.lm.sid_init={c.sid_init!r}: expected auto, codes or none")
   kind, _, where = c.weights.partition(":")
   if c.weights != "scratch" and kind not in ("gguf", "safetensors"):
     raise StageError(f"config.lm.weights={c.weights!r}: expected scratch, gguf:PATH|package or "
@@ -110,7 +110,7 @@ def start_sid_rows(model, tokenizer, workdir: str, seed: int) -> None:
   if not storage.path(path).is_file():
     raise StageError(f"config.lm.sid_init='codes' needs {path}, which the ids stage writes: "
                      "run it again (--stages=ids --overwrite), or pass "
-                     "--config.lm.sid_init=random")
+                     "--config.lm.sid_init=none")
   vectors = storage.load_array(path)
   levels, size = vectors.shape[:2]
   token_ids = np.asarray([[tokenizer.piece_id(f"<|sid_{level * size + k}|>")
@@ -188,7 +188,7 @@ def train_lm(config, workdir: str, out_dir: str) -> dict:
       later=tasks.later_items(split("test")), budget=budget), "held-out")
   check_lengths([train_sources, eval_sources], tokenizer, items, c.seq_len)
   model = build_model(c, tokenizer, len(sid_tokens), mesh)
-  if c.sid_init == "codes":
+  if c.sid_init == "codes" or (c.sid_init == "auto" and c.weights == "scratch"):
     start_sid_rows(model, tokenizer, workdir, c.seed)
   shard = parallel.input_shard(mesh)
   eval_batches = held_out_batches(eval_sources, tokenizer, c, shard)

@@ -52,8 +52,9 @@ def test_gemma3_270m_two_stage_lm_run(main_workdir):
   assert set(info["final"]) == {"stage", *(f"heldout/{t}" for t in tasks.TASKS)}
   assert all(np.isfinite(v) for k, v in info["final"].items() if k.startswith("heldout/"))
   # The pretrained model already writes English titles far better than uniform guessing over
-  # 263,171 tokens (ln = 12.5); answers in semantic IDs start far worse (new rows, started from
-  # the codes' vectors, that the model has never read) and improve as soon as the rows train.
+  # 263,171 tokens (ln = 12.5); answers in semantic IDs start far worse (the new rows begin as
+  # the mean embedding: config.lm.sid_init `auto` leaves pretrained models' rows as they are)
+  # and improve as soon as the rows train.
   assert info["final"]["heldout/sid_to_text"] < 8.0
   first, second = held_out
   assert second["heldout/next_item"] < first["heldout/next_item"]
