@@ -2,6 +2,7 @@
 sparse and dense SVDs agree, only the training split is read, and on the sample an item's nearest
 collaborative neighbour shares its platform more often than its nearest text neighbour."""
 
+import json
 import os
 
 import numpy as np
@@ -10,7 +11,6 @@ import pytest
 from semrec_jax import defaults
 from semrec_jax.data import tfds_builders
 from semrec_jax.embed import collaborative
-from semrec_jax.embed.stage import embed
 from semrec_jax.data.errors import DataError
 from semrec_jax.ids import stage as ids_stage
 
@@ -56,17 +56,16 @@ def test_sparse_and_dense_svds_agree_and_small_catalogs_get_zero_columns():
 
 
 @pytest.fixture(scope="module")
-def sample_vectors(demo_workdir, tmp_path_factory):
+def sample_vectors(demo_workdir):
   """(collaborative vectors the embed stage wrote for the sample, its text vectors, the
-  workdir): the stage reruns on the prepared sample, its text vectors read as precomputed."""
-  out = tmp_path_factory.mktemp("embed")
-  config = defaults.base_config()
-  config.embed.source = "precomputed"
-  config.embed.precomputed_npy = os.path.join(demo_workdir, "embeddings", "items.npy")
-  config.embed.precomputed_ids = os.path.join(demo_workdir, "embeddings", "item_ids.txt")
-  info = embed(config, demo_workdir, str(out))
-  assert info["collaborative"]["dim"] == config.embed.collaborative_dim
-  return np.load(out / "collaborative.npy"), np.load(config.embed.precomputed_npy), demo_workdir
+  workdir)."""
+  folder = os.path.join(demo_workdir, "embeddings")
+  with open(os.path.join(folder, "info.json")) as f:
+    info = json.load(f)
+  assert info["collaborative"]["dim"] == defaults.base_config().embed.collaborative_dim
+  assert info["collaborative"]["items_with_neighbours"] == 1999  # one item never co-occurs
+  return (np.load(os.path.join(folder, "collaborative.npy")),
+          np.load(os.path.join(folder, "items.npy")), demo_workdir)
 
 
 def test_the_stage_reads_only_the_training_split(sample_vectors):
