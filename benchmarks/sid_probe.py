@@ -49,10 +49,7 @@ def _link(workdir: str, folder: str) -> None:
 
 def _write_ids(folder: str, item_ids: list[str], ids: np.ndarray, codebook_size: int) -> None:
   os.makedirs(folder, exist_ok=True)
-  lines = ["item_index\titem_id\tcodes\ttokens\n"] + [
-      f"{i}\t{item}\t{' '.join(map(str, row))}\t{assign.token_string(row, codebook_size)}\n"
-      for i, (item, row) in enumerate(zip(item_ids, ids))]
-  storage.write_text(os.path.join(folder, "semantic_ids.tsv"), "".join(lines))
+  assign.write_table(os.path.join(folder, "semantic_ids.tsv"), item_ids, ids, codebook_size)
   trie.save(os.path.join(folder, "trie.npz"), trie.build(ids, codebook_size))
 
 

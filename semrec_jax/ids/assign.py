@@ -92,6 +92,15 @@ def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
           "recon_mse": float(np.mean((recon - embeddings) ** 2))}
 
 
+def write_table(path: str, item_ids: list[str], ids: np.ndarray, codebook_size: int) -> None:
+  """semantic_ids.tsv: item_index, item_id, codes and token string of every item (read_table's
+  input)."""
+  lines = ["item_index\titem_id\tcodes\ttokens\n"] + [
+      f"{index}\t{item_id}\t{' '.join(map(str, row))}\t{token_string(row, codebook_size)}\n"
+      for index, (item_id, row) in enumerate(zip(item_ids, ids))]
+  storage.write_text(path, "".join(lines))
+
+
 def read_table(path: str) -> tuple[list[str], np.ndarray]:
   """(token string per item, codes [items, levels]) from the ids stage's semantic_ids.tsv."""
   with io.StringIO(storage.read_text(path)) as f:

@@ -98,11 +98,7 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
             "best_step": result.best_step, "best_val_loss": round(result.best_val_loss, 6),
             "train_seconds": round(train_seconds, 1),
             "seconds": round(time.time() - start, 1)}
-  lines = ["item_index\titem_id\tcodes\ttokens\n"]
-  for index, (item_id, row) in enumerate(zip(item_ids, ids)):
-    lines.append(f"{index}\t{item_id}\t{' '.join(map(str, row))}\t"
-                 f"{assign_lib.token_string(row, c.codebook_size)}\n")
-  storage.write_text(os.path.join(out_dir, "semantic_ids.tsv"), "".join(lines))
+  assign_lib.write_table(os.path.join(out_dir, "semantic_ids.tsv"), item_ids, ids, c.codebook_size)
   trie.save(os.path.join(out_dir, "trie.npz"), trie.build(ids, c.codebook_size))
   storage.save_array(os.path.join(out_dir, "code_vectors.npy"),
                      code_vectors(embeddings, np.asarray(ids), c.codebook_size))

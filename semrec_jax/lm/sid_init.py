@@ -1,16 +1,17 @@
 """The LM's semantic-ID token rows start from what the codes mean, not at random.
 
 A model from scratch otherwise starts with every ID token unrelated to every other, and spends its
-first steps learning which items are alike, which the codes already say (on the sample: test
-Recall@10 0.080 -> 0.117, docs/benchmarks.md). A pretrained model's new rows are left to
-config.lm.new_rows_init unless config.lm.sid_init is `codes`: rows at its table's norm swamp a
-pretrained head's logits before they train. Row
-of the token for code k at level l = the code's vector (semrec_jax/ids/code_vectors.py) through a
-fixed random map with orthonormal rows or columns into the model's width (a different map per
-level, so levels do not share directions), scaled so the level's rows have the table's mean row
-norm. Codes no item holds, and the start/end tokens, keep the rows they had. Tied models start both
-their input and output rows this way; untied ones start the output rows the same way, at the
-output table's norm.
+first steps learning which items are alike, which the codes already say (docs/benchmarks.md, "The
+LM on these codes"). A pretrained model's new rows are left to config.lm.new_rows_init unless
+config.lm.sid_init is `codes`: rows at its table's norm swamp a pretrained head's logits before
+they train.
+
+The row of the token for code k at level l is the code's vector (semrec_jax/ids/code_vectors.py)
+through a fixed random map with orthonormal rows or columns into the model's width (a different
+map per level, so levels do not share directions), scaled so the level's rows have the table's
+mean row norm. Codes no item holds, and the start/end tokens, keep the rows they had. Tied models
+start both their input and output rows this way; untied ones start the output rows the same way,
+at the output table's norm.
 """
 
 import jax
