@@ -12,7 +12,9 @@ variant gets W/probes/<variant>/ (data and embeddings linked, its own ids/ and b
              without its encoder, decoder or training;
 - random     the rqvae:1:0 codes dealt to items in a random order: codes of the same shape that
              mean nothing (the floor).
-The SASRec settings are the config's `baselines` section; choose on validation NDCG@10.
+The SASRec settings are the config's `baselines` section (`sid_model`: levels writes
+W/probes/<variant>/baselines/, any other W/probes/<variant>/baselines_<sid_model>/, on the same
+codes); choose on validation NDCG@10.
 """
 
 import json
@@ -101,9 +103,12 @@ def main(argv):
           raise SystemExit(f"unknown variant {variant!r}")
         _write_ids(ids_dir, item_ids, ids, c.codebook_size)
     config.baselines.models = ("sasrec_sid",)
-    os.makedirs(os.path.join(folder, "baselines"), exist_ok=True)
-    found = baselines(config, folder, os.path.join(folder, "baselines"))["sasrec_sid"]
-    print(json.dumps({"variant": variant, **{k: found.get(k) for k in METRICS},
+    out = os.path.join(folder, "baselines" + ("" if config.baselines.sid_model == "levels"
+                                              else f"_{config.baselines.sid_model}"))
+    os.makedirs(out, exist_ok=True)
+    found = baselines(config, folder, out)["sasrec_sid"]
+    print(json.dumps({"variant": variant, "sid_model": config.baselines.sid_model,
+                      **{k: found.get(k) for k in METRICS},
                       "seconds": round(time.time() - started, 1)}), flush=True)
 
 

@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.baselines = ml_collections.ConfigDict()  # semrec_jax/baselines/
   config.baselines.models = ("popularity", "sasrec_id", "sasrec_sid")
   config.baselines.loss = "ce"        # sasrec_id: ce (full softmax) | sampled | bce
+  # sasrec_sid: levels (each code level a softmax given the codes before it) | composed (item
+  # vectors an MLP of their codes, a full softmax with `loss`); semrec_jax/models/sasrec.py
+  config.baselines.sid_model = "composed"
   config.baselines.negatives = 256    # sampled softmax: uniform negatives shared by a batch
   config.baselines.max_len = 50       # newest history items a SASRec reads
   config.baselines.dim = 64

@@ -21,11 +21,12 @@ from semrec_jax.baselines import losses, sequences
 from semrec_jax.baselines.trainer import Trainer, train
 from semrec_jax.data import tfds_builders
 from semrec_jax.ids import assign
-from semrec_jax.models.sasrec import CodeSASRec, ItemSASRec, SASRecConfig
+from semrec_jax.models.sasrec import CodeSASRec, ComposedSASRec, ItemSASRec, SASRecConfig
 from semrec_jax.protocol import metrics, personalisation, popularity
 from semrec_jax.stages import StageError
 
 MODELS = ("popularity", "sasrec_id", "sasrec_sid")
+SID_MODELS = {"levels": CodeSASRec, "composed": ComposedSASRec}  # config.baselines.sid_model
 SPLITS = ("validation", "test")
 PROTOCOL = ("leave-one-out (last item test, second-to-last validation); full ranking over the "
             "catalog, history items not excluded; sampled: target vs {n} random items outside the "
@@ -39,7 +40,7 @@ def build(name: str, c, num_items: int, codes: np.ndarray | None) -> nnx.Module:
   if name == "sasrec_id":
     return ItemSASRec(config, nnx.Rngs(c.seed))
   config = dataclasses.replace(config, levels=codes.shape[1], codebook_size=int(codes.max()) + 1)
-  return CodeSASRec(config, codes, nnx.Rngs(c.seed))
+  return SID_MODELS[c.sid_model](config, codes, nnx.Rngs(c.seed))
 
 
 def measure(top: dict[str, np.ndarray], targets: dict[str, np.ndarray],
@@ -64,9 +65,10 @@ def _write(folder: str, name: str, value) -> None:
 def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
   c = config.baselines
   unknown = sorted(set(c.models) - set(MODELS))
-  if unknown or c.loss not in losses.ITEM_LOSSES:
-    raise StageError(f"config.baselines: unknown models {unknown} (known: {MODELS}) or loss "
-                     f"{c.loss!r} (known: {losses.ITEM_LOSSES})")
+  if unknown or c.loss not in losses.ITEM_LOSSES or c.sid_model not in SID_MODELS:
+    raise StageError(f"config.baselines: unknown models {unknown} (known: {MODELS}), loss "
+                     f"{c.loss!r} (known: {losses.ITEM_LOSSES}) or sid_model {c.sid_model!r} "
+                     f"(known: {tuple(SID_MODELS)})")
   data_dir = os.path.join(workdir, "data")
   split_records = {split: tfds_builders.read_all(tfds_builders.sequences_source(data_dir, split))
                    for split in ("train", *SPLITS)}
@@ -118,7 +120,9 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
         top[split], scores = trainer.rank(rows, wanted, k, c.eval_batch_size)
         if split == "test" and c.sampled_negatives:
           sampled = scores
-      info.update({"loss": c.loss if name == "sasrec_id" else "code cross-entropy",
+      code_levels = name == "sasrec_sid" and c.sid_model == "levels"
+      info.update({"loss": "code cross-entropy" if code_levels else c.loss,
+                   "sid_model": c.sid_model if name == "sasrec_sid" else None,
                    "parameters": sum(int(x.size) for x in
                                      jax.tree.leaves(nnx.state(trainer.model, nnx.Param))),
                    "best_step": result.best_step, "stopped_early": result.stopped_early,

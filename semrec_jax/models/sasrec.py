@@ -9,7 +9,13 @@ self-attention blocks; the hidden state at each position predicts the next item.
   padding code, so padding never shares a row with a code). The next item's codes are predicted
   level by level: level l is a softmax over the codebook from the hidden state plus embeddings of
   the codes chosen at the levels before it. An item's score is the sum of its code log-probs, which
-  `item_scores` computes for the whole catalog with matrix products (no loop over items).
+  `item_scores` computes for the whole catalog with matrix products (no loop over items). The
+  user's state and the codes chosen so far only add up in a level's logits, so what a user wants
+  at level 2 cannot depend on which level-1 code it follows.
+- `ComposedSASRec`: an item's vector is a function of its codes alone (the sum of its code
+  embeddings plus an MLP of their concatenation, so the levels interact), tied to the output like
+  `ItemSASRec`: a full softmax over the catalog's composed vectors. No parameter belongs to one
+  item, as in `CodeSASRec`.
 """
 
 import dataclasses
@@ -118,20 +124,36 @@ class ItemSASRec(nnx.Module):
     return jnp.einsum("...d,...md->...m", hidden, jnp.take(table, items, axis=0))
 
 
+def _padded_codes(c: SASRecConfig, codes: np.ndarray) -> ItemCodes:
+  """The catalog's codes with a padding row of each level's own padding code (codebook_size)."""
+  if codes.shape != (c.num_items, c.levels) or codes.min() < 0 or codes.max() >= c.codebook_size:
+    raise ValueError(f"codes must be [{c.num_items}, {c.levels}] in [0, {c.codebook_size}), "
+                     f"got {codes.shape} in [{codes.min()}, {codes.max()}]")
+  padded = np.concatenate([codes, np.full((1, c.levels), c.codebook_size)]).astype(np.int32)
+  return ItemCodes(jnp.asarray(padded))
+
+
+def _code_embedding(c: SASRecConfig, rngs: nnx.Rngs) -> nnx.Param:
+  """Per-level code rows [levels, codebook_size + 1, dim]; row codebook_size pads its level."""
+  return nnx.Param(param_init(nnx.initializers.normal(0.02), None, "codebook", "embed")(
+      rngs.params(), (c.levels, c.codebook_size + 1, c.dim)))
+
+
+def _sum_of_codes(embedding: jax.Array, codes: jax.Array) -> jax.Array:
+  """[..., D]: the sum over levels of each item's code rows, for codes [..., L]."""
+  rows = jnp.take_along_axis(embedding.reshape((1,) * (codes.ndim - 1) + embedding.shape),
+                             codes[..., None, None], axis=codes.ndim)
+  return rows[..., 0, :].sum(axis=-2)
+
+
 class CodeSASRec(nnx.Module):
   """Semantic-ID SASRec; inputs are item indices with `num_items` as padding, mapped to codes."""
 
   def __init__(self, c: SASRecConfig, codes: np.ndarray, rngs: nnx.Rngs):
-    if codes.shape != (c.num_items, c.levels) or codes.min() < 0 or codes.max() >= c.codebook_size:
-      raise ValueError(f"codes must be [{c.num_items}, {c.levels}] in [0, {c.codebook_size}), "
-                       f"got {codes.shape} in [{codes.min()}, {codes.max()}]")
     self.config = c
-    padded = np.concatenate([codes, np.full((1, c.levels), c.codebook_size)]).astype(np.int32)
-    self.codes = ItemCodes(jnp.asarray(padded))
+    self.codes = _padded_codes(c, codes)
     init = nnx.initializers.normal(0.02)
-    # Row codebook_size of each level is that level's padding code.
-    self.embedding = nnx.Param(param_init(init, None, "codebook", "embed")(
-        rngs.params(), (c.levels, c.codebook_size + 1, c.dim)))
+    self.embedding = _code_embedding(c, rngs)
     self.prefix = nnx.Param(param_init(init, None, "codebook", "embed")(
         rngs.params(), (max(1, c.levels - 1), c.codebook_size, c.dim)))
     self.bias = nnx.Param(jnp.zeros((c.levels, c.codebook_size)))
@@ -140,9 +162,7 @@ class CodeSASRec(nnx.Module):
   def __call__(self, items, rngs: nnx.Rngs | None = None):
     c = self.config
     valid = items != c.num_items
-    codes = jnp.take(self.codes[...], items, axis=0)  # [B, T, L]
-    x = jnp.take_along_axis(self.embedding[...][None, None], codes[..., None, None], axis=3)
-    x = x[..., 0, :].sum(axis=2)  # sum over levels of the [B, T, L, D] code rows
+    x = _sum_of_codes(self.embedding[...], jnp.take(self.codes[...], items, axis=0))
     return self.encoder(parallel.constrain(x, "batch", None, None), valid, rngs)
 
   def _queries(self, hidden, codes):
@@ -183,3 +203,42 @@ class CodeSASRec(nnx.Module):
           cc, codes[:, level:level + 1], axis=1).T
       total += picked - norm
     return total
+
+
+class ComposedSASRec(nnx.Module):
+  """Semantic-ID SASRec whose item vectors are composed from the codes, tied to a full softmax."""
+
+  def __init__(self, c: SASRecConfig, codes: np.ndarray, rngs: nnx.Rngs):
+    self.config = c
+    self.codes = _padded_codes(c, codes)
+    self.embedding = _code_embedding(c, rngs)
+    init = nnx.initializers.xavier_uniform()
+    width = c.mlp_ratio * c.dim
+    self.up = nnx.Param(param_init(init, None, "embed", "mlp")(rngs.params(),
+                                                               (c.levels, c.dim, width)))
+    self.down = nnx.Param(param_init(nnx.initializers.zeros_init(), "mlp", "embed")(
+        rngs.params(), (width, c.dim)))  # zero: training starts from the plain sum
+    self.encoder = Encoder(c, rngs)
+
+  def item_vectors(self, codes):
+    """Vectors [..., D] of items with codes [..., L]: sum of code rows + MLP(concatenated rows)."""
+    table = self.embedding[...]
+    rows = jnp.stack([jnp.take(table[level], codes[..., level], axis=0)
+                      for level in range(self.config.levels)], axis=-2)  # [..., L, D]
+    mixed = jax.nn.gelu(jnp.einsum("...ld,ldh->...h", rows, self.up[...]))
+    return rows.sum(axis=-2) + mixed @ self.down[...]
+
+  def __call__(self, items, rngs: nnx.Rngs | None = None):
+    valid = items != self.config.num_items
+    x = self.item_vectors(jnp.take(self.codes[...], items, axis=0))
+    return self.encoder(parallel.constrain(x, "batch", None, None), valid, rngs)
+
+  def item_scores(self, hidden, items=None):
+    """As `ItemSASRec.item_scores`, with the composed vectors as the item table."""
+    codes = self.codes[...][:self.config.num_items]
+    if items is None:
+      return hidden @ self.item_vectors(codes).T
+    vectors = self.item_vectors(jnp.take(codes, items, axis=0))
+    if items.ndim == 1:
+      return hidden @ vectors.T
+    return jnp.einsum("...d,...md->...m", hidden, vectors)

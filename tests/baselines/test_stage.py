@@ -51,10 +51,11 @@ def test_training_rows_never_hold_a_validation_or_test_item(splits):
                                                     for r in splits["validation"][:3]]).all()
 
 
-@pytest.mark.parametrize("name,loss", [("sasrec_id", "ce"), ("sasrec_id", "sampled"),
-                                       ("sasrec_id", "bce"), ("sasrec_sid", "ce")])
-def test_loss_falls(splits, demo_ids, name, loss):
-  c = _config(loss=loss, learning_rate=3e-3)
+@pytest.mark.parametrize("name,loss,sid_model", [
+    ("sasrec_id", "ce", None), ("sasrec_id", "sampled", None), ("sasrec_id", "bce", None),
+    ("sasrec_sid", "ce", "levels"), ("sasrec_sid", "ce", "composed")])
+def test_loss_falls(splits, demo_ids, name, loss, sid_model):
+  c = _config(loss=loss, learning_rate=3e-3, sid_model=sid_model or "levels")
   codes = assign.read_table(os.path.join(demo_ids, "semantic_ids.tsv"))[1]
   trainer = Trainer(stage_lib.build(name, c, 2000, codes), c, parallel.make_mesh())
   inputs, targets = sequences.train_rows(splits["train"][:512], 2000, c.max_len)
@@ -65,14 +66,16 @@ def test_loss_falls(splits, demo_ids, name, loss):
   assert last < 0.8 * first, (first, last)
 
 
-def test_sharded_training_equals_one_device(splits):
+@pytest.mark.parametrize("name", ["sasrec_id", "sasrec_sid"])
+def test_sharded_training_equals_one_device(splits, demo_ids, name):
   assert jax.device_count() == 8
-  c = _config(dropout=0.2)
+  c = _config(dropout=0.2, sid_model="composed")  # its MLP splits over the tensor axis
+  codes = assign.read_table(os.path.join(demo_ids, "semantic_ids.tsv"))[1]
   inputs, targets = sequences.train_rows(splits["train"][:64], 2000, c.max_len)
   results = []
   for mesh in (parallel.make_mesh(), parallel.make_mesh(devices=jax.devices()[:1]),
                parallel.make_mesh(parallel.mesh_config(data=2, fsdp=2, tensor=2))):
-    trainer = Trainer(stage_lib.build("sasrec_id", c, 2000, None), c, mesh)
+    trainer = Trainer(stage_lib.build(name, c, 2000, codes), c, mesh)
     found = [float(trainer.step(inputs, targets, step)) for step in range(3)]
     rows = sequences.history_rows(splits["test"][:16], 2000, c.max_len)
     top, _ = trainer.rank(rows, np.zeros((16, 1), np.int64), 10, 8)
@@ -128,6 +131,9 @@ def test_unknown_model_or_loss_is_one_clear_error(tmp_path):
     stage_lib.baselines(config, str(tmp_path), str(tmp_path / "out"))
   config.baselines.models, config.baselines.loss = ("sasrec_id",), "hinge"
   with pytest.raises(StageError, match=r"loss 'hinge' \(known: \('ce', 'sampled', 'bce'\)\)"):
+    stage_lib.baselines(config, str(tmp_path), str(tmp_path / "out"))
+  config.baselines.loss, config.baselines.sid_model = "ce", "tiger"
+  with pytest.raises(StageError, match=r"sid_model 'tiger' \(known: \('levels', 'composed'\)\)"):
     stage_lib.baselines(config, str(tmp_path), str(tmp_path / "out"))
 
 
