@@ -150,7 +150,20 @@ def _walk(graphdef, state, trie: DeviceTrie, allowed, code_tokens, tokens, lengt
         hidden, cache = _step(model, code_tokens[level][code.reshape(-1)], positions, cache)
         positions = positions + 1
     items = jnp.where(scores > _NEG / 2, rows.reshape(batch, width), -1)
-    return items, scores
+    return items, scores, cache["overflow"]
+
+
+class CacheOverflow(RuntimeError):
+  """A decoder wrote a token past its KV cache: its outputs are wrong (a bug in the sizing)."""
+
+
+def check_cache(overflow, cache_len: int) -> None:
+  """Raises CacheOverflow when a decoding call's cache flag (Decoder.init_cache) is set."""
+  if not overflow.is_fully_addressable:  # a scalar, the same on every process: read this one's
+    overflow = overflow.addressable_data(0)
+  if bool(np.asarray(overflow)):
+    raise CacheOverflow(f"KV cache of {cache_len} positions overflowed: a token was written past "
+                        "its end and lost")
 
 
 def _mesh_context(mesh):
@@ -171,13 +184,13 @@ def _score(graphdef, state, code_tokens, tokens, lengths, codes, *, cache_len: i
     # Teacher forcing: codes 0..L-2 enter the cache together; each hidden state scores the next.
     level_tokens = code_tokens[jnp.arange(levels - 1)[None], flat[:, :-1]]
     positions = jnp.repeat(lengths, count)[:, None] + jnp.arange(levels - 1)
-    later, _ = model.hidden(level_tokens, positions, jnp.ones_like(level_tokens), cache)
+    later, cache = model.hidden(level_tokens, positions, jnp.ones_like(level_tokens), cache)
     states = jnp.concatenate([jnp.repeat(hidden, count, axis=0)[:, None], later], axis=1)
     total = 0.0
     for level in range(levels):
       logp = _code_logprobs(model, states[:, level], code_tokens[level])
       total = total + jnp.take_along_axis(logp, flat[:, level:level + 1], axis=-1)[:, 0]
-    return total.reshape(batch, count)
+    return total.reshape(batch, count), cache["overflow"]
 
 
 def _generate(graphdef, state, tokens, lengths, key, *, max_new: int, cache_len: int,
@@ -188,7 +201,7 @@ def _generate(graphdef, state, tokens, lengths, key, *, max_new: int, cache_len:
     hidden, cache = _prefill(model, tokens, lengths, cache_len)
 
     def pick(hidden, key):
-      logits = model.embedder.decode(hidden).astype(jnp.float32)
+      logits = model.embedder.decode(hidden)
       if temperature > 0:
         return jax.random.categorical(key, logits / temperature).astype(jnp.int32)
       return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -201,8 +214,8 @@ def _generate(graphdef, state, tokens, lengths, key, *, max_new: int, cache_len:
       return out.at[:, t].set(token), hidden, cache, key
 
     out = jnp.zeros((tokens.shape[0], max_new), jnp.int32)
-    out, _, _, _ = jax.lax.fori_loop(0, max_new, body, (out, hidden, cache, key))
-    return out
+    out, _, cache, _ = jax.lax.fori_loop(0, max_new, body, (out, hidden, cache, key))
+    return out, cache["overflow"]
 
 
 def _text_logprob(graphdef, state, tokens, lengths, starts, *, span: int, mesh):
@@ -216,7 +229,7 @@ def _text_logprob(graphdef, state, tokens, lengths, starts, *, span: int, mesh):
                              segment_ids, segment_ids)
     at = jnp.minimum(starts[:, None] + jnp.arange(span), width - 1)  # predicted positions
     rows = jnp.arange(tokens.shape[0])[:, None]
-    logp = jax.nn.log_softmax(model.embedder.decode(hidden[rows, at - 1]).astype(jnp.float32))
+    logp = jax.nn.log_softmax(model.embedder.decode(hidden[rows, at - 1]))
     picked = jnp.take_along_axis(logp, tokens[rows, at][..., None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(starts[:, None] + jnp.arange(span) < lengths[:, None], picked, 0.0),
                    axis=1)
@@ -298,10 +311,11 @@ class SidDecoder:
     items, scores = [], []
     key = jax.random.key(seed)
     for start, tokens, lengths, cache_len in self._batches(prompts, self.levels):
-      i, s = _walk_jit(self.graphdef, self.state, self.trie, masks, self.code_tokens, tokens,
-                       lengths,
-                        jax.random.fold_in(key, start), width=width, cache_len=cache_len,
-                        temperature=float(temperature), top_p=float(top_p), mesh=self.mesh)
+      i, s, overflow = _walk_jit(self.graphdef, self.state, self.trie, masks, self.code_tokens,
+                                 tokens, lengths, jax.random.fold_in(key, start), width=width,
+                                 cache_len=cache_len, temperature=float(temperature),
+                                 top_p=float(top_p), mesh=self.mesh)
+      check_cache(overflow, cache_len)
       items.append(self._fetch(i))
       scores.append(self._fetch(s))
     n = len(prompts)
@@ -319,10 +333,14 @@ class SidDecoder:
     for start, tokens, lengths, cache_len in self._batches(prompts, self.levels):
       rows = codes[start:start + self.batch_size]
       rows = np.concatenate([rows, np.repeat(rows[:1], self.batch_size - len(rows), axis=0)])
-      out.append(np.concatenate([self._fetch(_score_jit(
-          self.graphdef, self.state, self.code_tokens, tokens, lengths,
-          self._put(rows[:, c:c + chunk]), cache_len=cache_len, mesh=self.mesh))
-                                 for c in range(0, codes.shape[1], chunk)], axis=1))
+      parts = []
+      for c in range(0, codes.shape[1], chunk):
+        scores, overflow = _score_jit(self.graphdef, self.state, self.code_tokens, tokens,
+                                      lengths, self._put(rows[:, c:c + chunk]),
+                                      cache_len=cache_len, mesh=self.mesh)
+        check_cache(overflow, cache_len)
+        parts.append(self._fetch(scores))
+      out.append(np.concatenate(parts, axis=1))
     return np.concatenate(out)[:len(prompts), :count]
 
   def text_logprob(self, prompt: list[int], continuations: list[list[int]]) -> np.ndarray:
@@ -342,10 +360,12 @@ class SidDecoder:
     """[n, max_new_tokens] continuations of full prompts (no <|sid_start|> added)."""
     out, key = [], jax.random.key(seed)
     for start, tokens, lengths, cache_len in self._batches(prompts, max_new_tokens):
-      out.append(self._fetch(_generate_jit(
+      tokens_out, overflow = _generate_jit(
           self.graphdef, self.state, tokens, lengths, jax.random.fold_in(key, start),
           max_new=max_new_tokens, cache_len=cache_len, temperature=float(temperature),
-          mesh=self.mesh)))
+          mesh=self.mesh)
+      check_cache(overflow, cache_len)
+      out.append(self._fetch(tokens_out))
     return np.concatenate(out)[:len(prompts)]
 
 
@@ -356,8 +376,10 @@ def greedy(model: Decoder, prompt: list[int], max_new_tokens: int,
   width = bucket(len(prompt))
   tokens = np.zeros((1, width), np.int32)
   tokens[0, :len(prompt)] = prompt
-  out = np.asarray(_generate_jit(graphdef, state, jnp.asarray(tokens),
-                                 jnp.asarray([len(prompt)], jnp.int32), jax.random.key(0),
-                                 max_new=max_new_tokens, cache_len=width + max_new_tokens,
-                                 temperature=0.0, mesh=None))[0].tolist()
+  out, overflow = _generate_jit(graphdef, state, jnp.asarray(tokens),
+                                jnp.asarray([len(prompt)], jnp.int32), jax.random.key(0),
+                                max_new=max_new_tokens, cache_len=width + max_new_tokens,
+                                temperature=0.0, mesh=None)
+  check_cache(overflow, width + max_new_tokens)
+  out = np.asarray(out)[0].tolist()
   return out[:out.index(eos_id) + 1] if eos_id in out else out

@@ -256,15 +256,23 @@ class Embedder(nnx.Module):
   def decode_subset(self, x: jax.Array, token_ids: jax.Array) -> jax.Array:
     """Float32 logits [..., n] of hidden states x [..., D] for only the n tokens `token_ids`
     (e.g. one semantic-ID level's 256 codes instead of the whole vocabulary)."""
-    return (x @ self.output_rows(token_ids).astype(x.dtype).T).astype(jnp.float32)
+    return _logits(x, self.output_rows(token_ids))
 
   def decode(self, x: jax.Array) -> jax.Array:
+    """Float32 logits [..., padded vocabulary]; the padding columns at a large negative value."""
     base, new = self._tables(output=True)
-    logits = x @ base.astype(x.dtype).T
+    logits = _logits(x, base)
     if new is not None:
-      logits = jnp.concatenate([logits, x @ new.astype(x.dtype).T], axis=-1)
+      logits = jnp.concatenate([logits, _logits(x, new)], axis=-1)
     valid = jnp.arange(self.c.padded_vocab_size) < self.c.output_vocab_size
     return jnp.where(valid, logits, jnp.asarray(_MASKED, logits.dtype))
+
+
+def _logits(x: jax.Array, table: jax.Array) -> jax.Array:
+  """x [..., D] times table [n, D] in x's dtype, accumulated and returned in float32: bf16 logits
+  between 16 and 32 sit on steps of 0.125, enough to reorder a beam, and platforms round alike only
+  if nothing is rounded to bf16 after the product."""
+  return jnp.einsum("...d,nd->...n", x, table.astype(x.dtype), preferred_element_type=jnp.float32)
 
 
 class Decoder(nnx.Module):
@@ -289,7 +297,7 @@ class Decoder(nnx.Module):
     """
     x, new_cache = self.hidden(tokens, positions, segment_ids, cache)
     logits = self.embedder.decode(x)
-    logits = parallel.constrain(logits, "batch", None, "vocab").astype(jnp.float32)
+    logits = parallel.constrain(logits, "batch", None, "vocab")
     return (logits, new_cache) if cache is not None else logits
 
   def hidden(self, tokens, positions=None, segment_ids=None, cache=None):
@@ -307,12 +315,20 @@ class Decoder(nnx.Module):
                             None if cache is None else cache["groups"], unroll)
     x, tail_cache = _scan(self.tail, x, positions, segment_ids,
                           None if cache is None else cache["tail"], unroll)
-    new_cache = {"groups": groups_cache, "tail": tail_cache} if cache is not None else None
+    new_cache = None
+    if cache is not None:
+      length = next(c["pos"].shape[-1] for c in (cache["groups"] or []) + (cache["tail"] or []))
+      past_end = jnp.any((segment_ids != 0) & (positions >= length))
+      new_cache = {"groups": groups_cache, "tail": tail_cache,
+                   "overflow": cache["overflow"] | past_end}
     return self.final_norm(x), new_cache
 
   def init_cache(self, batch: int, length: int, dtype=None) -> dict:
     """An empty key/value cache laid out like the layers: {"groups": one per block of a group,
-    "tail": one}, arrays with a leading axis over the stack (None for an empty stack)."""
+    "tail": one}, arrays with a leading axis over the stack (None for an empty stack), and
+    "overflow": a flag set for good once a token is written at a position >= `length`. Such a
+    write is lost (padding's is meant to be), so whoever decodes must check the flag: the
+    decoders in lm/decoding.py raise on it."""
     c = self.config
     dtype = dtype or self.dtype
 
@@ -321,13 +337,15 @@ class Decoder(nnx.Module):
       return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
               "pos": jnp.full((count, batch, length), -1, jnp.int32)}
     return {"groups": [empty(c.num_groups) for _ in range(c.group_size)] if c.num_groups else None,
-            "tail": [empty(c.num_tail)] if c.num_tail else None}
+            "tail": [empty(c.num_tail)] if c.num_tail else None,
+            "overflow": jnp.zeros((), bool)}
 
 
 def take_cache_rows(cache: dict, rows: jax.Array) -> dict:
   """The cache of batch rows `rows`: each beam's parent in beam search, or every prompt repeated
   (rows = repeat(arange(B), n)). The batch is axis 1, behind the stack axis."""
-  return jax.tree.map(lambda x: x[:, rows], cache)
+  layers = {k: cache[k] for k in ("groups", "tail")}
+  return {**jax.tree.map(lambda x: x[:, rows], layers), "overflow": cache["overflow"]}
 
 
 def layer_state(state, config: DecoderConfig, layer: int):

@@ -11,7 +11,8 @@ from flax import nnx
 
 from semrec_jax import parallel
 from semrec_jax.models import configs, params
-from semrec_jax.models.decoder import Decoder, NewTokens
+from semrec_jax.lm import decoding
+from semrec_jax.models.decoder import Decoder, NewTokens, take_cache_rows
 from tests.conftest import FIXTURES
 
 SHARDING_GOLDEN = os.path.join(FIXTURES, "sharding")
@@ -71,6 +72,22 @@ def test_kv_cache_matches_full_forward(model):
     np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-4)
 
 
+def test_a_write_past_the_cache_sets_its_overflow_flag_and_decoding_raises(model):
+  tokens = jnp.asarray(np.random.default_rng(3).integers(1, 552, (2, 6)))
+  _, cache = model(tokens, cache=model.init_cache(2, 8))
+  segments = jnp.asarray([[1], [0]])  # row 1 is padding: its write past the end is meant to go
+  for t in (6, 7):
+    _, cache = model(tokens[:, :1], positions=jnp.full((2, 1), t), cache=cache)
+  assert not bool(cache["overflow"])
+  _, padded = model(tokens[:, :1], jnp.full((2, 1), 8), jnp.asarray([[0], [0]]), cache)
+  assert not bool(padded["overflow"])
+  _, cache = model(tokens[:, :1], jnp.full((2, 1), 8), segments, cache)
+  assert bool(cache["overflow"])
+  assert bool(take_cache_rows(cache, jnp.asarray([1, 1]))["overflow"])  # sticky, beams or not
+  with pytest.raises(decoding.CacheOverflow, match="KV cache of 8 positions overflowed"):
+    decoding.check_cache(cache["overflow"], 8)
+
+
 def test_padded_prefill_and_cached_steps_equal_unpadded():
   """Right-padded prompts of different lengths, then cached steps at each row's own positions,
   with sliding windows shorter than the sequence: every row equals its unpadded run."""
@@ -103,6 +120,25 @@ def test_hidden_states_score_a_subset_of_the_vocabulary(model):
   subset = jnp.asarray([3, 511, 512, 551])  # base and new rows
   np.testing.assert_allclose(model.embedder.decode_subset(x, subset), model(tokens)[..., subset],
                              atol=1e-4)
+
+
+def test_bf16_activations_give_float32_logits_not_rounded_to_bf16():
+  """Beam ranks must not depend on the platform's activation dtype: logits of bf16 hidden states
+  are the exact product of the bf16 values, in float32 (bf16 would round 16..32 to 0.125 steps)."""
+  m = Decoder(tiny(), nnx.Rngs(0), dtype=jnp.bfloat16)
+  tokens = jnp.asarray(np.random.default_rng(6).integers(1, 552, (2, 7)))
+  x, _ = m.hidden(tokens)
+  assert x.dtype == jnp.bfloat16
+  x = (x * 40).astype(jnp.bfloat16)  # logits of tens, where bf16 steps are 0.125
+  subset = jnp.asarray(np.arange(500, 552))
+  rows = np.asarray(m.embedder.output_rows(subset).astype(jnp.bfloat16), np.float64)
+  exact = np.asarray(x, np.float64) @ rows.T
+  assert np.abs(exact).max() > 16
+  for logits in (m.embedder.decode_subset(x, subset), m.embedder.decode(x)[..., 500:552]):
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(logits), exact, atol=2e-3)
+  rounded = np.asarray(jnp.asarray(exact, jnp.bfloat16), np.float64)
+  assert np.abs(rounded - exact).max() > 0.02  # what bf16 logits would have lost
 
 
 def _sharded(config, mesh):
