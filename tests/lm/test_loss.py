@@ -56,6 +56,33 @@ def test_chunked_loss_and_gradients_equal_the_full_loss(answer_share, chunk, sca
   assert float(jnp.abs(new_rows[37:]).max()) == 0  # padding rows never score
 
 
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_several_vocabulary_tiles_with_a_ragged_last_one(monkeypatch, dtype, tolerance):
+  """Tiles of 96 rows: the 1,000 pretrained rows take 11 (the last moved back over 56 rows an
+  earlier tile had), the 128 new-token rows 2; float32 and bf16 activations against the loss on
+  full logits (float32 products of the same values)."""
+  monkeypatch.setattr(loss, "VOCAB_TILE", 96)
+  config = configs.get("tiny", vocab_size=1000, num_new_tokens=37, num_layers=1, embed_dim=64,
+                       mlp_dim=64, num_heads=2, head_dim=16)
+  model = Decoder(config, nnx.Rngs(0), dtype=dtype)
+  batch = _batch(3, 40, 1037, 0.5, seed=1)
+
+  def full(m):
+    logits = m(batch["tokens"], batch["positions"], batch["segment_ids"])
+    return loss.next_token_loss(logits, batch["tokens"], batch["mask"], batch["segment_ids"])[0]
+
+  want, want_grads = nnx.value_and_grad(full)(model)
+  got, got_grads = nnx.value_and_grad(lambda m: loss.decoder_loss(m, batch, token_chunk=16)[0])(
+      model)
+  assert float(got) == pytest.approx(float(want), rel=tolerance / 10)
+  top = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(want_grads))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float32),
+                                                       np.asarray(b, np.float32),
+                                                       atol=tolerance * top), got_grads, want_grads)
+  table = got_grads["embedder"]["embedding"][...]
+  assert float(jnp.abs(table[904:1000]).max()) > 0  # the moved-back tile's rows have gradients
+
+
 def test_no_answer_positions_give_zero_loss_and_gradients():
   config = configs.get("tiny", vocab_size=300, num_layers=1, embed_dim=32, mlp_dim=32,
                        num_heads=2, head_dim=16)
