@@ -2,7 +2,7 @@ r"""SASRec baselines (semrec_jax/baselines/): training sequences/s and full-cata
 users/s; prints one JSON line.
 
   python benchmarks/sasrec.py --model=sasrec_id --loss=ce
-  python benchmarks/sasrec.py --model=sasrec_sid --sid_model=levels --items=16859
+  python benchmarks/sasrec.py --model=sasrec_sid --sid_model=composed --items=16859
 
 Random weights, random histories of --max_len items over a random catalog of --items items (the
 semantic-ID model gets random distinct 4-level codes); the default config.baselines sizes. Timed
@@ -23,7 +23,7 @@ from semrec_jax.baselines.trainer import Trainer
 _MODEL = flags.DEFINE_enum("model", "sasrec_id", ["sasrec_id", "sasrec_sid"], "Baseline.")
 _LOSS = flags.DEFINE_enum("loss", "ce", ["ce", "sampled", "bce"],
                           "Training loss of sasrec_id and of the composed sasrec_sid.")
-_SID_MODEL = flags.DEFINE_enum("sid_model", "composed", list(stage.SID_MODELS),
+_SID_MODEL = flags.DEFINE_enum("sid_model", "levels", list(stage.SID_MODELS),
                                "sasrec_sid: how codes make an item (config.baselines.sid_model).")
 _ITEMS = flags.DEFINE_integer("items", 16_859, "Catalog size (default: the Games benchmark).")
 _MAX_LEN = flags.DEFINE_integer("max_len", 50, "History items per row.")

@@ -13,6 +13,7 @@ def get_config():
   config.baselines.eval_every = 150
   config.baselines.patience = 2
   config.baselines.val_users = 1000   # early stopping on a fixed subset (the test uses all)
+  config.baselines.sid_model = "composed"  # validation NDCG@10 0.0748 vs 0.0595 for levels here
   # Short histories pack 2-3 examples per 128-token row: more examples per CPU second.
   config.lm.max_history = 5
   config.lm.stage_steps = (900,)
