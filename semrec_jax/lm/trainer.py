@@ -107,21 +107,29 @@ class LMTrainer:
 
   def _step(self, state, batch):
     """One update from one batch, or (grad_accum > 1) from a stack of micro-batches [k, rows,
-    seq]: loss sums, answer-token counts and gradient sums are added over the micro-batches
-    (`lax.scan`) and divided once by the total count, so every answer token weighs the same as
-    in one batch of their union. The logged grad norm is the one clipping sees."""
+    seq]: each micro-batch's loss sum is scaled by 1 / (answer tokens in the whole batch) and
+    the losses and gradients are added over the micro-batches (`lax.scan`), so every answer token
+    weighs the same as in one batch of their union. The logged grad norm is the one clipping sees."""
     self.compiles += 1  # runs only while tracing: counts compilations
     model, opt = nnx.merge(self.graphdef, state)
     graphdef, trained, rest = nnx.split(model, self.wrt, ...)
-    sum_and_grad = jax.value_and_grad(
-        lambda p, b: self._batch_loss(nnx.merge(graphdef, p, rest), b), has_aux=True)
     micro = batch if self.accumulate > 1 else jax.tree.map(lambda x: x[None], batch)
-    ((total, count), grads), _ = batching.scan_sum(
-        lambda b: (sum_and_grad(trained, b), None), micro)
-    scale = 1.0 / jnp.maximum(count, 1)
-    grads = jax.tree.map(lambda g: g * scale, grads)
+    # The answer-token count is known from the masks before any forward pass, so 1/count scales
+    # the loss itself: the gradients come out as means, with no pass over them afterwards.
+    rows = lambda x: x.reshape(-1, x.shape[-1])
+    _, valid = loss.answer_targets(rows(micro["tokens"]), rows(micro["mask"]),
+                                   rows(micro["segment_ids"]))
+    count = jnp.sum(valid)
+    scale = 1.0 / jnp.maximum(count, 1).astype(jnp.float32)
+
+    def mean_part(p, b):
+      total, _ = self._batch_loss(nnx.merge(graphdef, p, rest), b)
+      return total * scale
+
+    mean, grads = batching.scan_sum(lambda b: (jax.value_and_grad(mean_part)(trained, b), None),
+                                    micro)[0]
     opt.update(model, grads)
-    return nnx.state((model, opt)), {"loss": total * scale, "targets": count,
+    return nnx.state((model, opt)), {"loss": mean, "targets": count,
                                      "tokens": jnp.sum(batch["segment_ids"] > 0),
                                      "grad_norm": optax.tree.norm(grads)}
 
