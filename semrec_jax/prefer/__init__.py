@@ -1,0 +1,1 @@
+"""The preference stage: rule-rewarded reinforcement learning (GRPO) after `lm`."""
