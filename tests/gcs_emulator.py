@@ -85,9 +85,13 @@ def start(port: int = 0):
   server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
   server.start()
   url = f"http://127.0.0.1:{port}"
+  # gcsfs's default filesystem first asks Cloud Storage's control plane (gRPC, which the emulator
+  # lacks) for the bucket's layout, and google-auth's credential search pings the GCE metadata
+  # server on the way: both time out here, again on every call, as an unknown layout is not cached.
   return server, {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
                   "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,
-                  "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"}
+                  "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+                  "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK": "true"}
 
 
 if __name__ == "__main__":

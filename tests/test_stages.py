@@ -12,7 +12,7 @@ import pytest
 
 from configs import demo
 from semrec_jax import defaults, pipeline, stages, storage
-from tests.conftest import REPO
+from tests.conftest import FAST_COMPILE, REPO
 
 
 def _interrupted_once(seen: list):
@@ -159,7 +159,7 @@ def test_every_process_of_a_multi_host_job_refuses(tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
          "JAX_PLATFORMS": "cpu"}
   procs = [subprocess.Popen(
       _main_command(tmp_path) + [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",

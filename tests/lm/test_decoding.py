@@ -30,11 +30,14 @@ def setup():
   return model, ids, trie_lib.build(ids, K), code_tokens, prompts
 
 
+_forward = nnx.jit(lambda model, tokens: model(tokens))
+
+
 def brute_force(model, prompt, ids, code_tokens):
   """Every item's sum of per-level log-probs, from full forward passes (no cache)."""
   tokens = np.concatenate([np.broadcast_to(prompt + [SID_START], (len(ids), len(prompt) + 1)),
                            code_tokens[np.arange(LEVELS), ids]], axis=1)
-  logits = np.asarray(model(jnp.asarray(tokens)))
+  logits = np.asarray(_forward(model, jnp.asarray(tokens)))
   total = np.zeros(len(ids))
   for level in range(LEVELS):
     level_logits = logits[:, len(prompt) + level, code_tokens[level]]
@@ -139,5 +142,5 @@ def test_greedy_generation_matches_step_by_step_argmax(setup):
   out = decoding.greedy(model, prompts[1], 6)
   tokens = list(prompts[1])
   for _ in range(6):
-    tokens.append(int(np.argmax(np.asarray(model(jnp.asarray([tokens])))[0, -1])))
+    tokens.append(int(np.argmax(np.asarray(_forward(model, jnp.asarray([tokens])))[0, -1])))
   assert out == tokens[len(prompts[1]):]

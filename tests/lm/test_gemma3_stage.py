@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.mark.slow
 def test_gemma3_270m_two_stage_lm_run(main_workdir):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-  flags = {"stage_steps": "(1,1)", "batch_size": 8, "seq_len": 80, "eval_examples": 4,
+  flags = {"stage_steps": "(1,1)", "batch_size": 2, "seq_len": 80, "eval_examples": 4,
            "eval_every": 0, "log_every": 1, "checkpoint_every": 1}
   run = subprocess.run(
       [sys.executable, "-m", "semrec_jax.main", "--config=configs/gemma3_270m_games.py",
