@@ -1,0 +1,93 @@
+"""Rollouts for the preference stage: prompts from the training split, a group of candidates for
+each from the trie-constrained beam (real items only, in the decoder's order), their rule rewards
+and group-relative advantages, and the token batch the GRPO step trains on.
+
+Prompts are asked the way `eval` asks them (eval/prompts.py) about the training split's own next
+item, so the validation and test items of a user are never rewarded. Steering requests are drawn
+as `eval` draws them: a kind, then a value with 10+ items, in proportion to its items."""
+
+import dataclasses
+
+import numpy as np
+
+from semrec_jax.eval import prompts, steering
+from semrec_jax.lm import input_pipeline, phrasing
+from semrec_jax.prefer import grpo, rewards
+
+
+@dataclasses.dataclass
+class Group:
+  """One prompt's rollouts: the candidates (item indices, best first), their rewards, and for
+  steering the (kind, value) asked for."""
+  task: str
+  prompt: str
+  items: list[int]
+  rewards: list[float]
+  request: tuple[str, str] | None = None
+
+
+def next_item_groups(decoder, tokenizer, sids, records, max_history: int, group_size: int,
+                     rank_aware: bool = True) -> list[Group]:
+  """Per training record: "what next?" after its history; reward: the record's next item
+  (rewards.next_item)."""
+  texts = [prompts.next_item(r["history"], sids, max_history) for r in records]
+  found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size)
+  return [Group("next_item", t, row.tolist(), rewards.next_item(row.tolist(), int(r["target"]),
+                                                                rank_aware))
+          for t, r, row in zip(texts, records, found)]
+
+
+def steering_requests(values: dict, count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+  """`count` (kind, value) requests: a kind the catalog can be steered by, then one of its values
+  held by 10+ items, drawn in proportion to its item count (as `eval` draws them)."""
+  options = {kind: steering.requestable(values[kind]) for kind in phrasing.STEER_KINDS}
+  kinds = [k for k in phrasing.STEER_KINDS if options[k]]
+  if not kinds:
+    raise ValueError("the catalog has no attribute value held by "
+                     f"{steering.MIN_ITEMS_PER_VALUE}+ items: nothing to steer by")
+  out = []
+  for kind in rng.choice(kinds, count):
+    names, weights = list(options[kind]), np.asarray(list(options[kind].values()), np.float64)
+    out.append((str(kind), names[int(rng.choice(len(names), p=weights / weights.sum()))]))
+  return out
+
+
+def steering_groups(decoder, tokenizer, sids, records, values: dict, max_history: int,
+                    group_size: int, rng: np.random.Generator) -> list[Group]:
+  """Per training record: its history and a request in words; reward: the item has the asked
+  value (rewards.steering). `values`: steering.attribute_values of the catalog."""
+  asked = steering_requests(values, len(records), rng)
+  texts = [prompts.steered(r["history"], sids, max_history, phrasing.constraint(kind, value))
+           for r, (kind, value) in zip(records, asked)]
+  found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size)
+  return [Group("steering", t, row.tolist(),
+                [rewards.steering(int(i), kind, value, values) for i in row], (kind, value))
+          for t, (kind, value), row in zip(texts, asked, found)]
+
+
+def training_batch(groups: list[Group], tokenizer, sids, seq_len: int) -> dict:
+  """{"tokens", "mask"} [N, seq_len] (each rollout as the lm stage tokenizes a taught example:
+  [bos] prompt answer [eos], mask on answer and eos) and "advantages" [N], N = groups x group
+  size, from each group's rewards (grpo.group_advantages). A candidate that names no item (-1,
+  fewer items than the group qualify) gets the group's other answer tokens and no weight."""
+  size = len(groups[0].items)
+  if any(len(g.items) != size for g in groups):
+    raise ValueError("every group needs the same number of rollouts")
+  advantages = np.asarray(grpo.group_advantages(np.asarray([g.rewards for g in groups],
+                                                           np.float32)))
+  tokens = np.zeros((len(groups) * size, seq_len), np.int32)
+  mask = np.zeros_like(tokens)
+  weights = np.zeros(len(groups) * size, np.float32)
+  for g, group in enumerate(groups):
+    fallback = next((i for i in group.items if i >= 0), None)
+    if fallback is None:
+      raise ValueError(f"no rollout of the {group.task} prompt {group.prompt!r} names an item")
+    for j, item in enumerate(group.items):
+      row = g * size + j
+      example = input_pipeline.tokenize(
+          {"prompt": group.prompt, "answer": sids[item if item >= 0 else fallback]}, tokenizer,
+          seq_len)
+      tokens[row, :len(example["tokens"])] = example["tokens"]
+      mask[row, :len(example["mask"])] = example["mask"]
+      weights[row] = advantages[g, j] if item >= 0 else 0.0
+  return {"tokens": tokens, "mask": mask, "advantages": weights}

@@ -1,0 +1,89 @@
+"""The preference step: one GRPO update from a batch of scored rollouts, jitted and sharded like
+the `lm` step (the same optimizer and parameter shardings).
+
+The model the policy is held near (the supervised one, `reference`) is its parameters only,
+restored once and never updated: no second optimizer state. Each batch of rollouts makes one
+update, so the policy that made them is the policy being trained: its log-probabilities enter the
+ratio as constants (ratio 1, its gradient the policy gradient), and the clip matters only for
+updates that reuse a batch (not done here).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from semrec_jax import parallel
+from semrec_jax.lm import loss as loss_lib
+from semrec_jax.lm.trainer import optimizer
+from semrec_jax.models.decoder import Decoder
+from semrec_jax.prefer import grpo
+
+BATCH_KEYS = ("tokens", "mask", "advantages")
+
+
+def rollout_logprobs(model: Decoder, tokens, mask, answer_len: int):
+  """(log-probs [N, A], valid [N, A]): each row's first `answer_len` predicted answer tokens
+  (mask 1: the rollout, not the prompt), under the whole vocabulary's softmax in float32. Rows
+  are one left-aligned example each, padded with 0 (segment 0). Only the answer positions meet
+  the output table: [N, A, V] logits, not [N, T, V]."""
+  segment_ids = (jnp.arange(tokens.shape[1]) < jnp.sum(tokens != 0, axis=1, keepdims=True))
+  segment_ids = segment_ids.astype(jnp.int32)
+  hidden, _ = model.hidden(tokens, segment_ids=segment_ids)
+  targets, valid = loss_lib.answer_targets(tokens, mask, segment_ids)
+  order = jnp.argsort(jnp.where(valid, 0, 1), axis=1, stable=True)[:, :answer_len]
+  hidden = jnp.take_along_axis(hidden, order[..., None], axis=1)
+  targets = jnp.take_along_axis(targets, order, axis=1)
+  valid = jnp.take_along_axis(valid, order, axis=1)
+  logits = model.embedder.decode(hidden)  # float32
+  picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  logp = picked - jax.nn.logsumexp(logits, axis=-1)
+  return jnp.where(valid, logp, 0.0), valid
+
+
+class PreferenceTrainer:
+  """Owns the policy's (model, optimizer) state, the reference parameters and the compiled
+  step. `c`: config.prefer (learning_rate, warmup_steps, clip_norm, weight_decay, clip,
+  kl_weight)."""
+
+  def __init__(self, model: Decoder, c, steps: int, mesh, answer_len: int):
+    self.mesh, self.c, self.answer_len = mesh, c, answer_len
+    opt = nnx.Optimizer(model, optimizer(c, steps), wrt=nnx.Param)
+    self.graphdef, self.state = nnx.split((model, opt))
+    self.state_sharding = parallel.state_shardings(self.state, mesh)
+    self.state = jax.device_put(self.state, self.state_sharding)
+    params = nnx.state(model, nnx.Param)
+    reference_sharding = parallel.state_shardings(params, mesh)
+    self.reference = jax.device_put(jax.tree.map(jnp.copy, params), reference_sharding)
+    rows = {k: parallel.batch_sharding(mesh, 1 if k == "advantages" else 2) for k in BATCH_KEYS}
+    self.step = jax.jit(self._step, donate_argnums=0,
+                        in_shardings=(self.state_sharding, reference_sharding, rows),
+                        out_shardings=(self.state_sharding, None))
+
+  def _logprobs(self, model, batch):
+    with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+      return rollout_logprobs(model, batch["tokens"], batch["mask"], self.answer_len)
+
+  def _step(self, state, reference, batch):
+    model, opt = nnx.merge(self.graphdef, state)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ref_logp, _ = self._logprobs(nnx.merge(graphdef, reference, rest), batch)
+    ref_logp = jax.lax.stop_gradient(ref_logp)
+
+    def objective(p):
+      logp, valid = self._logprobs(nnx.merge(graphdef, p, rest), batch)
+      return grpo.clipped_objective(logp, jax.lax.stop_gradient(logp), ref_logp,
+                                    batch["advantages"], valid, self.c.clip, self.c.kl_weight)
+
+    (value, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    opt.update(model, grads)
+    return nnx.state((model, opt)), {"loss": value, **metrics}
+
+  @property
+  def model(self) -> Decoder:
+    return nnx.merge(self.graphdef, self.state)[0]
+
+  def put(self, batch: dict) -> dict:
+    """Host arrays of the whole batch onto the mesh (one process)."""
+    return {k: jax.device_put(np.asarray(batch[k]), parallel.batch_sharding(
+        self.mesh, 1 if k == "advantages" else 2)) for k in BATCH_KEYS}

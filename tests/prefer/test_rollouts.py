@@ -1,0 +1,63 @@
+"""Rollouts from the briefly trained tiny LM: real, distinct items per group, rewards by the
+rules, and a batch that one GRPO step trains on."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from semrec_jax import parallel
+from semrec_jax.data import tfds_builders
+from semrec_jax.eval import restore, steering
+from semrec_jax.lm import decoding, input_pipeline, phrasing
+from semrec_jax.prefer import grpo, rewards, rollouts
+from semrec_jax.prefer.trainer import PreferenceTrainer
+from tests.prefer.test_trainer import _config
+
+GROUP = 4
+
+
+def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(trained_lm):
+  workdir, config = trained_lm
+  mesh = parallel.make_mesh(devices=jax.devices()[:1])
+  lm = restore.load(str(workdir), mesh=mesh)
+  decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
+                                batch_size=4)
+  records = tfds_builders.read_all(tfds_builders.sequences_source(
+      os.path.join(workdir, "data"), "train"))[:6]
+  max_history = lm.config.max_history
+  values = steering.attribute_values(lm.items)
+
+  groups = rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, records, max_history, GROUP)
+  groups += rollouts.steering_groups(decoder, lm.tokenizer, lm.sids, records, values,
+                                     max_history, GROUP, np.random.default_rng(0))
+  assert [g.task for g in groups] == ["next_item"] * 6 + ["steering"] * 6
+  for g, r in zip(groups, records + records):
+    assert len(set(g.items)) == GROUP and min(g.items) >= 0
+    if g.task == "next_item":
+      assert g.rewards == rewards.next_item(g.items, int(r["target"]))
+    else:
+      kind, value = g.request
+      assert value in steering.requestable(values[kind])
+      assert phrasing.constraint(kind, value) in g.prompt
+      assert g.rewards == [float(value in values[kind][i]) for i in g.items]
+
+  batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
+  assert batch["tokens"].shape == (12 * GROUP, lm.config.seq_len)
+  for row in range(GROUP):  # the first group, item by item, as the lm stage tokenizes it
+    taught = input_pipeline.tokenize({"prompt": groups[0].prompt,
+                                      "answer": lm.sids[groups[0].items[row]]},
+                                     lm.tokenizer, lm.config.seq_len)
+    n = len(taught["tokens"])
+    assert batch["tokens"][row, :n].tolist() == taught["tokens"].tolist()
+    assert batch["mask"][row, :n].tolist() == taught["mask"].tolist()
+    assert not batch["tokens"][row, n:].any()
+  expected = np.asarray(grpo.group_advantages(np.asarray([g.rewards for g in groups])))
+  np.testing.assert_allclose(batch["advantages"], expected.ravel(), atol=1e-6)
+
+  answer = int(batch["mask"].sum(1).max())
+  trainer = PreferenceTrainer(lm.model, _config(), 1, mesh, answer)
+  trainer.state, metrics = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["kl"]) == pytest.approx(0.0,
+                                                                                       abs=1e-6)
