@@ -36,6 +36,12 @@ def requestable(values: list[set[str]]) -> dict[str, int]:
   return {v: n for v, n in sorted(counts.items()) if n >= MIN_ITEMS_PER_VALUE}
 
 
+def draw(options: dict[str, int], count: int, rng: np.random.Generator) -> list[str]:
+  """`count` values of `options` (requestable()), each drawn in proportion to its item count."""
+  names, weights = list(options), np.asarray(list(options.values()), np.float64)
+  return [names[i] for i in rng.choice(len(names), count, p=weights / weights.sum())]
+
+
 def _share(ranked: np.ndarray, values: list[set[str]], wanted: list[str]) -> float:
   return float(np.mean([np.mean([w in values[i] if i >= 0 else False for i in row])
                         for row, w in zip(ranked, wanted)]))
@@ -55,8 +61,7 @@ def evaluate(decoder, lm, records: list[dict], baseline: np.ndarray, values: dic
         reasons[f"steer/{kind}/{name}"] = reason
       continue
     rng = np.random.default_rng([seed, phrasing.STEER_KINDS.index(kind)])
-    names, weights = list(options), np.asarray(list(options.values()), np.float64)
-    wanted = [names[i] for i in rng.choice(len(names), len(records), p=weights / weights.sum())]
+    wanted = draw(options, len(records), rng)
     texts = [prompts.steered(r["history"], lm.sids, max_history, phrasing.constraint(kind, w))
              for r, w in zip(records, wanted)]
     steered, _ = decoder.items(prompts.encode(lm.tokenizer, texts), k)

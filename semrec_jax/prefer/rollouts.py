@@ -45,11 +45,8 @@ def steering_requests(values: dict, count: int, rng: np.random.Generator) -> lis
   if not kinds:
     raise ValueError("the catalog has no attribute value held by "
                      f"{steering.MIN_ITEMS_PER_VALUE}+ items: nothing to steer by")
-  out = []
-  for kind in rng.choice(kinds, count):
-    names, weights = list(options[kind]), np.asarray(list(options[kind].values()), np.float64)
-    out.append((str(kind), names[int(rng.choice(len(names), p=weights / weights.sum()))]))
-  return out
+  return [(str(kind), steering.draw(options[kind], 1, rng)[0])
+          for kind in rng.choice(kinds, count)]
 
 
 def steering_groups(decoder, tokenizer, sids, records, values: dict, max_history: int,

@@ -55,9 +55,11 @@ class PreferenceTrainer:
     params = nnx.state(model, nnx.Param)
     reference_sharding = parallel.state_shardings(params, mesh)
     self.reference = jax.device_put(jax.tree.map(jnp.copy, params), reference_sharding)
-    rows = {k: parallel.batch_sharding(mesh, 1 if k == "advantages" else 2) for k in BATCH_KEYS}
+    self.batch_sharding = {k: parallel.batch_sharding(mesh, 1 if k == "advantages" else 2)
+                           for k in BATCH_KEYS}
     self.step = jax.jit(self._step, donate_argnums=0,
-                        in_shardings=(self.state_sharding, reference_sharding, rows),
+                        in_shardings=(self.state_sharding, reference_sharding,
+                                      self.batch_sharding),
                         out_shardings=(self.state_sharding, None))
 
   def _logprobs(self, model, batch):
@@ -85,5 +87,4 @@ class PreferenceTrainer:
 
   def put(self, batch: dict) -> dict:
     """Host arrays of the whole batch onto the mesh (one process)."""
-    return {k: jax.device_put(np.asarray(batch[k]), parallel.batch_sharding(
-        self.mesh, 1 if k == "advantages" else 2)) for k in BATCH_KEYS}
+    return {k: jax.device_put(np.asarray(batch[k]), self.batch_sharding[k]) for k in BATCH_KEYS}
