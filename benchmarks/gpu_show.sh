@@ -20,6 +20,7 @@ RESULTS=${OUT:-.}/gpu_show.jsonl
 WORKDIR=${WORKDIR:-devwork}
 GAMES_STEPS=${GAMES_STEPS:-4000}  # lm steps of games_tiny (16 x 256 tokens); a rerun resumes
 EVAL_USERS=${EVAL_USERS:-2000}
+PREFER_STEPS=${PREFER_STEPS:-0}  # GRPO steps after lm (0: off); eval/prefer/ measures them
 DATA_PATH=${DATA_PATH:-}  # games: the Games folder as given to prepare (in the fingerprint)
 TORCH_REFERENCE=${TORCH_REFERENCE:-$WORKDIR/torch_gemma3_step.py}
 
@@ -89,7 +90,7 @@ elif [ "$PART" = games ]; then
   fi
   start=$(date +%s)
   python3 -m semrec_jax.main --config=configs/games_tiny.py --workdir="$WORKDIR" \
-    --config.data.path="$DATA_PATH" --stages=lm,eval \
+    --config.data.path="$DATA_PATH" --stages=lm,prefer,eval --config.prefer.steps="$PREFER_STEPS" \
     --config.lm.stage_steps="($GAMES_STEPS,)" --config.lm.checkpoint_every=1000 \
     --config.lm.data_workers=4 --config.eval.max_users="$EVAL_USERS" "${EXTRA[@]}"
   python3 - "$WORKDIR" "$GAMES_STEPS" "$(( $(date +%s) - start ))" >> "$RESULTS" <<'EOF'

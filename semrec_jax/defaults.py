@@ -140,6 +140,24 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.eval_examples = 64       # held-out examples per task for the evaluation loss
   config.lm.seed = 0
 
+  # Preference training (GRPO) after lm: semrec_jax/prefer/stage.py. 0 steps: off (eval
+  # measures the lm checkpoint only).
+  config.prefer = ml_collections.ConfigDict()
+  config.prefer.steps = 0
+  config.prefer.prompts_per_step = 16  # training-split users asked per step
+  config.prefer.group_size = 8         # rollouts per prompt (the constrained beam's best 8)
+  config.prefer.temperature = 0.0      # 0: the beam's best; > 0: samples over valid IDs
+  config.prefer.steering_share = 0.5   # of the prompts: steering requests; the rest next item
+  config.prefer.learning_rate = 1e-4
+  config.prefer.warmup_steps = 0
+  config.prefer.clip_norm = 1.0
+  config.prefer.weight_decay = 0.0
+  config.prefer.clip = 0.2             # policy ratio clip (inert with one update per batch)
+  config.prefer.kl_weight = 0.04       # KL to the supervised model
+  config.prefer.checkpoint_every = 25
+  config.prefer.rollout_batch_size = 16
+  config.prefer.seed = 0
+
   config.eval = ml_collections.ConfigDict()
   config.eval.step = -1              # LM checkpoint step of the final stage; -1 = latest
   config.eval.splits = ("validation", "test")  # ranked; the last is reported (steering, language)

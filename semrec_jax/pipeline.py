@@ -13,6 +13,7 @@ from semrec_jax.embed.stage import embed
 from semrec_jax.eval.stage import evaluate
 from semrec_jax.ids.stage import semantic_ids
 from semrec_jax.lm.stage import check as check_lm, train_lm
+from semrec_jax.prefer.stage import check as check_prefer, train_prefer
 from semrec_jax.report.stage import report
 from semrec_jax.stages import Stage
 
@@ -29,10 +30,12 @@ STAGES: dict[str, Stage] = {
               depends_on=("prepare", "ids")),
         Stage("lm", output="lm", run=train_lm, config_keys=("lm",), depends_on=("prepare", "ids"),
               multihost=True),
-        Stage("eval", output="eval", run=evaluate, config_keys=("eval",),
+        Stage("prefer", output="prefer", run=train_prefer, config_keys=("prefer",),
               depends_on=("prepare", "ids", "lm"), multihost=True),
+        Stage("eval", output="eval", run=evaluate, config_keys=("eval",),
+              depends_on=("prepare", "ids", "lm", "prefer"), multihost=True),
         Stage("report", output="report", run=report, config_keys=(),
-              depends_on=("prepare", "ids", "baselines", "lm", "eval")),
+              depends_on=("prepare", "ids", "baselines", "lm", "prefer", "eval")),
     ]
 }
 
@@ -41,3 +44,5 @@ def check(config, names: list[str]) -> None:
   """Config errors found before any stage runs (one StageError line each)."""
   if "lm" in names:
     check_lm(config.lm)
+  if "prefer" in names:
+    check_prefer(config.prefer)

@@ -108,7 +108,7 @@ def test_cli_errors_are_clear(tmp_path):
       ["--config=configs/games.py", "--config.data.path=/nonexistent", f"--workdir={tmp_path}/w"])
   assert bad_stage.returncode != 0
   assert ("unknown stage(s) ['train']; known stages: ['prepare', 'embed', 'ids', 'baselines', "
-          "'lm', 'eval', 'report']") in bad_stage.stderr
+          "'lm', 'prefer', 'eval', 'report']") in bad_stage.stderr
   assert missing.returncode != 0 and missing.stderr.strip().splitlines() == [
       "error: cannot load --config=configs/nope.py: [Errno 2] No such file or directory: "
       "'configs/nope.py'"]

@@ -108,7 +108,7 @@ def test_default_pipeline_on_a_bucket_with_a_plain_catalog_of_very_long_titles(
   assert any(p.name.startswith("events.") for p in (root / "lm" / "tensorboard").iterdir())
   log = storage.read_text(root / "logs" / "main.0.log")
   assert "lm: running" in log
-  for stage in ("prepare", "embed", "ids", "baselines", "lm", "eval", "report"):
+  for stage in ("prepare", "embed", "ids", "baselines", "lm", "prefer", "eval", "report"):
     assert not (root / f".{stage}.incomplete").exists()
 
   # No attributes: what needs them is left out or null, with the reason.
@@ -158,7 +158,7 @@ def test_default_pipeline_on_a_bucket_with_a_plain_catalog_of_very_long_titles(
   # The same command again finds every stage's fingerprint on the bucket and skips it.
   again = _run("semrec_jax.main", bucket_env, tmp_path, *flags)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("up to date") == 7, again.stdout
+  assert again.stdout.count("up to date") == 8, again.stdout
 
   # The chat restores the LM from the bucket too.
   chat = _run("semrec_jax.chat", bucket_env, tmp_path, f"--workdir={workdir}", "--json",

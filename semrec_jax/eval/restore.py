@@ -39,8 +39,20 @@ class TrainedLM:
   items: object                      # the catalog data source (item i = row i)
 
 
-def checkpoint_dir(workdir: str) -> tuple[str, str]:
-  """(folder, stage) of the final LM training stage's checkpoints."""
+SOURCES = ("lm", "prefer")  # the stages whose checkpoints hold a decoder
+
+
+def checkpoint_dir(workdir: str, source: str = "lm") -> tuple[str, str]:
+  """(folder, stage) of the final LM training stage's checkpoints, or of the preference stage's
+  (source "prefer")."""
+  if source == "prefer":
+    folder = os.path.join(workdir, "prefer", "checkpoints")
+    if not storage.path(folder).is_dir():
+      raise MissingArtifact(f"no preference checkpoints in {workdir}/prefer: run the prefer "
+                            "stage with config.prefer.steps > 0")
+    return folder, "prefer"
+  if source != "lm":
+    raise ValueError(f"unknown checkpoint source {source!r}; known: {SOURCES}")
   info_path = os.path.join(workdir, "lm", "info.json")
   if not storage.path(info_path).is_file():
     raise MissingArtifact(f"no trained LM in {workdir}/lm (no info.json): run "
@@ -50,11 +62,11 @@ def checkpoint_dir(workdir: str) -> tuple[str, str]:
   return os.path.join(workdir, "lm", "checkpoints", stage), stage
 
 
-def load(workdir: str, step: int | None = None, mesh=None) -> TrainedLM:
+def load(workdir: str, step: int | None = None, mesh=None, source: str = "lm") -> TrainedLM:
   """The LM at `step` of its final training stage (default: the latest) on `mesh` (default: all
-  devices, data-parallel)."""
+  devices, data-parallel); source "prefer": the preference stage's policy instead."""
   mesh = mesh or parallel.make_mesh()
-  folder, stage = checkpoint_dir(workdir)
+  folder, stage = checkpoint_dir(workdir, source)
   # Orbax reads arrays only from absolute paths (a relative workdir failed there on jax 0.11).
   mngr = ocp.CheckpointManager(storage.path(folder),
                                options=ocp.CheckpointManagerOptions(read_only=True))

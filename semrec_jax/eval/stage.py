@@ -31,10 +31,38 @@ def _titles(items, indices) -> list[str]:
 
 
 def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dict:
-  c, started = config.eval, time.time()
+  """Measures the LM (its metrics: the returned dict, metrics.json) and, where the prefer stage
+  trained one, the preference checkpoint on the same users (in out_dir/prefer/)."""
   mesh = parallel.make_mesh(config.mesh)
   lm = restore.load(workdir, step=step if step is not None else
-                    (None if c.step < 0 else c.step), mesh=mesh)
+                    (None if config.eval.step < 0 else config.eval.step), mesh=mesh)
+  out = measure(config, workdir, out_dir, lm, mesh)
+  if preference_trained(workdir):
+    console.say("eval: the preference checkpoint, on the same users")
+    measure(config, workdir, os.path.join(out_dir, "prefer"),
+            restore.load(workdir, mesh=mesh, source="prefer"), mesh)
+  return out
+
+
+def preference_trained(workdir: str) -> bool:
+  """Whether the prefer stage left a trained policy (it is off with config.prefer.steps 0); one
+  trained from another lm than the workdir's now is refused."""
+  path = os.path.join(workdir, "prefer", "info.json")
+  if not (storage.exists(path) and storage.read_json(path).get("steps", 0) > 0):
+    return False
+  stamps = [os.path.join(workdir, name, "fingerprint.json") for name in ("prefer", "lm")]
+  if all(storage.exists(p) for p in stamps):
+    prefer, lm = (storage.read_json(p) for p in stamps)
+    if prefer["upstream"].get("lm") != lm["sha256"]:
+      raise StageError(f"{workdir}/prefer was trained from another lm than {workdir}/lm: "
+                       "redo it with --stages=prefer,eval --overwrite")
+  return True
+
+
+def measure(config, workdir: str, out_dir: str, lm: restore.TrainedLM, mesh) -> dict:
+  """Every eval metric of one restored model, written to out_dir (metrics.json, info.json,
+  samples.jsonl)."""
+  c, started = config.eval, time.time()
   logging.info("eval: LM %s step %d restored (%d items)", lm.stage, lm.step, len(lm.codes))
   decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                                 batch_size=c.batch_size)
@@ -48,7 +76,7 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   out, reasons, samples, timings = {}, {}, [], {}
   ranked = {}
   parts = [f"ranking {s}" for s in c.splits] + ["sampled", "steering", "language"]
-  bar = console.Progress("eval", len(parts))
+  bar = console.Progress("eval prefer" if lm.stage == "prefer" else "eval", len(parts))
   for split in c.splits:
     bar.update(parts.index(f"ranking {split}"), f"ranking {split}")
     tick = time.time()

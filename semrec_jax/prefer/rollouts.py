@@ -27,11 +27,14 @@ class Group:
 
 
 def next_item_groups(decoder, tokenizer, sids, records, max_history: int, group_size: int,
-                     rank_aware: bool = True) -> list[Group]:
+                     rank_aware: bool = True, temperature: float = 0.0,
+                     seed: int = 0) -> list[Group]:
   """Per training record: "what next?" after its history; reward: the record's next item
-  (rewards.next_item)."""
+  (rewards.next_item). Candidates: the constrained beam's best `group_size` (temperature 0) or
+  that many samples over valid IDs."""
   texts = [prompts.next_item(r["history"], sids, max_history) for r in records]
-  found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size)
+  found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size, temperature=temperature,
+                           seed=seed)
   return [Group("next_item", t, row.tolist(), rewards.next_item(row.tolist(), int(r["target"]),
                                                                 rank_aware))
           for t, r, row in zip(texts, records, found)]
@@ -50,13 +53,16 @@ def steering_requests(values: dict, count: int, rng: np.random.Generator) -> lis
 
 
 def steering_groups(decoder, tokenizer, sids, records, values: dict, max_history: int,
-                    group_size: int, rng: np.random.Generator) -> list[Group]:
+                    group_size: int, rng: np.random.Generator, temperature: float = 0.0,
+                    seed: int = 0) -> list[Group]:
   """Per training record: its history and a request in words; reward: the item has the asked
-  value (rewards.steering). `values`: steering.attribute_values of the catalog."""
+  value (rewards.steering). `values`: steering.attribute_values of the catalog; candidates as in
+  next_item_groups."""
   asked = steering_requests(values, len(records), rng)
   texts = [prompts.steered(r["history"], sids, max_history, phrasing.constraint(kind, value))
            for r, (kind, value) in zip(records, asked)]
-  found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size)
+  found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size, temperature=temperature,
+                           seed=seed)
   return [Group("steering", t, row.tolist(),
                 [rewards.steering(int(i), kind, value, values) for i in row], (kind, value))
           for t, (kind, value), row in zip(texts, asked, found)]

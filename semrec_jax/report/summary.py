@@ -23,7 +23,10 @@ def collect(workdir: str) -> dict:
            "ids": _read(os.path.join(workdir, "ids", "metrics.json")),
            "baselines": {}, "lm": None, "lm_info": None,
            "eval": _read(os.path.join(workdir, "eval", "metrics.json")),
-           "eval_info": _read(os.path.join(workdir, "eval", "info.json"))}
+           "eval_info": _read(os.path.join(workdir, "eval", "info.json")),
+           # The preference checkpoint, measured by eval on the same users (prefer stage on).
+           "prefer_eval": _read(os.path.join(workdir, "eval", "prefer", "metrics.json")),
+           "prefer_eval_info": _read(os.path.join(workdir, "eval", "prefer", "info.json"))}
   for name in BASELINES:
     metrics = _read(os.path.join(workdir, "baselines", name, "metrics.json"))
     if metrics is not None:
@@ -47,13 +50,14 @@ def model_rows(found: dict) -> list[tuple]:
   for name, m in found["baselines"].items():
     rows.append((name, f"{m.get('users', 0):,}", m.get("test/recall@10"), m.get("test/ndcg@10"),
                  "", [m.get(k) for k in personalisation.KEYS]))
-  e, info = found["eval"], found["eval_info"] or {}
-  if e:
-    rows.append((f"LM (beam {info.get('beam_width', '?')})", f"{info.get('users', 0):,}",
-                 e.get("test/recall@10"), e.get("test/ndcg@10"),
-                 f"popularity on these users: {number(e.get('popularity/test/recall@10'))} / "
-                 f"{number(e.get('popularity/test/ndcg@10'))}",
-                 [e.get(k) for k in personalisation.KEYS]))
+  for label, key in (("LM", "eval"), ("LM + prefer", "prefer_eval")):
+    e, info = found[key], found[f"{key}_info"] or {}
+    if e:
+      rows.append((f"{label} (beam {info.get('beam_width', '?')})", f"{info.get('users', 0):,}",
+                   e.get("test/recall@10"), e.get("test/ndcg@10"),
+                   f"popularity on these users: {number(e.get('popularity/test/recall@10'))} / "
+                   f"{number(e.get('popularity/test/ndcg@10'))}" if key == "eval" else "",
+                   [e.get(k) for k in personalisation.KEYS]))
   return rows
 
 
@@ -79,20 +83,28 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
     out += [f"  {name:<16} {users:>7} users  {number(r)}  {number(n)}  "
             f"{'  '.join(number(v, 2) for v in personal)}  {note}".rstrip()
             for name, users, r, n, note, personal in rows]
-  e = found["eval"]
-  if e:
-    kinds = [k for k in STEER_KINDS if e.get(f"steer/{k}/precision@10") is not None]
-    if kinds:
-      n = (found["eval_info"] or {}).get("steer_users", "?")
-      out.append(f"steering   LM precision@10 asked / not asked ({n} users per kind):")
-      out.append("  " + "   ".join(f"{k} {e[f'steer/{k}/precision@10']:.2f} / "
-                                   f"{e[f'steer/{k}/baseline_precision@10']:.2f}" for k in kinds))
-    taught = (found["eval_info"] or {}).get("explanation_most_taught_reason")
-    constant = e.get("lang/explanation_most_taught_reason_faithfulness")
-    out.append(f"language   explanations faithful {number(e.get('lang/explanation_faithfulness'), 2)}"
-               f" ({e.get('lang/explanation_users', '?')} users' next items"
-               + (f"; \"{taught}\" said to all: {number(constant, 2)}" if taught else "") + ")")
-    out.append(f"           bundle names accurate {number(e.get('lang/bundle_name_accuracy'), 2)}, "
-               f"invalid IDs {e.get('invalid_rate', 0):.0%}, duplicates "
-               f"{e.get('duplicate_rate', 0):.0%}")
+  for label, key in (("LM", "eval"), ("LM + prefer", "prefer_eval")):
+    if found[key]:
+      out += _steering_and_language(label, found[key], found[f"{key}_info"] or {})
   return out + examples
+
+
+def _steering_and_language(label: str, e: dict, info: dict) -> list[str]:
+  """The steering and language lines of one evaluated model."""
+  out = []
+  kinds = [k for k in STEER_KINDS if e.get(f"steer/{k}/precision@10") is not None]
+  if kinds:
+    out.append(f"steering   {label} precision@10 asked / not asked "
+               f"({info.get('steer_users', '?')} users per kind):")
+    out.append("  " + "   ".join(f"{k} {e[f'steer/{k}/precision@10']:.2f} / "
+                                 f"{e[f'steer/{k}/baseline_precision@10']:.2f}" for k in kinds))
+  taught = info.get("explanation_most_taught_reason")
+  constant = e.get("lang/explanation_most_taught_reason_faithfulness")
+  out.append(f"language   {label} explanations faithful "
+             f"{number(e.get('lang/explanation_faithfulness'), 2)}"
+             f" ({e.get('lang/explanation_users', '?')} users' next items"
+             + (f"; \"{taught}\" said to all: {number(constant, 2)}" if taught else "") + ")")
+  out.append(f"           bundle names accurate {number(e.get('lang/bundle_name_accuracy'), 2)}, "
+             f"invalid IDs {e.get('invalid_rate', 0):.0%}, duplicates "
+             f"{e.get('duplicate_rate', 0):.0%}")
+  return out

@@ -145,7 +145,7 @@ def test_main_trains_and_evaluates_on_two_processes_as_one_would(tmp_path, main_
   lm = {"config.lm.stage_steps": "(4,)", "config.lm.eval_every": 2,
         "config.lm.eval_examples": 8, "config.lm.checkpoint_every": 2,
         "config.lm.log_every": 1}
-  runs = _processes(main + ["--stages=lm,eval"], coordinator_address=f"127.0.0.1:{_free_port()}",
+  runs = _processes(main + ["--stages=lm,prefer,eval"], coordinator_address=f"127.0.0.1:{_free_port()}",
                     **lm, **{f"config.eval.{k}": v for k, v in SMALL_EVAL.items()})
   for i, (code, output) in enumerate(runs):
     assert code == 0, f"process {i} failed:\n{output[-4000:]}"

@@ -1,0 +1,123 @@
+"""The `prefer` stage: GRPO after `lm`, on rule rewards (semrec_jax/prefer/), from the final `lm`
+checkpoint restored on any mesh; `config.prefer.steps = 0` (the default) leaves it off.
+
+Output in WORKDIR/prefer/: checkpoints/ (Orbax: model, optimizer and step, with the lm's
+tokenizer and config beside them, so eval/restore.py loads it as it loads the LM), metrics.jsonl
+(loss, KL and mean reward per task, per step) and info.json. Step s draws its prompts from the
+training split with a generator seeded by (seed, s), so a resumed run draws what an uninterrupted
+one would: the checkpoint needs no input-pipeline state.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from semrec_jax import checkpoint, console, multihost, parallel, storage
+from semrec_jax.data import tfds_builders
+from semrec_jax.eval import restore, steering
+from semrec_jax.lm import decoding
+from semrec_jax.prefer import rollouts
+from semrec_jax.prefer.trainer import PreferenceTrainer
+from semrec_jax.stages import StageError
+
+TASKS = ("next_item", "steering")
+
+
+def check(c) -> None:
+  """config.prefer errors found before any stage runs."""
+  if c.steps < 0 or c.prompts_per_step < 1 or c.group_size < 2:
+    raise StageError(f"config.prefer: steps >= 0, prompts_per_step >= 1 and group_size >= 2 "
+                     f"(a group of one has nothing to compare); got {c.steps}, "
+                     f"{c.prompts_per_step}, {c.group_size}")
+  if not 0.0 <= c.steering_share <= 1.0:
+    raise StageError(f"config.prefer.steering_share must be in [0, 1], got {c.steering_share}")
+
+
+def _kept_metrics(path, step: int) -> str:
+  """metrics.jsonl's lines up to `step` (a resumed run rewrites the steps after its checkpoint)."""
+  if not path.is_file():
+    return ""
+  return "".join(line for line in path.read_text().splitlines(keepends=True)
+                 if json.loads(line)["step"] <= step)
+
+
+def _rollouts(decoder, lm, records, values, c, step: int):
+  """This step's groups: prompts drawn by (seed, step), a `steering_share` of them requests."""
+  rng = np.random.default_rng([c.seed, step])
+  asked = [records[int(u)] for u in rng.choice(len(records), c.prompts_per_step, replace=False)]
+  steer = values is not None
+  split = int(round(c.prompts_per_step * c.steering_share)) if steer else 0
+  sampling = {"temperature": c.temperature, "seed": c.seed * 100_003 + step}
+  groups = rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, asked[split:],
+                                     lm.config.max_history, c.group_size, **sampling)
+  if split:
+    groups += rollouts.steering_groups(decoder, lm.tokenizer, lm.sids, asked[:split], values,
+                                       lm.config.max_history, c.group_size, rng, **sampling)
+  return groups
+
+
+def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
+  """Runs config.prefer.steps GRPO steps from the final lm checkpoint on `mesh` (default: the
+  config's, over all devices); returns info.json's contents."""
+  c = config.prefer
+  check(c)
+  if c.steps == 0:
+    info = {"steps": 0, "off": "config.prefer.steps is 0: eval measures the lm checkpoint only"}
+    if multihost.is_primary():
+      storage.write_json(os.path.join(out_dir, "info.json"), info)
+    return info
+  if jax.process_count() > 1:
+    raise StageError("the prefer stage trains in one process: run --stages=prefer on one worker "
+                     "(it restores the lm checkpoint on that worker's devices), then eval on all")
+  mesh = mesh or parallel.make_mesh(config.mesh)
+  lm = restore.load(workdir, mesh=mesh)
+  records = tfds_builders.read_all(tfds_builders.sequences_source(
+      os.path.join(workdir, "data"), "train"))
+  if len(records) < c.prompts_per_step:
+    raise StageError(f"config.prefer.prompts_per_step={c.prompts_per_step} is more than the "
+                     f"{len(records)} training users")
+  values = steering.attribute_values(lm.items)
+  if c.steering_share > 0 and not any(steering.requestable(v) for v in values.values()):
+    values = None  # nothing to steer by: every prompt asks for the next item
+  # An answer is <|sid_start|>, one token per level, <|sid_end|> and eos.
+  trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=lm.trie.levels + 3)
+  decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
+                                batch_size=c.rollout_batch_size)
+  mngr = checkpoint.manager(os.path.join(out_dir, "checkpoints"))
+  start = mngr.latest_step() or 0
+  if start:
+    trainer.state = checkpoint.restore(mngr, start, trainer.state)
+    console.say(f"prefer: resuming at step {start}")
+  metrics_path = os.path.join(out_dir, "metrics.jsonl")
+  storage.write_text(metrics_path, _kept_metrics(storage.path(metrics_path), start))
+  metrics = storage.Appender(metrics_path)
+  meta = {"tokenizer": lm.tokenizer.fingerprint(), "config": lm.config.to_dict(),
+          "lm_stage": lm.stage, "lm_step": lm.step}
+  bar = console.Progress("prefer", c.steps, start)
+  rewards = {}
+  for step in range(start, c.steps):
+    decoder.state = nnx.state(trainer.model)  # rollouts from the policy being trained
+    groups = _rollouts(decoder, lm, records, values, c, step)
+    batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
+    trainer.state, found = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
+    record = {"step": step + 1, **{k: round(float(v), 6) for k, v in found.items()}}
+    for task in TASKS:
+      scored = [r for g in groups if g.task == task for r in g.rewards]
+      if scored:
+        record[f"reward/{task}"] = rewards[task] = round(float(np.mean(scored)), 4)
+    metrics.write(json.dumps(record) + "\n")
+    bar.update(step + 1, ", ".join(f"{k} reward {v:.2f}" for k, v in rewards.items()))
+    if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps:
+      checkpoint.save(mngr, step + 1, trainer.state, meta={**meta, "step": step + 1})
+  mngr.wait_until_finished()
+  mngr.close()
+  metrics.close()
+  bar.close()
+  info = {"steps": c.steps, "lm_stage": lm.stage, "lm_step": lm.step,
+          "group_size": c.group_size, "prompts_per_step": c.prompts_per_step,
+          "last_rewards": rewards}
+  storage.write_json(os.path.join(out_dir, "info.json"), info)
+  return info

@@ -1,0 +1,138 @@
+"""The prefer stage on the briefly trained tiny LM: off at 0 steps, a resumed run equal to an
+uninterrupted one, one device equal to eight, and a checkpoint that eval restores like the LM."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from semrec_jax import parallel, pipeline, stages
+from semrec_jax.eval import restore, stage as eval_stage
+from semrec_jax.prefer import rollouts, stage
+from semrec_jax.report import summary
+
+STEPS = 3
+
+
+def _config(config, **overrides):
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.prefer.update({"steps": STEPS, "prompts_per_step": 4, "group_size": 4,
+                        "checkpoint_every": 1, "rollout_batch_size": 4, "learning_rate": 1e-3,
+                        **overrides})
+  return config
+
+
+def _lines(out):
+  with open(os.path.join(out, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _params(workdir, mesh):
+  lm = restore.load(workdir, mesh=mesh, source="prefer")
+  return lm, jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(lm.model, nnx.Param)))
+
+
+@pytest.fixture(scope="module")
+def preferred(trained_lm, tmp_path_factory):
+  """(workdir, config, metrics lines, params) of an uninterrupted run on the 8-device mesh."""
+  workdir, config = trained_lm
+  root = tmp_path_factory.mktemp("preferred")
+  for name in ("data", "ids", "lm"):
+    os.symlink(os.path.join(workdir, name), root / name)
+  config = _config(config)
+  stage.train_prefer(config, str(root), str(root / "prefer"))
+  return str(root), config, _lines(root / "prefer"), _params(str(root), None)[1]
+
+
+def test_the_stage_trains_from_the_lm_and_eval_restores_it(preferred, trained_lm):
+  workdir, _, lines, params = preferred
+  assert [r["step"] for r in lines] == list(range(1, STEPS + 1))
+  for r in lines:
+    assert np.isfinite(r["loss"]) and r["kl"] >= 0.0
+    assert 0.0 <= r["reward/steering"] <= 1.0 and -1.0 <= r["reward/next_item"] <= 1.0
+  assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # step 1: the policy is the LM
+  assert lines[-1]["kl"] > 0.0
+  lm, _ = _params(workdir, None)
+  assert (lm.stage, lm.step) == ("prefer", STEPS)
+  supervised = restore.load(str(trained_lm[0]))
+  before = nnx.to_pure_dict(nnx.state(supervised.model, nnx.Param))
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - np.asarray(b)).max()),
+                                       params, before))
+  assert max(moved) > 0.0
+  assert json.load(open(os.path.join(workdir, "prefer", "info.json")))["steps"] == STEPS
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(preferred, tmp_path, monkeypatch):
+  workdir, config, lines, params = preferred
+  for name in ("data", "ids", "lm"):
+    os.symlink(os.path.join(workdir, name), tmp_path / name)
+  out = str(tmp_path / "prefer")
+  made = rollouts.training_batch
+  calls = []
+
+  def stop_at_the_third_step(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt("stopped")
+    return made(*args, **kwargs)
+
+  monkeypatch.setattr(rollouts, "training_batch", stop_at_the_third_step)
+  with pytest.raises(KeyboardInterrupt):
+    stage.train_prefer(config, str(tmp_path), out)
+  assert [r["step"] for r in _lines(out)] == [1, 2]
+  monkeypatch.setattr(rollouts, "training_batch", made)
+  stage.train_prefer(config, str(tmp_path), out)
+  assert _lines(out) == lines
+  resumed = _params(str(tmp_path), None)[1]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), resumed,
+               params)
+
+
+def test_one_device_trains_what_eight_do(preferred, tmp_path):
+  workdir, config, lines, params = preferred
+  for name in ("data", "ids", "lm"):
+    os.symlink(os.path.join(workdir, name), tmp_path / name)
+  one = parallel.make_mesh(devices=jax.devices()[:1])
+  stage.train_prefer(config, str(tmp_path), str(tmp_path / "prefer"), mesh=one)
+  found = _lines(tmp_path / "prefer")
+  for a, b in zip(found, lines):
+    assert a.keys() == b.keys()
+    for key in a:
+      assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), key
+  # Adam divides by tiny second moments: 2 of 131,072 entries moved 3e-5 apart (steps: 3e-3).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
+               _params(str(tmp_path), one)[1], params)
+
+
+def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
+  _, config = trained_lm
+  assert config.prefer.steps == 0
+  info = stage.train_prefer(config, str(tmp_path), str(tmp_path))
+  assert info["steps"] == 0 and not os.path.exists(tmp_path / "checkpoints")
+  for bad in ({"group_size": 1}, {"steering_share": 1.5}, {"steps": -1}):
+    with pytest.raises(stages.StageError, match="config.prefer"):
+      pipeline.check(_config(config, **bad), ["prefer"])
+
+
+def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(preferred,
+                                                                              tmp_path):
+  workdir, config, _, _ = preferred
+  config = config.copy_and_resolve_references()
+  config.eval.update({"max_users": 8, "steer_users": 4, "explain_users": 2, "max_bundles": 2,
+                      "max_items": 4, "sampled_negatives": 0, "batch_size": 8})
+  out = tmp_path / "eval"
+  found = eval_stage.evaluate(config, workdir, str(out))
+  read = lambda *parts: json.load(open(os.path.join(out, *parts)))
+  assert read("metrics.json") == found
+  assert read("prefer", "metrics.json").keys() == found.keys()
+  lm_info, prefer_info = read("info.json"), read("prefer", "info.json")
+  assert (lm_info["stage"], prefer_info["stage"], prefer_info["step"]) == ("all", "prefer", STEPS)
+  assert prefer_info["users"] == lm_info["users"] == 8
+  os.symlink(out, os.path.join(workdir, "eval"))
+  text = "\n".join(summary.lines(workdir, summary.collect(workdir), []))
+  assert "LM (beam 20)" in text and "LM + prefer (beam 20)" in text
+  assert "language   LM + prefer explanations faithful" in text
