@@ -128,10 +128,14 @@ def claims_held(said: list[tuple[str, str]], pair, values) -> int:
   return sum(all(i >= 0 and v in values[i][k] for i in pair) for k, v in said)
 
 
-def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[list[str], list[int]]:
-  """(the model's explanation, the history item it compares with) of each user's true next item:
-  after "<next item>: like ", the best scored of the history items the prompt shows, then the
-  reason in the model's own words (greedy)."""
+REASON_TOKENS = 32  # the longest reason an explanation writes after the compared item
+
+
+def explanation_prompts(decoder, lm, records: list[dict],
+                        max_history: int) -> tuple[list[list[int]], list[int]]:
+  """(prompt tokens, compared item) of each user's true next item: the explanation prompt, then
+  "<next item>: like " and the best scored of the history items the prompt shows; the model
+  writes the reason after it."""
   tok, sids = lm.tokenizer, lm.sids
   if not records:
     return [], []
@@ -144,10 +148,22 @@ def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[li
       prompts.encode(tok, [prompts.explanation(h, sids, max_history) for h in shown]), records)]
   picks = padded[np.arange(len(records)),
                  np.argmax(decoder.score(asked, lm.codes[padded]), axis=1)].tolist()
-  reasons = _decode(tok, decoder.generate(
-      [a + tok.encode(sids[p]) for a, p in zip(asked, picks)], 32))
-  return [f"{sids[int(r['target'])]}: like {sids[p]}{g}" for r, p, g in
-          zip(records, picks, reasons)], picks
+  return [a + tok.encode(sids[p]) for a, p in zip(asked, picks)], picks
+
+
+def explanation_text(lm, record, pick: int, reason: str) -> str:
+  """The whole explanation as `explanation_claims` reads it: "<next>: like <pick><reason>"."""
+  return f"{lm.sids[int(record['target'])]}: like {lm.sids[pick]}{reason}"
+
+
+def explanations(decoder, lm, records: list[dict], max_history: int) -> tuple[list[str], list[int]]:
+  """(the model's explanation, the history item it compares with) of each user's true next item,
+  the reason in the model's own words (greedy) after explanation_prompts."""
+  asked, picks = explanation_prompts(decoder, lm, records, max_history)
+  if not asked:
+    return [], []
+  reasons = _decode(lm.tokenizer, decoder.generate(asked, REASON_TOKENS))
+  return [explanation_text(lm, r, p, g) for r, p, g in zip(records, picks, reasons)], picks
 
 
 def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundles,

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from semrec_jax.eval import prompts, steering
+from semrec_jax.eval import language, prompts, steering
 from semrec_jax.lm import input_pipeline, phrasing
 from semrec_jax.prefer import grpo, rewards
 
@@ -18,12 +18,19 @@ from semrec_jax.prefer import grpo, rewards
 @dataclasses.dataclass
 class Group:
   """One prompt's rollouts: the candidates (item indices, best first), their rewards, and for
-  steering the (kind, value) asked for."""
+  steering the (kind, value) asked for. Free-text tasks (explanations) give the prompt's tokens
+  and each rollout's answer tokens instead of items."""
   task: str
   prompt: str
   items: list[int]
   rewards: list[float]
   request: tuple[str, str] | None = None
+  prompt_tokens: list[int] | None = None
+  answers: list[list[int]] | None = None
+
+  @property
+  def size(self) -> int:
+    return len(self.answers) if self.answers is not None else len(self.items)
 
 
 def next_item_groups(decoder, tokenizer, sids, records, max_history: int, group_size: int,
@@ -68,13 +75,54 @@ def steering_groups(decoder, tokenizer, sids, records, values: dict, max_history
           for t, (kind, value), row in zip(texts, asked, found)]
 
 
+def explanation_groups(decoder, lm, records, values, max_history: int, group_size: int,
+                       temperature: float, seed: int = 0) -> list[Group]:
+  """Per training record (one whose next item shares an attribute with its history: the caller
+  picks them, language.explainable): `group_size` reasons sampled at `temperature` after the
+  prompt eval asks (language.explanation_prompts); reward: rewards.explanation of the whole
+  explanation. `values`: language.item_values of the catalog."""
+  if temperature <= 0:
+    raise ValueError("explanation rollouts are samples: temperature must be > 0")
+  asked, picks = language.explanation_prompts(decoder, lm, records, max_history)
+  rows = decoder.generate([a for a in asked for _ in range(group_size)], language.REASON_TOKENS,
+                          temperature=temperature, seed=seed)
+  eos = lm.tokenizer.eos_id
+  groups = []
+  for g, (record, prompt, pick) in enumerate(zip(records, asked, picks)):
+    answers = []
+    for row in rows[g * group_size:(g + 1) * group_size].tolist():
+      answers.append(row[:row.index(eos) + 1] if eos in row else row)
+    reasons = [lm.tokenizer.decode([t for t in a if t != eos]) for a in answers]
+    shown = [int(h) for h in list(record["history"])[-max_history:]]
+    groups.append(Group("explanation", lm.tokenizer.decode(prompt[1:]), [pick] * group_size,
+                        [rewards.explanation(language.explanation_text(lm, record, pick, r),
+                                             lm.trie, values, shown) for r in reasons],
+                        prompt_tokens=list(prompt), answers=answers))
+  return groups
+
+
+def _rollout_row(group: Group, j: int, fallback: int, tokenizer, sids, seq_len: int):
+  """(tokens, mask) of rollout j of a group."""
+  if group.answers is not None:
+    tokens = group.prompt_tokens + group.answers[j]
+    if len(tokens) > seq_len:
+      raise ValueError(f"a {group.task} rollout of {len(tokens)} tokens does not fit seq_len "
+                       f"{seq_len}")
+    return tokens, [0] * len(group.prompt_tokens) + [1] * len(group.answers[j])
+  item = group.items[j]
+  example = input_pipeline.tokenize(
+      {"prompt": group.prompt, "answer": sids[item if item >= 0 else fallback]}, tokenizer,
+      seq_len)
+  return example["tokens"], example["mask"]
+
+
 def training_batch(groups: list[Group], tokenizer, sids, seq_len: int) -> dict:
   """{"tokens", "mask"} [N, seq_len] (each rollout as the lm stage tokenizes a taught example:
   [bos] prompt answer [eos], mask on answer and eos) and "advantages" [N], N = groups x group
   size, from each group's rewards (grpo.group_advantages). A candidate that names no item (-1,
   fewer items than the group qualify) gets the group's other answer tokens and no weight."""
-  size = len(groups[0].items)
-  if any(len(g.items) != size for g in groups):
+  size = groups[0].size
+  if any(g.size != size for g in groups):
     raise ValueError("every group needs the same number of rollouts")
   advantages = np.asarray(grpo.group_advantages(np.asarray([g.rewards for g in groups],
                                                            np.float32)))
@@ -85,12 +133,10 @@ def training_batch(groups: list[Group], tokenizer, sids, seq_len: int) -> dict:
     fallback = next((i for i in group.items if i >= 0), None)
     if fallback is None:
       raise ValueError(f"no rollout of the {group.task} prompt {group.prompt!r} names an item")
-    for j, item in enumerate(group.items):
+    for j in range(size):
       row = g * size + j
-      example = input_pipeline.tokenize(
-          {"prompt": group.prompt, "answer": sids[item if item >= 0 else fallback]}, tokenizer,
-          seq_len)
-      tokens[row, :len(example["tokens"])] = example["tokens"]
-      mask[row, :len(example["mask"])] = example["mask"]
-      weights[row] = advantages[g, j] if item >= 0 else 0.0
+      row_tokens, row_mask = _rollout_row(group, j, fallback, tokenizer, sids, seq_len)
+      tokens[row, :len(row_tokens)] = row_tokens
+      mask[row, :len(row_mask)] = row_mask
+      weights[row] = advantages[g, j] if group.items[j] >= 0 else 0.0
   return {"tokens": tokens, "mask": mask, "advantages": weights}

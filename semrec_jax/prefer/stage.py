@@ -17,13 +17,13 @@ from flax import nnx
 
 from semrec_jax import checkpoint, console, multihost, parallel, storage
 from semrec_jax.data import tfds_builders
-from semrec_jax.eval import restore, steering
-from semrec_jax.lm import decoding
+from semrec_jax.eval import language, restore, steering
+from semrec_jax.lm import decoding, phrasing
 from semrec_jax.prefer import rollouts
 from semrec_jax.prefer.trainer import PreferenceTrainer
 from semrec_jax.stages import StageError
 
-TASKS = ("next_item", "steering")
+TASKS = ("next_item", "steering", "explanation")
 
 
 def check(c) -> None:
@@ -32,8 +32,13 @@ def check(c) -> None:
     raise StageError(f"config.prefer: steps >= 0, prompts_per_step >= 1 and group_size >= 2 "
                      f"(a group of one has nothing to compare); got {c.steps}, "
                      f"{c.prompts_per_step}, {c.group_size}")
-  if not 0.0 <= c.steering_share <= 1.0:
-    raise StageError(f"config.prefer.steering_share must be in [0, 1], got {c.steering_share}")
+  if min(c.steering_share, c.explanation_share) < 0 or c.steering_share + c.explanation_share > 1:
+    raise StageError("config.prefer.steering_share and explanation_share must be >= 0 and sum "
+                     f"to <= 1 (the rest: next item); got {c.steering_share}, "
+                     f"{c.explanation_share}")
+  if c.explanation_share > 0 and c.text_temperature <= 0:
+    raise StageError("config.prefer.text_temperature must be > 0: explanation rollouts are "
+                     "samples")
 
 
 def _kept_metrics(path, step: int) -> str:
@@ -44,19 +49,49 @@ def _kept_metrics(path, step: int) -> str:
                  if json.loads(line)["step"] <= step)
 
 
-def _rollouts(decoder, lm, records, values, c, step: int):
-  """This step's groups: prompts drawn by (seed, step), a `steering_share` of them requests."""
-  rng = np.random.default_rng([c.seed, step])
-  asked = [records[int(u)] for u in rng.choice(len(records), c.prompts_per_step, replace=False)]
-  steer = values is not None
-  split = int(round(c.prompts_per_step * c.steering_share)) if steer else 0
-  sampling = {"temperature": c.temperature, "seed": c.seed * 100_003 + step}
-  groups = rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, asked[split:],
-                                     lm.config.max_history, c.group_size, **sampling)
-  if split:
-    groups += rollouts.steering_groups(decoder, lm.tokenizer, lm.sids, asked[:split], values,
-                                       lm.config.max_history, c.group_size, rng, **sampling)
-  return groups
+class Prompts:
+  """Where a step's prompts come from: the training records, those whose next item shares an
+  attribute with the history the prompt shows (explanations), and the catalog's values."""
+
+  def __init__(self, lm, records: list[dict], c):
+    self.lm, self.records, self.c = lm, records, c
+    self.values = steering.attribute_values(lm.items)
+    if not any(steering.requestable(v) for v in self.values.values()):
+      self.values = None  # nothing to steer by
+    self.item_values = language.item_values(lm.items)
+    attrs = phrasing.item_attributes(lm.items)
+    self.explainable = ([r for r in records if language.explainable(r, attrs,
+                                                                    lm.config.max_history)]
+                        if c.explanation_share > 0 else [])
+
+  def counts(self) -> dict[str, int]:
+    """Prompts per step of each task (a task with nothing to ask gives its share to next item)."""
+    c = self.c
+    steer = round(c.prompts_per_step * c.steering_share) if self.values is not None else 0
+    explain = round(c.prompts_per_step * c.explanation_share) if self.explainable else 0
+    return {"steering": steer, "explanation": explain,
+            "next_item": c.prompts_per_step - steer - explain}
+
+  def groups(self, decoder, step: int) -> list:
+    """This step's groups; prompts and samples drawn from (seed, step) only."""
+    c, lm, counts = self.c, self.lm, self.counts()
+    rng = np.random.default_rng([c.seed, step])
+    draw = lambda pool, n: [pool[int(u)] for u in rng.choice(len(pool), n, replace=False)]
+    asked = draw(self.records, counts["next_item"] + counts["steering"])
+    seed = c.seed * 100_003 + step
+    history = lm.config.max_history
+    groups = rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, asked[counts["steering"]:],
+                                       history, c.group_size, temperature=c.temperature, seed=seed)
+    if counts["steering"]:
+      groups += rollouts.steering_groups(decoder, lm.tokenizer, lm.sids,
+                                         asked[:counts["steering"]], self.values, history,
+                                         c.group_size, rng, temperature=c.temperature, seed=seed)
+    if counts["explanation"]:
+      groups += rollouts.explanation_groups(decoder, lm, draw(self.explainable,
+                                                              counts["explanation"]),
+                                            self.item_values, history, c.group_size,
+                                            c.text_temperature, seed)
+    return groups
 
 
 def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
@@ -79,11 +114,11 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   if len(records) < c.prompts_per_step:
     raise StageError(f"config.prefer.prompts_per_step={c.prompts_per_step} is more than the "
                      f"{len(records)} training users")
-  values = steering.attribute_values(lm.items)
-  if c.steering_share > 0 and not any(steering.requestable(v) for v in values.values()):
-    values = None  # nothing to steer by: every prompt asks for the next item
-  # An answer is <|sid_start|>, one token per level, <|sid_end|> and eos.
-  trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=lm.trie.levels + 3)
+  asking = Prompts(lm, records, c)
+  # An item answer is <|sid_start|>, one token per level, <|sid_end|> and eos; a reason is up to
+  # REASON_TOKENS tokens and eos.
+  answer_len = max(lm.trie.levels + 3, language.REASON_TOKENS + 1 if asking.explainable else 0)
+  trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=answer_len)
   decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                                 batch_size=c.rollout_batch_size)
   mngr = checkpoint.manager(os.path.join(out_dir, "checkpoints"))
@@ -100,7 +135,7 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   rewards = {}
   for step in range(start, c.steps):
     decoder.state = nnx.state(trainer.model)  # rollouts from the policy being trained
-    groups = _rollouts(decoder, lm, records, values, c, step)
+    groups = asking.groups(decoder, step)
     batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
     trainer.state, found = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
     record = {"step": step + 1, **{k: round(float(v), 6) for k, v in found.items()}}

@@ -80,7 +80,8 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
     out.append("ranking    test split, full catalog, Recall@10 / NDCG@10; top 10s of "
                f"{personalisation.USERS} users: pairwise Jaccard / catalog share / top-"
                f"{personalisation.POPULAR} share:")
-    out += [f"  {name:<16} {users:>7} users  {number(r)}  {number(n)}  "
+    width = max(16, *(len(row[0]) for row in rows))
+    out += [f"  {name:<{width}} {users:>7} users  {number(r)}  {number(n)}  "
             f"{'  '.join(number(v, 2) for v in personal)}  {note}".rstrip()
             for name, users, r, n, note, personal in rows]
   for label, key in (("LM", "eval"), ("LM + prefer", "prefer_eval")):

@@ -9,7 +9,7 @@ import pytest
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.eval import restore, steering
+from semrec_jax.eval import language, restore, steering
 from semrec_jax.lm import decoding, input_pipeline, phrasing
 from semrec_jax.prefer import grpo, rewards, rollouts
 from semrec_jax.prefer.trainer import PreferenceTrainer
@@ -61,3 +61,39 @@ def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(trained_lm
   trainer.state, metrics = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
   assert np.isfinite(float(metrics["loss"])) and float(metrics["kl"]) == pytest.approx(0.0,
                                                                                        abs=1e-6)
+
+
+def test_explanation_groups_sample_reasons_scored_by_the_eval_check(trained_lm):
+  workdir, _ = trained_lm
+  mesh = parallel.make_mesh(devices=jax.devices()[:1])
+  lm = restore.load(str(workdir), mesh=mesh)
+  decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
+                                batch_size=8)
+  attrs, values = phrasing.item_attributes(lm.items), language.item_values(lm.items)
+  history = lm.config.max_history
+  records = [r for r in tfds_builders.read_all(tfds_builders.sequences_source(
+      os.path.join(workdir, "data"), "train"))[:200] if language.explainable(r, attrs, history)][:3]
+  groups = rollouts.explanation_groups(decoder, lm, records, values, history, GROUP, 1.0, seed=3)
+  asked, picks = language.explanation_prompts(decoder, lm, records, history)
+  eos = lm.tokenizer.eos_id
+  sampled = decoder.generate([p for p in asked for _ in range(GROUP)], language.REASON_TOKENS,
+                             temperature=1.0, seed=3).tolist()
+  for g, r, prompt, pick in zip(groups, records, asked, picks):
+    assert g.prompt_tokens == prompt and g.items == [pick] * GROUP and len(g.answers) == GROUP
+    for answer in g.answers:  # the samples, cut after their eos
+      row = sampled.pop(0)
+      assert answer == (row[:row.index(eos) + 1] if eos in row else row)
+    for answer, reward in zip(g.answers, g.rewards):
+      assert 0 < len(answer) <= language.REASON_TOKENS and eos not in answer[:-1]
+      reason = lm.tokenizer.decode([t for t in answer if t != eos])
+      shown = [int(h) for h in list(r["history"])[-history:]]
+      assert reward == rewards.explanation(language.explanation_text(lm, r, pick, reason),
+                                           lm.trie, values, shown)
+  batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
+  first = groups[0].prompt_tokens + groups[0].answers[0]
+  assert batch["tokens"][0, :len(first)].tolist() == first
+  assert not batch["tokens"][0, len(first):].any()
+  assert batch["mask"][0].tolist() == ([0] * len(groups[0].prompt_tokens) + [1] * len(
+      groups[0].answers[0]) + [0] * (lm.config.seq_len - len(first)))
+  with pytest.raises(ValueError, match="temperature"):
+    rollouts.explanation_groups(decoder, lm, records, values, history, GROUP, 0.0)

@@ -14,14 +14,15 @@ from semrec_jax.eval import restore, stage as eval_stage
 from semrec_jax.prefer import rollouts, stage
 from semrec_jax.report import summary
 
-STEPS = 3
+STEPS = 4
 
 
 def _config(config, **overrides):
   config = config.copy_and_resolve_references()
   config.unlock()
-  config.prefer.update({"steps": STEPS, "prompts_per_step": 4, "group_size": 4,
-                        "checkpoint_every": 1, "rollout_batch_size": 4, "learning_rate": 1e-3,
+  config.prefer.update({"steps": STEPS, "prompts_per_step": 8, "group_size": 4,
+                        "explanation_share": 0.25,
+                        "checkpoint_every": 1, "rollout_batch_size": 8, "learning_rate": 1e-3,
                         **overrides})
   return config
 
@@ -54,8 +55,9 @@ def test_the_stage_trains_from_the_lm_and_eval_restores_it(preferred, trained_lm
   for r in lines:
     assert np.isfinite(r["loss"]) and r["kl"] >= 0.0
     assert 0.0 <= r["reward/steering"] <= 1.0 and -1.0 <= r["reward/next_item"] <= 1.0
+    assert 0.0 <= r["reward/explanation"] <= 1.0
   assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # step 1: the policy is the LM
-  assert lines[-1]["kl"] > 0.0
+  assert lines[-1]["kl"] > 0.0  # step 3 had a steering group with unequal rewards
   lm, _ = _params(workdir, None)
   assert (lm.stage, lm.step) == ("prefer", STEPS)
   supervised = restore.load(str(trained_lm[0]))
@@ -113,7 +115,8 @@ def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
   assert config.prefer.steps == 0
   info = stage.train_prefer(config, str(tmp_path), str(tmp_path))
   assert info["steps"] == 0 and not os.path.exists(tmp_path / "checkpoints")
-  for bad in ({"group_size": 1}, {"steering_share": 1.5}, {"steps": -1}):
+  for bad in ({"group_size": 1}, {"steering_share": 1.5}, {"steps": -1},
+              {"steering_share": 0.6, "explanation_share": 0.6}, {"text_temperature": 0.0}):
     with pytest.raises(stages.StageError, match="config.prefer"):
       pipeline.check(_config(config, **bad), ["prefer"])
 
