@@ -18,14 +18,22 @@ from tests.prefer.test_trainer import _config
 GROUP = 4
 
 
-def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(trained_lm):
-  workdir, config = trained_lm
+@pytest.fixture
+def restored(trained_lm):
+  """(mesh, the LM on one device, a decoder of batches of 4, the training records); per test:
+  a GRPO step donates the arrays it was built from."""
+  workdir, _ = trained_lm
   mesh = parallel.make_mesh(devices=jax.devices()[:1])
   lm = restore.load(str(workdir), mesh=mesh)
   decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                                 batch_size=4)
-  records = tfds_builders.read_all(tfds_builders.sequences_source(
-      os.path.join(workdir, "data"), "train"))[:6]
+  return mesh, lm, decoder, tfds_builders.read_all(tfds_builders.sequences_source(
+      os.path.join(workdir, "data"), "train"))
+
+
+def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(restored):
+  mesh, lm, decoder, records = restored
+  records = records[:6]
   max_history = lm.config.max_history
   values = steering.attribute_values(lm.items)
 
@@ -63,16 +71,11 @@ def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(trained_lm
                                                                                        abs=1e-6)
 
 
-def test_explanation_groups_sample_reasons_scored_by_the_eval_check(trained_lm):
-  workdir, _ = trained_lm
-  mesh = parallel.make_mesh(devices=jax.devices()[:1])
-  lm = restore.load(str(workdir), mesh=mesh)
-  decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
-                                batch_size=8)
+def test_explanation_groups_sample_reasons_scored_by_the_eval_check(restored):
+  _, lm, decoder, records = restored
   attrs, values = phrasing.item_attributes(lm.items), language.item_values(lm.items)
   history = lm.config.max_history
-  records = [r for r in tfds_builders.read_all(tfds_builders.sequences_source(
-      os.path.join(workdir, "data"), "train"))[:200] if language.explainable(r, attrs, history)][:3]
+  records = [r for r in records[:200] if language.explainable(r, attrs, history)][:3]
   groups = rollouts.explanation_groups(decoder, lm, records, values, history, GROUP, 1.0, seed=3)
   asked, picks = language.explanation_prompts(decoder, lm, records, history)
   eos = lm.tokenizer.eos_id
