@@ -9,6 +9,8 @@ from semrec_jax.protocol import personalisation
 
 BASELINES = ("popularity", "sasrec_id", "sasrec_sid")
 STEER_KINDS = ("platform", "genre", "brand", "product_type", "price")
+# The evaluated LMs: (label, the key of collect()'s eval metrics; its info under key + "_info").
+EVALUATED = (("LM", "eval"), ("LM + prefer", "prefer_eval"))
 
 
 def _read(path: str):
@@ -50,7 +52,7 @@ def model_rows(found: dict) -> list[tuple]:
   for name, m in found["baselines"].items():
     rows.append((name, f"{m.get('users', 0):,}", m.get("test/recall@10"), m.get("test/ndcg@10"),
                  "", [m.get(k) for k in personalisation.KEYS]))
-  for label, key in (("LM", "eval"), ("LM + prefer", "prefer_eval")):
+  for label, key in EVALUATED:
     e, info = found[key], found[f"{key}_info"] or {}
     if e:
       rows.append((f"{label} (beam {info.get('beam_width', '?')})", f"{info.get('users', 0):,}",
@@ -84,7 +86,7 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
     out += [f"  {name:<{width}} {users:>7} users  {number(r)}  {number(n)}  "
             f"{'  '.join(number(v, 2) for v in personal)}  {note}".rstrip()
             for name, users, r, n, note, personal in rows]
-  for label, key in (("LM", "eval"), ("LM + prefer", "prefer_eval")):
+  for label, key in EVALUATED:
     if found[key]:
       out += _steering_and_language(label, found[key], found[f"{key}_info"] or {})
   return out + examples
