@@ -36,6 +36,8 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Activat
 _ANSWERS = flags.DEFINE_float("answer_share", 1.0, "Share of positions that are answer tokens "
                                "(the loss's targets; the demo mixture's is in lm_pipeline.py).")
 _CHUNK = flags.DEFINE_integer("loss_token_chunk", 0, "config.lm.loss_token_chunk (0: auto).")
+_KERNEL = flags.DEFINE_enum("loss_kernel", "xla", ["xla", "pallas"],
+                            "config.lm.loss_kernel: chunked XLA loss or the fused Pallas kernel.")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only lower and compile the step on an "
                                   "abstract model (no weights allocated: any size fits).")
 _ATTENTION = flags.DEFINE_enum("attention", "auto", ["auto", "xla", "cudnn", "splash"],
@@ -54,7 +56,8 @@ def main(argv):
   mesh = parallel.make_mesh()
   step_config = ml_collections.ConfigDict({**defaults.base_config().lm.to_dict(),
                                            "learning_rate": 1e-4,
-                                           "loss_token_chunk": _CHUNK.value})
+                                           "loss_token_chunk": _CHUNK.value,
+                                           "loss_kernel": _KERNEL.value})
   if _COMPILE_ONLY.value:
     model = nnx.eval_shape(lambda: Decoder(c, nnx.Rngs(0), dtype=dtype))
     trainer = LMTrainer(model, step_config, "all", 100, mesh)
@@ -96,6 +99,7 @@ def main(argv):
       "batch_size": _BATCH.value, "seq_len": _SEQ.value, "attention": _ATTENTION.value,
       "remat": _REMAT.value, "scan_unroll": c.scan_unroll, "answer_share": _ANSWERS.value,
       "loss_token_chunk": trainer.loss_token_chunk(_BATCH.value, _SEQ.value),  # what it used
+      "loss_kernel": _KERNEL.value,
       "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
       "compile_s": round(compile_s, 1), "step_s": round(seconds, 4),
       "tokens_per_s_per_device": round(_BATCH.value * _SEQ.value / seconds / len(devices), 1),

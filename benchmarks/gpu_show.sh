@@ -67,6 +67,11 @@ if [ "$PART" = step ]; then
         --dtype=bfloat16 --remat="$remat" --attention="$attention" --steps="$STEPS"
       tail -1 "$RESULTS" | grep -q '"failed"' || break
     done
+    # The fused head + loss kernel (lm/fused_loss.py) in place of the chunked XLA loss.
+    record "semrec_${model}_${batch}x${seq}_${remat}_${attention}_pallas_loss" python3 \
+      benchmarks/decoder_step.py --model="$model" --batch_size="$batch" --seq_len="$seq" \
+      --dtype=bfloat16 --remat="$remat" --attention="$attention" --steps="$STEPS" \
+      --loss_kernel=pallas
     if [ "${SMOKE:-0}" != 1 ] && [ -f "$TORCH_REFERENCE" ]; then
       record "torch_${model}_${batch}x${seq}" python3 "$TORCH_REFERENCE" \
         --model="$model" --batch_size="$batch" --seq_len="$seq" --steps="$STEPS"

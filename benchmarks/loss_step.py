@@ -3,6 +3,7 @@ tables) on random inputs; prints one JSON line.
 
   python benchmarks/loss_step.py --batch_size=2 --seq_len=128 --embed_dim=640 --vocab=262144
   python benchmarks/loss_step.py --batch_size=8 --seq_len=256 --embed_dim=256 --vocab=8192
+  python benchmarks/loss_step.py --kernel=pallas ...   # the fused kernel (interpreted off GPUs)
 
 Two table parts (the vocabulary and 1,027 new tokens), every position an answer.
 """
@@ -25,6 +26,7 @@ _DIM = flags.DEFINE_integer("embed_dim", 640, "Hidden size (Gemma 3 270M: 640)."
 _VOCAB = flags.DEFINE_integer("vocab", 262_144, "Rows of the pretrained table.")
 _CHUNK = flags.DEFINE_integer("token_chunk", 64, "Answer positions per row in a chunk.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Hidden states' dtype.")
+_KERNEL = flags.DEFINE_enum("kernel", "xla", ["xla", "pallas"], "config.lm.loss_kernel.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed calls (the best and the median reported).")
 
 
@@ -37,8 +39,10 @@ def main(argv):
                  for rows in (_VOCAB.value, 1027))
   targets = jnp.asarray(rng.integers(0, _VOCAB.value + 1027, shape), jnp.int32)
   valid = jnp.ones(shape, bool)
-  step = jax.jit(jax.value_and_grad(
-      lambda h, t: loss.chunked_cross_entropy(h, t, targets, valid, _CHUNK.value), argnums=(0, 1)))
+  score = (loss.fused_cross_entropy if _KERNEL.value == "pallas" else
+           lambda h, t, targets, valid: loss.chunked_cross_entropy(h, t, targets, valid,
+                                                                   _CHUNK.value))
+  step = jax.jit(jax.value_and_grad(lambda h, t: score(h, t, targets, valid), argnums=(0, 1)))
   jax.block_until_ready(step(hidden, tables))
   seconds = []
   for _ in range(_REPEATS.value):
@@ -48,7 +52,7 @@ def main(argv):
   seconds.sort()
   print(json.dumps({"benchmark": "loss_step", "batch_size": _BATCH.value, "seq_len": _SEQ.value,
                     "embed_dim": _DIM.value, "vocab": _VOCAB.value + 1027,
-                    "token_chunk": _CHUNK.value, "dtype": _DTYPE.value,
+                    "token_chunk": _CHUNK.value, "kernel": _KERNEL.value, "dtype": _DTYPE.value,
                     "best_s": round(seconds[0], 3), "median_s": round(seconds[len(seconds) // 2], 3),
                     "device": jax.devices()[0].device_kind, "cpu_cores": os.cpu_count()}))
 

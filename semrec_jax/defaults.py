@@ -129,8 +129,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.lm.clip_norm = 1.0
   config.lm.weight_decay = 0.01
   config.lm.grad_accum = 1          # micro-batches of batch_size per step (= one update)
+  config.lm.adam_mu_dtype = "float32"  # or bfloat16: Adam's first moment (lm/trainer.py)
   config.lm.loss_token_chunk = 0     # answer positions per row in a chunk of the loss (0: sized
                                      # by platform and vocabulary, lm/loss.py auto_token_chunk)
+  config.lm.loss_kernel = "xla"      # xla (chunked) | pallas (fused head + loss, GPU Triton;
+                                     # lm/fused_loss.py): xla until a GPU measures pallas
   config.lm.preemption_check_every = 10  # steps between Ctrl-C agreements (several processes)
   config.lm.data_workers = 0         # grain worker processes building batches (0: in-process)
   config.lm.log_every = 10

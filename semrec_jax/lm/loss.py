@@ -8,6 +8,10 @@ table rows at a time. Differentiated, the forward pass also computes the chunk's
 the logits it already has (the loss is a sum, so the backward pass only scales them): three
 products with the output table per position, not the four of a backward pass that recomputes the
 logits (`benchmarks/loss_step.py` measures both; docs/benchmarks.md has the numbers).
+
+`config.lm.loss_kernel='pallas'` scores with the fused head + cross-entropy kernel of
+`lm/fused_loss.py` instead (Triton on GPUs, Pallas' interpreter elsewhere: for tests), each
+device's answer positions compacted across its rows.
 """
 
 import functools
@@ -16,6 +20,11 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from semrec_jax import parallel
+from semrec_jax.lm import fused_loss
+from semrec_jax.models import attention
 
 # Chunks (config.lm.loss_token_chunk 0: sized by `auto_token_chunk`) bound one chunk's float32
 # logits per device: small on CPUs, where a chunk's re-read of the table is cheap next to its
@@ -25,6 +34,7 @@ from jax import lax
 CHUNK_LOGITS_BYTES = {"cpu": 2**28, "gpu": 2**32, "tpu": 2**30}
 CPU_ROW_CHUNK = 64  # at most, per row on CPUs
 VOCAB_TILE = 8192   # table rows per product: bounds what a sharded table gathers at once
+KERNELS = ("xla", "pallas")  # config.lm.loss_kernel
 
 
 def auto_token_chunk(rows_per_device: int, length: int, vocab: int, platform: str) -> int:
@@ -58,14 +68,58 @@ def next_token_loss(logits, tokens, mask, segment_ids):
   return jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(valid)
 
 
-def decoder_loss(model, batch: dict, token_chunk: int = CPU_ROW_CHUNK):
+def decoder_loss(model, batch: dict, token_chunk: int = CPU_ROW_CHUNK, kernel: str = "xla"):
   """(sum of answer-token losses, their count) of a Decoder on one packed batch, through the
-  final hidden states and the chunked loss."""
+  final hidden states and the chunked loss (or, kernel='pallas', the fused kernel)."""
+  if kernel not in KERNELS:
+    raise ValueError(f"config.lm.loss_kernel={kernel!r}: expected one of {', '.join(KERNELS)}")
   hidden, _ = model.hidden(batch["tokens"], batch["positions"], batch["segment_ids"])
   targets, valid = answer_targets(batch["tokens"], batch["mask"], batch["segment_ids"])
-  total = chunked_cross_entropy(hidden, model.embedder.output_tables(), targets, valid,
-                                token_chunk)
+  tables = model.embedder.output_tables()
+  if kernel == "pallas":
+    total = fused_cross_entropy(hidden, tables, targets, valid)
+  else:
+    total = chunked_cross_entropy(hidden, tables, targets, valid, token_chunk)
   return total, jnp.sum(valid)
+
+
+def fused_kernel_refusal(mesh_shape: dict, platform: str) -> str | None:
+  """Why the fused kernel cannot run on this mesh and platform (None: it can). It reads the
+  output table whole on every device, so axes that shard the table (fsdp splits its width,
+  tensor its rows) are refused rather than gathered whole each step; TPUs have no kernel yet."""
+  if platform == "tpu":
+    return "config.lm.loss_kernel='pallas' has no TPU kernel (Triton only); use xla on TPUs"
+  sharded = [a for a in ("fsdp", "tensor") if mesh_shape.get(a, 1) > 1]
+  if sharded:
+    return (f"config.lm.loss_kernel='pallas' needs the output table whole on each device, and "
+            f"mesh axis {' and '.join(sharded)} shards it; use loss_kernel=xla on this mesh")
+  return None
+
+
+def fused_cross_entropy(hidden, tables, targets, valid):
+  """chunked_cross_entropy's sum through the fused kernel: per device (shard_map over the batch
+  axes), answer positions moved to the front across all its rows, then one kernel call; the
+  devices' sums added. On a platform without a GPU the kernel runs in Pallas' interpreter."""
+  mesh = jax.sharding.get_abstract_mesh()
+  where = attention.platform()
+  why = fused_kernel_refusal({} if mesh.empty else dict(mesh.shape), where)
+  if why:
+    raise ValueError(why)
+  axes = () if mesh.empty else tuple(a for a in parallel.BATCH_AXES if a in mesh.axis_names)
+
+  def local(hidden, targets, valid, *tables):
+    flat = lambda x: x.reshape(-1, *x.shape[2:])
+    order = jnp.argsort(jnp.where(flat(valid), 0, 1), stable=True)
+    total = fused_loss.linear_cross_entropy(
+        flat(hidden)[order], tables, flat(targets)[order],
+        flat(valid)[order].astype(jnp.float32), jnp.sum(valid), interpret=where != "gpu")
+    return lax.psum(total, axes) if axes else total
+
+  if not axes:
+    return local(hidden, targets, valid, *tables)
+  rows = P(axes)
+  return jax.shard_map(local, mesh=mesh, in_specs=(rows, rows, rows) + (P(),) * len(tables),
+                       out_specs=P(), check_vma=False)(hidden, targets, valid, *tables)
 
 
 def chunked_cross_entropy(hidden, tables, targets, valid, token_chunk: int = CPU_ROW_CHUNK):
@@ -160,17 +214,16 @@ def _chunk_loss_and_grads(h, tables, targets, weights, accumulated):
 @jax.custom_vjp
 def _chunked_loss(h, tables, targets, weights, active):
   """h [n, B, C, D], targets and weights [n, B, C]: chunks of positions; chunks >= `active`
-  hold no answer position. Returns the weighted sum of the losses."""
+  hold no answer position and are never visited (a loop of `active` steps, no branch per chunk).
+  Returns the weighted sum of the losses."""
   tables = _in_dtype(tables, h.dtype)
 
-  def chunk(_, xs):
-    j, h_j, targets_j, weights_j = xs
-    return None, lax.cond(j < active,
-                          lambda: _chunk_loss(h_j, tables, targets_j, weights_j)[0],
-                          lambda: jnp.zeros((), jnp.float32))
+  def chunk(j, total):
+    h_j, targets_j, weights_j = (lax.dynamic_index_in_dim(x, j, keepdims=False)
+                                 for x in (h, targets, weights))
+    return total + _chunk_loss(h_j, tables, targets_j, weights_j)[0]
 
-  _, sums = lax.scan(chunk, None, (jnp.arange(h.shape[0]), h, targets, weights))
-  return jnp.sum(sums)
+  return lax.fori_loop(0, active, chunk, jnp.zeros((), jnp.float32))
 
 
 def _in_dtype(tables, dtype):
@@ -181,19 +234,18 @@ def _in_dtype(tables, dtype):
 def _forward_rule(h, tables, targets, weights, active):
   cast = _in_dtype(tables, h.dtype)
 
-  def chunk(accumulated, xs):
-    j, h_j, targets_j, weights_j = xs
+  def chunk(j, carry):
+    total, dh, accumulated = carry
+    h_j, targets_j, weights_j = (lax.dynamic_index_in_dim(x, j, keepdims=False)
+                                 for x in (h, targets, weights))
+    part, dh_j, accumulated = _chunk_loss_and_grads(h_j, cast, targets_j, weights_j, accumulated)
+    dh = lax.dynamic_update_index_in_dim(dh, dh_j.astype(h.dtype), j, 0)
+    return total + part, dh, accumulated
 
-    def score():
-      total, dh, out = _chunk_loss_and_grads(h_j, cast, targets_j, weights_j, accumulated)
-      return out, (total, dh.astype(h.dtype))
-
-    skip = lambda: (accumulated, (jnp.zeros((), jnp.float32), jnp.zeros(h_j.shape, h.dtype)))
-    return lax.cond(j < active, score, skip)
-
-  start = tuple(jnp.zeros(t.shape, jnp.float32) for t in tables)
-  grads, (sums, dh) = lax.scan(chunk, start, (jnp.arange(h.shape[0]), h, targets, weights))
-  return jnp.sum(sums), (dh, tuple(g.astype(t.dtype) for g, t in zip(grads, tables)))
+  start = (jnp.zeros((), jnp.float32), jnp.zeros(h.shape, h.dtype),
+           tuple(jnp.zeros(t.shape, jnp.float32) for t in tables))
+  total, dh, grads = lax.fori_loop(0, active, chunk, start)
+  return total, (dh, tuple(g.astype(t.dtype) for g, t in zip(grads, tables)))
 
 
 def _backward_rule(residuals, g):

@@ -19,7 +19,7 @@ from semrec_jax import multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.embed.text import item_text
-from semrec_jax.lm import fitting, input_pipeline, sid_init, tasks, tokenizer as tokenizer_lib
+from semrec_jax.lm import fitting, input_pipeline, loss, sid_init, tasks, tokenizer as tokenizer_lib
 from semrec_jax.lm.trainer import LMTrainer, train
 from semrec_jax.models import attention, configs, params
 from semrec_jax.models.decoder import REMAT_POLICIES, Decoder
@@ -58,6 +58,12 @@ def check(c) -> None:
   if c.attention not in attention.IMPLEMENTATIONS:
     raise StageError(f"config.lm.attention={c.attention!r}: expected one of "
                      f"{', '.join(attention.IMPLEMENTATIONS)}")
+  if c.get("loss_kernel", "xla") not in loss.KERNELS:
+    raise StageError(f"config.lm.loss_kernel={c.loss_kernel!r}: expected one of "
+                     f"{', '.join(loss.KERNELS)}")
+  if c.get("adam_mu_dtype", "float32") not in ("float32", "bfloat16"):
+    raise StageError(f"config.lm.adam_mu_dtype={c.adam_mu_dtype!r}: expected float32 or "
+                     "bfloat16")
   if c.remat not in REMAT_POLICIES:
     raise StageError(f"config.lm.remat={c.remat!r}: expected one of {', '.join(REMAT_POLICIES)}")
   if c.get("sid_init", "auto") not in ("auto", "codes", "none"):
@@ -169,6 +175,10 @@ def held_out_loss(trainer: LMTrainer, batches: dict[str, list]) -> dict:
 def train_lm(config, workdir: str, out_dir: str) -> dict:
   c = config.lm
   mesh = parallel.make_mesh(config.mesh)
+  if c.get("loss_kernel", "xla") == "pallas":
+    why = loss.fused_kernel_refusal(dict(mesh.shape), mesh.devices.flat[0].platform)
+    if why:
+      raise StageError(why)
   data_dir = os.path.join(workdir, "data")
   items = tfds_builders.items_source(data_dir)
   sids = tasks.load_sids(os.path.join(workdir, "ids", "semantic_ids.tsv"))

@@ -184,3 +184,27 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, data, tokeni
 
   assert curve(tmp_path / "cut") == curve(tmp_path / "full")
   assert [s for s, _ in curve(tmp_path / "full")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_bfloat16_first_moment_halves_it_and_trains_alike(data, tokenizer):
+  """config.lm.adam_mu_dtype=bfloat16: mu in bfloat16, nu and the parameters float32, and the
+  first steps' losses as with a float32 mu."""
+  it = batches(data, tokenizer)
+  batch = [next(it) for _ in range(3)]
+  losses, moments = {}, {}
+  for mu in ("float32", "bfloat16"):
+    trainer = trainer_lib.LMTrainer(model_for(tokenizer), lm_config(adam_mu_dtype=mu), "all", 10,
+                                    parallel.make_mesh())
+    for b in batch:
+      trainer.state, metrics = trainer.step(trainer.state, trainer.put(b))
+    losses[mu] = float(metrics["loss"])
+    _, opt = nnx.merge(trainer.graphdef, trainer.state)
+    adam = nnx.to_pure_dict(nnx.state(opt, nnx.optimizer.OptState))
+    flat = jax.tree_util.tree_leaves_with_path(adam)
+    moments[mu] = {name: {x.dtype for p, x in flat if name in jax.tree_util.keystr(p)}
+                   for name in ("mu", "nu")}
+    assert {x.dtype for x in jax.tree.leaves(_params(trainer.model))} == {np.dtype("float32")}
+  assert moments["float32"] == {"mu": {np.dtype("float32")}, "nu": {np.dtype("float32")}}
+  assert moments["bfloat16"] == {"mu": {jnp.dtype("bfloat16")}, "nu": {np.dtype("float32")}}
+  assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=1e-2)
+  assert losses["bfloat16"] != losses["float32"]  # the rounding is real
