@@ -7,7 +7,9 @@ float32 logits over the whole vocabulary exist only while that chunk is scored, 
 table rows at a time. Differentiated, the forward pass also computes the chunk's gradients from
 the logits it already has (the loss is a sum, so the backward pass only scales them): three
 products with the output table per position, not the four of a backward pass that recomputes the
-logits (`benchmarks/loss_step.py` measures both; docs/benchmarks.md has the numbers).
+logits (`benchmarks/loss_step.py` measures both; docs/benchmarks.md has the numbers). With a
+tensor axis, each table part is read as the blocks of rows its devices hold and tiled within
+them: the sums over the vocabulary cross the axis, the table never does.
 
 `config.lm.loss_kernel='pallas'` scores with the fused head + cross-entropy kernel of
 `lm/fused_loss.py` instead (Triton on GPUs, Pallas' interpreter elsewhere: for tests), each
@@ -35,6 +37,7 @@ CHUNK_LOGITS_BYTES = {"cpu": 2**28, "gpu": 2**32, "tpu": 2**30}
 CPU_ROW_CHUNK = 64  # at most, per row on CPUs
 VOCAB_TILE = 8192   # table rows per product: bounds what a sharded table gathers at once
 KERNELS = ("xla", "pallas")  # config.lm.loss_kernel
+_MASKED = -1e30  # logits of rows outside the vocabulary: exp() of them is 0
 
 
 def auto_token_chunk(rows_per_device: int, length: int, vocab: int, platform: str) -> int:
@@ -75,11 +78,11 @@ def decoder_loss(model, batch: dict, token_chunk: int = CPU_ROW_CHUNK, kernel: s
     raise ValueError(f"config.lm.loss_kernel={kernel!r}: expected one of {', '.join(KERNELS)}")
   hidden, _ = model.hidden(batch["tokens"], batch["positions"], batch["segment_ids"])
   targets, valid = answer_targets(batch["tokens"], batch["mask"], batch["segment_ids"])
-  tables = model.embedder.output_tables()
   if kernel == "pallas":
-    total = fused_cross_entropy(hidden, tables, targets, valid)
-  else:
-    total = chunked_cross_entropy(hidden, tables, targets, valid, token_chunk)
+    total = fused_cross_entropy(hidden, model.embedder.output_tables(), targets, valid)
+  else:  # whole tables (a slice of a sharded one would move it), padding rows masked
+    tables, used = zip(*model.embedder.output_parts())
+    total = chunked_cross_entropy(hidden, tables, targets, valid, token_chunk, used)
   return total, jnp.sum(valid)
 
 
@@ -122,11 +125,15 @@ def fused_cross_entropy(hidden, tables, targets, valid):
                        out_specs=P(), check_vma=False)(hidden, targets, valid, *tables)
 
 
-def chunked_cross_entropy(hidden, tables, targets, valid, token_chunk: int = CPU_ROW_CHUNK):
+def chunked_cross_entropy(hidden, tables, targets, valid, token_chunk: int = CPU_ROW_CHUNK,
+                          used=None):
   """Sum over valid positions of -log softmax(hidden @ vocabulary.T)[target].
 
   hidden [B, T, D]; tables: the output table split in parts ([V_i, D] each, e.g. the pretrained
   rows and the new-token rows), whose concatenation is the vocabulary; targets index it.
+  used: rows of each part in the vocabulary (the rest, e.g. padding rows, never score); default
+  all. Under a mesh with a tensor axis each part is read as [S, V_i / S, D], S blocks of rows as
+  the tensor axis holds them, and tiled within each block: the table is never gathered whole.
   """
   rows, length, _ = hidden.shape
   # Answer positions first in each row (stable: in order), so the chunks after the longest row's
@@ -143,7 +150,25 @@ def chunked_cross_entropy(hidden, tables, targets, valid, token_chunk: int = CPU
     targets, weights = jnp.pad(targets, pad), jnp.pad(weights, pad)
   active = -(-jnp.max(jnp.sum(valid, axis=1)) // chunk)  # chunks holding any answer position
   split = lambda x: jnp.swapaxes(x.reshape(rows, padded // chunk, chunk, *x.shape[2:]), 0, 1)
-  return _chunked_loss(split(hidden), tuple(tables), split(targets), split(weights), active)
+  used = tuple(t.shape[0] for t in tables) if used is None else tuple(used)
+  blocks = tuple(_row_blocks(t) for t in tables)
+  return _chunked_loss(split(hidden), blocks, split(targets), split(weights), active, used)
+
+
+def _tensor_size() -> int:
+  mesh = jax.sharding.get_abstract_mesh()
+  return 1 if mesh.empty or "tensor" not in mesh.axis_names else mesh.shape["tensor"]
+
+
+def _row_blocks(table):
+  """[V, D] as [S, V / S, D]: block s holds the rows tensor-axis device s holds (the axis splits
+  rows into contiguous blocks, so the reshape moves nothing). S = 1 without a tensor axis, or
+  where S does not divide V (that part is then gathered, as any replicated read would be)."""
+  shards = _tensor_size()
+  if table.shape[0] % shards:
+    shards = 1
+  blocks = table.reshape(shards, table.shape[0] // shards, table.shape[1])
+  return parallel.constrain(blocks, "vocab", None, "embed") if shards > 1 else blocks
 
 
 def _tiles(size: int, tile: int):
@@ -154,56 +179,70 @@ def _tiles(size: int, tile: int):
   return tile, -(-size // tile), lambda i: jnp.minimum(i * tile, size - tile)
 
 
-def _chunk_logits(h, table):
-  """Float32 logits [B, C, V] of one chunk h [B, C, D] and one table part [V, D], a tile of
-  table rows at a time (a sharded table is gathered a tile at a time, never whole)."""
-  tile, count, start_of = _tiles(table.shape[0], VOCAB_TILE)
+def _columns(shards: int, rows: int, start, tile: int):
+  """Index within the part [S, tile] of each column of the tile at `start` in every block."""
+  return jnp.arange(shards)[:, None] * rows + (start + jnp.arange(tile))[None, :]
+
+
+def _chunk_logits(h, blocks, used: int):
+  """Float32 logits [B, C, S, R] of one chunk h [B, C, D] and one table part [S, R, D], a tile of
+  each block's rows at a time (a sharded table is read where it lies, never gathered whole);
+  rows past `used` at a large negative value."""
+  shards, rows, _ = blocks.shape
+  tile, count, start_of = _tiles(rows, VOCAB_TILE)
 
   def body(i, logits):
     start = start_of(i)
-    rows = lax.dynamic_slice_in_dim(table, start, tile, 0)
-    part = jnp.einsum("bcd,vd->bcv", h, rows, preferred_element_type=jnp.float32)
-    return lax.dynamic_update_slice_in_dim(logits, part, start, 2)
+    part = jnp.einsum("bcd,svd->bcsv", h, lax.dynamic_slice_in_dim(blocks, start, tile, 1),
+                      preferred_element_type=jnp.float32)
+    return lax.dynamic_update_slice_in_dim(logits, part, start, 3)
 
-  return lax.fori_loop(0, count, body, jnp.zeros((*h.shape[:2], table.shape[0]), jnp.float32))
+  logits = lax.fori_loop(0, count, body,
+                         jnp.zeros((*h.shape[:2], shards, rows), jnp.float32))
+  if used < shards * rows:
+    logits = jnp.where(_columns(shards, rows, 0, rows) < used, logits, _MASKED)
+  return logits
 
 
-def _chunk_loss(h, tables, targets, weights):
-  """(weighted loss sum, float32 logits per table part [B, C, V_i], log-sum-exp [B, C], each
+def _chunk_loss(h, tables, targets, weights, used):
+  """(weighted loss sum, float32 logits per table part [B, C, S, R], log-sum-exp [B, C], each
   target's index within each part) of one chunk h [B, C, D]; tables in h's dtype."""
-  logits = [_chunk_logits(h, table) for table in tables]
-  top = functools.reduce(jnp.maximum, [jnp.max(x, axis=-1) for x in logits])
-  lse = top + jnp.log(sum(jnp.sum(jnp.exp(x - top[..., None]), axis=-1) for x in logits))
-  starts = [sum(t.shape[0] for t in tables[:i]) for i in range(len(tables))]
+  logits = [_chunk_logits(h, table, n) for table, n in zip(tables, used)]
+  top = functools.reduce(jnp.maximum, [jnp.max(x, axis=(-2, -1)) for x in logits])
+  lse = top + jnp.log(sum(jnp.sum(jnp.exp(x - top[..., None, None]), axis=(-2, -1))
+                          for x in logits))
+  starts = [sum(used[:i]) for i in range(len(tables))]
   local = [targets - start for start in starts]
-  picked = sum(jnp.where((i >= 0) & (i < x.shape[-1]),
-                         jnp.take_along_axis(x, jnp.clip(i, 0, x.shape[-1] - 1)[..., None],
-                                             axis=-1)[..., 0], 0.0)
+  # The target's logit as a masked sum, not a gather: it stays where the tensor axis holds it.
+  picked = sum(jnp.sum(jnp.where(_columns(*x.shape[-2:], 0, x.shape[-1]) == i[..., None, None],
+                                 x, 0.0), axis=(-2, -1))
                for x, i in zip(logits, local))
   return jnp.sum(weights * (lse - picked)), logits, lse, local
 
 
-def _chunk_loss_and_grads(h, tables, targets, weights, accumulated):
+def _chunk_loss_and_grads(h, tables, targets, weights, accumulated, used):
   """One chunk's loss sum, d sum / d h [B, C, D] (float32), and the output-table gradients
-  `accumulated` plus this chunk's: (softmax - one-hot) x weight, from the logits of the forward
-  pass (kept, not recomputed), a tile of table rows at a time."""
-  total, logits, lse, local = _chunk_loss(h, tables, targets, weights)
+  `accumulated` ([S, R, D] per part) plus this chunk's: (softmax - one-hot) x weight, from the
+  logits of the forward pass (kept, not recomputed), a tile of each block's rows at a time."""
+  total, logits, lse, local = _chunk_loss(h, tables, targets, weights, used)
   dh, out = jnp.zeros(h.shape, jnp.float32), []
   for x, i, table, acc in zip(logits, local, tables, accumulated):
-    tile, count, start_of = _tiles(table.shape[0], VOCAB_TILE)
+    shards, rows, _ = table.shape
+    tile, count, start_of = _tiles(rows, VOCAB_TILE)
 
-    def body(k, carry, x=x, i=i, table=table):
+    def body(k, carry, x=x, i=i, table=table, shards=shards, rows=rows, tile=tile):
       dh, acc = carry
       start = start_of(k)
-      columns = start + jnp.arange(tile)
-      probs = jnp.exp(lax.dynamic_slice_in_dim(x, start, tile, 2) - lse[..., None])
-      d = jnp.where(columns >= k * tile,  # columns no earlier tile had
-                    (probs - (i[..., None] == columns)) * weights[..., None], 0.0).astype(h.dtype)
-      rows = lax.dynamic_slice_in_dim(table, start, tile, 0)
-      dh = dh + jnp.einsum("bcv,vd->bcd", d, rows, preferred_element_type=jnp.float32)
-      part = jnp.einsum("bcv,bcd->vd", d, h, preferred_element_type=jnp.float32)
+      columns = _columns(shards, rows, start, tile)
+      fresh = start + jnp.arange(tile) >= k * tile  # rows no earlier tile had
+      probs = jnp.exp(lax.dynamic_slice_in_dim(x, start, tile, 3) - lse[..., None, None])
+      d = jnp.where(fresh, (probs - (i[..., None, None] == columns)) * weights[..., None, None],
+                    0.0).astype(h.dtype)
+      block = lax.dynamic_slice_in_dim(table, start, tile, 1)
+      dh = dh + jnp.einsum("bcsv,svd->bcd", d, block, preferred_element_type=jnp.float32)
+      part = jnp.einsum("bcsv,bcd->svd", d, h, preferred_element_type=jnp.float32)
       acc = lax.dynamic_update_slice_in_dim(
-          acc, lax.dynamic_slice_in_dim(acc, start, tile, 0) + part, start, 0)
+          acc, lax.dynamic_slice_in_dim(acc, start, tile, 1) + part, start, 1)
       return dh, acc
 
     dh, acc = lax.fori_loop(0, count, body, (dh, acc))
@@ -211,17 +250,17 @@ def _chunk_loss_and_grads(h, tables, targets, weights, accumulated):
   return total, dh, tuple(out)
 
 
-@jax.custom_vjp
-def _chunked_loss(h, tables, targets, weights, active):
-  """h [n, B, C, D], targets and weights [n, B, C]: chunks of positions; chunks >= `active`
-  hold no answer position and are never visited (a loop of `active` steps, no branch per chunk).
-  Returns the weighted sum of the losses."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _chunked_loss(h, tables, targets, weights, active, used):
+  """h [n, B, C, D], targets and weights [n, B, C]: chunks of positions; tables [S, R, D] each;
+  chunks >= `active` hold no answer position and are never visited (a loop of `active` steps,
+  no branch per chunk). Returns the weighted sum of the losses."""
   tables = _in_dtype(tables, h.dtype)
 
   def chunk(j, total):
     h_j, targets_j, weights_j = (lax.dynamic_index_in_dim(x, j, keepdims=False)
                                  for x in (h, targets, weights))
-    return total + _chunk_loss(h_j, tables, targets_j, weights_j)[0]
+    return total + _chunk_loss(h_j, tables, targets_j, weights_j, used)[0]
 
   return lax.fori_loop(0, active, chunk, jnp.zeros((), jnp.float32))
 
@@ -231,14 +270,15 @@ def _in_dtype(tables, dtype):
   return tuple(table.astype(dtype) for table in tables)
 
 
-def _forward_rule(h, tables, targets, weights, active):
+def _forward_rule(h, tables, targets, weights, active, used):
   cast = _in_dtype(tables, h.dtype)
 
   def chunk(j, carry):
     total, dh, accumulated = carry
     h_j, targets_j, weights_j = (lax.dynamic_index_in_dim(x, j, keepdims=False)
                                  for x in (h, targets, weights))
-    part, dh_j, accumulated = _chunk_loss_and_grads(h_j, cast, targets_j, weights_j, accumulated)
+    part, dh_j, accumulated = _chunk_loss_and_grads(h_j, cast, targets_j, weights_j,
+                                                    accumulated, used)
     dh = lax.dynamic_update_index_in_dim(dh, dh_j.astype(h.dtype), j, 0)
     return total + part, dh, accumulated
 
@@ -248,8 +288,9 @@ def _forward_rule(h, tables, targets, weights, active):
   return total, (dh, tuple(g.astype(t.dtype) for g, t in zip(grads, tables)))
 
 
-def _backward_rule(residuals, g):
+def _backward_rule(used, residuals, g):
   """The loss is a sum, so its gradients scale with the incoming cotangent."""
+  del used
   dh, grads = residuals
   scale = lambda x: g.astype(x.dtype) * x
   return scale(dh), tuple(scale(x) for x in grads), None, None, None

@@ -235,6 +235,14 @@ class Embedder(nnx.Module):
     base, new = self._tables(output=True)
     return (base,) if not self.c.num_new_tokens else (base, new[:self.c.num_new_tokens])
 
+  def output_parts(self) -> tuple[tuple[jax.Array, int], ...]:
+    """(table, rows of it in the vocabulary) per part of the output vocabulary: the pretrained
+    rows, then the new-token table whole, padding rows included (they are not in the
+    vocabulary): what the chunked training loss scores without slicing the tables."""
+    base, new = self._tables(output=True)
+    return ((base, base.shape[0]),) + (((new, self.c.num_new_tokens),)
+                                       if self.c.num_new_tokens else ())
+
   def encode(self, tokens: jax.Array, dtype) -> jax.Array:
     base, new = self._tables()
     x = base[jnp.clip(tokens, 0, self.c.vocab_size - 1)]

@@ -1,11 +1,15 @@
 """The chunked cross-entropy equals the loss on full logits, value and gradients."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from semrec_jax import parallel
 from semrec_jax.lm import loss
 from semrec_jax.models import configs
 from semrec_jax.models.decoder import Decoder
@@ -106,3 +110,33 @@ def test_auto_chunk_bounds_a_chunks_logits_by_platform():
   for rows, platform in ((8, "gpu"), (24, "tpu"), (8, "cpu"), (3, "tpu")):
     chunk = loss.auto_token_chunk(rows, 4096, gemma, platform)
     assert rows * chunk * gemma * 4 <= loss.CHUNK_LOGITS_BYTES[platform]
+
+
+def test_a_tensor_parallel_loss_reads_the_table_where_it_lies():
+  """data=4 x tensor=2: each device scores its own half of the vocabulary's rows (the compiled
+  loss and gradients gather no array with the table's 4,096 rows) and the sum is the one device's."""
+  rng = np.random.default_rng(0)
+  hidden = jnp.asarray(rng.normal(size=(8, 32, 64)), jnp.float32)
+  table = jnp.asarray(rng.normal(size=(4096, 64)) * 0.1, jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 4000, (8, 32)), jnp.int32)
+  valid = jnp.asarray(rng.random((8, 32)) < 0.5)
+  mesh = parallel.make_mesh(parallel.mesh_config(data=4, tensor=2))
+
+  plain = jax.value_and_grad(
+      lambda h, t: loss.chunked_cross_entropy(h, (t,), targets, valid, 8, used=(4000,)),
+      argnums=(0, 1))
+
+  def grads(h, t):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return plain(h, t)
+
+  rows = NamedSharding(mesh, P(("data", "fsdp")))
+  placed = (jax.device_put(hidden, rows), jax.device_put(table, NamedSharding(mesh, P("tensor"))))
+  compiled = jax.jit(grads).lower(*placed).compile()
+  gathered = re.findall(r"= \w+\[([0-9,]*)\][^ ]* all-gather", compiled.as_text())
+  assert not [g for g in gathered if "4096" in g.split(",")]
+  (got, (dh, dt)), (want, (dh1, dt1)) = compiled(*placed), plain(hidden, table)
+  assert float(got) == pytest.approx(float(want), rel=1e-5)
+  np.testing.assert_allclose(dh, dh1, atol=1e-6)
+  np.testing.assert_allclose(dt, dt1, atol=1e-6)
+  assert float(jnp.abs(dt[4000:]).max()) == 0  # rows past `used` never score
