@@ -1,5 +1,5 @@
-"""The prefer stage on the briefly trained tiny LM: off at 0 steps, a resumed run equal to an
-uninterrupted one, one device equal to eight, and a checkpoint that eval restores like the LM."""
+"""The prefer stage on the briefly trained tiny LM: off at 0 steps, a run resumed on one device
+equal to an uninterrupted one on eight, and a checkpoint that eval restores like the LM."""
 
 import json
 import os
@@ -68,7 +68,11 @@ def test_the_stage_trains_from_the_lm_and_eval_restores_it(preferred, trained_lm
   assert json.load(open(os.path.join(workdir, "prefer", "info.json")))["steps"] == STEPS
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(preferred, tmp_path, monkeypatch):
+def test_a_run_resumed_on_one_device_equals_an_uninterrupted_one_on_eight(preferred, tmp_path,
+                                                                         monkeypatch):
+  """Stopped before step 3 on the 8-device mesh, resumed on one device: steps 1-2 are the
+  uninterrupted run's lines exactly; step 3 and the parameters equal them to the rounding a
+  change of mesh brings (a resume that drew other prompts or samples would be far off)."""
   workdir, config, lines, params = preferred
   for name in ("data", "ids", "lm"):
     os.symlink(os.path.join(workdir, name), tmp_path / name)
@@ -85,22 +89,12 @@ def test_a_resumed_run_equals_an_uninterrupted_one(preferred, tmp_path, monkeypa
   monkeypatch.setattr(rollouts, "training_batch", stop_at_the_third_step)
   with pytest.raises(KeyboardInterrupt):
     stage.train_prefer(config, str(tmp_path), out)
-  assert [r["step"] for r in _lines(out)] == [1, 2]
+  assert _lines(out) == lines[:2]
   monkeypatch.setattr(rollouts, "training_batch", made)
-  stage.train_prefer(config, str(tmp_path), out)
-  assert _lines(out) == lines
-  resumed = _params(str(tmp_path), None)[1]
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), resumed,
-               params)
-
-
-def test_one_device_trains_what_eight_do(preferred, tmp_path):
-  workdir, config, lines, params = preferred
-  for name in ("data", "ids", "lm"):
-    os.symlink(os.path.join(workdir, name), tmp_path / name)
   one = parallel.make_mesh(devices=jax.devices()[:1])
-  stage.train_prefer(config, str(tmp_path), str(tmp_path / "prefer"), mesh=one)
-  found = _lines(tmp_path / "prefer")
+  stage.train_prefer(config, str(tmp_path), out, mesh=one)
+  found = _lines(out)
+  assert [r["step"] for r in found] == [1, 2, 3]
   for a, b in zip(found, lines):
     assert a.keys() == b.keys()
     for key in a:
