@@ -1,7 +1,8 @@
 """Self-attention kernels behind one call, picked by DecoderConfig.attention (config.lm.attention).
 
-  xla     jax.nn.dot_product_attention with a dense [B, 1, T, S] mask built from positions and
-          segment ids: runs anywhere, and is what the KV-cache (decoding) path always uses.
+  xla     jax.nn.dot_product_attention with a dense [B, 1, T, T] mask built from token indices and
+          segment ids: runs anywhere. (The KV-cache path of decoding, in decoder.py, always uses
+          XLA, with a mask from the cache slots' positions.)
   cudnn   cuDNN flash attention (GPU, bfloat16/float16): causal and the sliding window are the
           kernel's own index masks; segment ids enter as a [B, 1, T, S] mask, which cuDNN adds
           as a bias, since jax.nn.dot_product_attention (jax 0.10) takes no segment ids.
@@ -12,10 +13,10 @@
           xla elsewhere. The platform is the step's mesh's (AOT compiles for a TPU from a CPU
           host), else the default backend.
 
-The fused kernels mask by token index within a row where the dense mask uses positions: the two
-agree when each segment's tokens are contiguous with positions counting up by one, as in packed
-training rows and right-padded prompts. Padding (segment 0) attends to padding in the fused
-kernels and to nothing in xla; its outputs are never read.
+Every kernel masks by token index within a segment (causal, and the sliding window counted in
+tokens); positions enter through RoPE only, applied before the kernel, so all three give the same
+numbers for any positions, including rows whose positions jump. Padding (segment 0) attends to
+padding in the fused kernels and to nothing in xla; its outputs are never read.
 """
 
 import jax
@@ -60,7 +61,7 @@ def resolve(name: str, dtype) -> str:
   return "xla"
 
 
-def attend(q, k, v, positions, segment_ids, *, scale: float, window: int | None,
+def attend(q, k, v, segment_ids, *, scale: float, window: int | None,
            implementation: str = "auto") -> jax.Array:
   """Causal self-attention of q [B, T, N, H] over k, v [B, T, K, H] (K divides N): [B, T, N, H]."""
   kind, where = resolve(implementation, q.dtype), platform()
@@ -79,7 +80,8 @@ def attend(q, k, v, positions, segment_ids, *, scale: float, window: int | None,
   if kind == "splash":
     return splash_attention(q, k, v, segment_ids, scale=scale, window=window,
                             interpret=where != "tpu")
-  mask = dense_mask(positions, segment_ids, positions, segment_ids, window)
+  index = jnp.broadcast_to(jnp.arange(q.shape[1]), segment_ids.shape)
+  mask = dense_mask(index, segment_ids, index, segment_ids, window)
   return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale)
 
 

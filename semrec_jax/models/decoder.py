@@ -79,7 +79,7 @@ class Attention(nnx.Module):
     window = None if self.is_global else c.sliding_window
     query_scale = c.query_scale or c.head_dim ** -0.5
     if cache is None:  # training and scoring: the configured kernel (attention.py)
-      out = attention.attend(q, k, v, positions, segment_ids, scale=query_scale, window=window,
+      out = attention.attend(q, k, v, segment_ids, scale=query_scale, window=window,
                              implementation=c.attention)
     else:  # decoding: write this step's keys at their positions, attend over the cache (XLA)
       batch = jnp.arange(x.shape[0])[:, None]

@@ -44,10 +44,10 @@ def abstract_mesh(platform: str) -> AbstractMesh:
                       abstract_device=AbstractDevice(platform, None, platform))
 
 
-def loss_and_grads(kind, q, k, v, weights, positions, segments, window):
+def loss_and_grads(kind, q, k, v, weights, segments, window):
   """A loss over real tokens only (padding outputs differ between kernels and are never read)."""
   def loss(q, k, v):
-    out = attention.attend(q, k, v, positions, segments, scale=SCALE, window=window,
+    out = attention.attend(q, k, v, segments, scale=SCALE, window=window,
                            implementation=kind)
     return jnp.sum(jnp.where((segments > 0)[..., None, None], out * weights, 0.0)), out
   (value, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
@@ -59,11 +59,11 @@ def loss_and_grads(kind, q, k, v, weights, positions, segments, window):
     (200, 4, 1, 48),    # multi-query, sliding window, length padded to 256
 ])
 def test_splash_matches_xla(length, heads, kv_heads, window):
-  segments, positions = packed(2, length)
+  segments, _ = packed(2, length)
   assert int(segments.max()) >= 3  # several examples per row
   q, k, v, weights = qkv(2, length, heads, kv_heads)
-  want = loss_and_grads("xla", q, k, v, weights, positions, segments, window)
-  got = loss_and_grads("splash", q, k, v, weights, positions, segments, window)
+  want = loss_and_grads("xla", q, k, v, weights, segments, window)
+  got = loss_and_grads("splash", q, k, v, weights, segments, window)
   np.testing.assert_allclose(got[1], want[1], atol=2e-5, rtol=1e-5)
   np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
   for g, w in zip(got[2], want[2]):
@@ -75,13 +75,13 @@ def test_splash_matches_xla(length, heads, kv_heads, window):
 def test_splash_sharded_matches_xla(kv_heads):
   """Under a ('data', 'fsdp', 'tensor') = (2, 2, 2) mesh, splash runs in shard_map."""
   mesh = parallel.make_mesh(parallel.mesh_config(data=2, fsdp=2, tensor=2))
-  arrays = (*qkv(4, 128, 4, kv_heads, seed=1), *packed(4, 128, seed=1))
+  arrays = (*qkv(4, 128, 4, kv_heads, seed=1), packed(4, 128, seed=1)[0])
   arrays = [jax.device_put(x, parallel.batch_sharding(mesh, x.ndim)) for x in arrays]
 
   def run(kind):
-    def step(q, k, v, weights, segments, positions):
+    def step(q, k, v, weights, segments):
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        return loss_and_grads(kind, q, k, v, weights, positions, segments, 64)
+        return loss_and_grads(kind, q, k, v, weights, segments, 64)
     return jax.jit(step)(*arrays)
 
   want, got = run("xla"), run("splash")
@@ -91,7 +91,7 @@ def test_splash_sharded_matches_xla(kv_heads):
 
 
 def test_cudnn_call(monkeypatch):
-  """cuDNN cannot run here: its call's arguments, run by XLA, equal the positional mask's result."""
+  """cuDNN cannot run here: its call's arguments, run by XLA, equal the dense mask's result."""
   calls = []
   xla = jax.nn.dot_product_attention
 
@@ -99,9 +99,9 @@ def test_cudnn_call(monkeypatch):
     calls.append(dict(kwargs, implementation=implementation))
     return xla(*args, implementation="xla", **kwargs)
 
-  segments, positions = packed(2, 96, seed=2)
+  segments, _ = packed(2, 96, seed=2)
   q, k, v, _ = qkv(2, 96, 4, 2, seed=2)
-  want = attention.attend(q, k, v, positions, segments, scale=SCALE, window=16,
+  want = attention.attend(q, k, v, segments, scale=SCALE, window=16,
                           implementation="xla")
   monkeypatch.setattr(jax.nn, "dot_product_attention", record)
   got = attention.cudnn(q, k, v, segments, scale=SCALE, window=16)
@@ -111,11 +111,11 @@ def test_cudnn_call(monkeypatch):
   real = (segments > 0)[..., None, None]
   np.testing.assert_allclose(jnp.where(real, got, 0), jnp.where(real, want, 0), atol=1e-6)
   with pytest.raises(ValueError, match="'cudnn' cannot run on cpu"):
-    attention.attend(q, k, v, positions, segments, scale=SCALE, window=None,
+    attention.attend(q, k, v, segments, scale=SCALE, window=None,
                      implementation="cudnn")
   with jax.sharding.use_abstract_mesh(abstract_mesh("gpu")):
     with pytest.raises(ValueError, match="bfloat16 or float16 activations, got float32"):
-      attention.attend(q, k, v, positions, segments, scale=SCALE, window=None,
+      attention.attend(q, k, v, segments, scale=SCALE, window=None,
                        implementation="cudnn")
 
 
@@ -131,8 +131,12 @@ def test_auto_follows_the_mesh_platform(platform, dtype, kind):
 
 
 def test_decoder_auto_is_xla_on_cpu_and_splash_agrees():
+  """Positions jump by 150 after each example's 20th token: every kernel masks by token index
+  within the example (layer 0's 128-token window keeps the tokens before the jump), RoPE alone
+  reads positions, so xla and splash still agree."""
   c = configs.get("tiny", vocab_size=512, num_layers=2)  # layer 0: window 128, layer 1 global
   segments, positions = packed(2, 256, seed=3)
+  positions = positions + 150 * (positions >= 20)
   tokens = jax.random.randint(jax.random.key(3), (2, 256), 1, 512) * (segments > 0)
   models = {kind: Decoder(c.replace(attention=kind), nnx.Rngs(0))
             for kind in ("xla", "auto", "splash")}
