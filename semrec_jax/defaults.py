@@ -152,7 +152,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.prefer.temperature = 0.0      # 0: the beam's best; > 0: samples over valid IDs
   config.prefer.steering_share = 0.5   # of the prompts: steering requests
   config.prefer.explanation_share = 0.0  # of the prompts: "why?" (sampled reasons); rest: next item
-  config.prefer.text_temperature = 1.0  # sampling temperature of the reasons
+  config.prefer.bundle_share = 0.0     # of the prompts: "name this bundle" (sampled names)
+  config.prefer.text_temperature = 1.0  # sampling temperature of the reasons and bundle names
   config.prefer.learning_rate = 1e-4
   config.prefer.warmup_steps = 0
   config.prefer.clip_norm = 1.0

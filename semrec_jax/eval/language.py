@@ -129,6 +129,7 @@ def claims_held(said: list[tuple[str, str]], pair, values) -> int:
 
 
 REASON_TOKENS = 32  # the longest reason an explanation writes after the compared item
+NAME_TOKENS = 24    # the longest bundle name
 
 
 def explanation_prompts(decoder, lm, records: list[dict],
@@ -227,7 +228,7 @@ def evaluate(decoder, lm, held_out_items: np.ndarray, records: list[dict], bundl
   members = [[int(i) for i in parse_items(b["prompt"], lm.trie)] for b in bundles]
   if members:
     names = _decode(tok, decoder.generate(prompts.encode(
-        tok, [prompts.bundle(m, lm.sids) for m in members]), 24))
+        tok, [prompts.bundle(m, lm.sids) for m in members]), NAME_TOKENS))
     known = known_values(values)
     accurate = [bundle_name_accurate(n, m, values, known) for n, m in zip(names, members)]
     out["lang/bundle_name_accuracy"] = float(np.mean(accurate))

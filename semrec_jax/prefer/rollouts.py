@@ -18,8 +18,8 @@ from semrec_jax.prefer import grpo, rewards
 @dataclasses.dataclass
 class Group:
   """One prompt's rollouts: the candidates (item indices, best first), their rewards, and for
-  steering the (kind, value) asked for. Free-text tasks (explanations) give the prompt's tokens
-  and each rollout's answer tokens instead of items."""
+  steering the (kind, value) asked for. Free-text tasks (explanations, bundle names) give the
+  prompt's tokens and each rollout's answer tokens instead of items."""
   task: str
   prompt: str
   items: list[int]
@@ -75,30 +75,56 @@ def steering_groups(decoder, tokenizer, sids, records, values: dict, max_history
           for t, (kind, value), row in zip(texts, asked, found)]
 
 
+def _sampled_answers(decoder, lm, asked: list[list[int]], group_size: int, max_tokens: int,
+                     temperature: float, seed: int) -> list[list[list[int]]]:
+  """Per prompt, `group_size` texts sampled at `temperature` (token lists cut after their eos)."""
+  if temperature <= 0:
+    raise ValueError("free-text rollouts are samples: temperature must be > 0")
+  rows = decoder.generate([a for a in asked for _ in range(group_size)], max_tokens,
+                          temperature=temperature, seed=seed).tolist()
+  eos = lm.tokenizer.eos_id
+  cut = [row[:row.index(eos) + 1] if eos in row else row for row in rows]
+  return [cut[g * group_size:(g + 1) * group_size] for g in range(len(asked))]
+
+
+def _text(lm, answer: list[int]) -> str:
+  return lm.tokenizer.decode([t for t in answer if t != lm.tokenizer.eos_id])
+
+
 def explanation_groups(decoder, lm, records, values, max_history: int, group_size: int,
                        temperature: float, seed: int = 0) -> list[Group]:
   """Per training record (one whose next item shares an attribute with its history: the caller
   picks them, language.explainable): `group_size` reasons sampled at `temperature` after the
   prompt eval asks (language.explanation_prompts); reward: rewards.explanation of the whole
   explanation. `values`: language.item_values of the catalog."""
-  if temperature <= 0:
-    raise ValueError("explanation rollouts are samples: temperature must be > 0")
   asked, picks = language.explanation_prompts(decoder, lm, records, max_history)
-  rows = decoder.generate([a for a in asked for _ in range(group_size)], language.REASON_TOKENS,
-                          temperature=temperature, seed=seed)
-  eos = lm.tokenizer.eos_id
+  sampled = _sampled_answers(decoder, lm, asked, group_size, language.REASON_TOKENS, temperature,
+                             seed)
   groups = []
-  for g, (record, prompt, pick) in enumerate(zip(records, asked, picks)):
-    answers = []
-    for row in rows[g * group_size:(g + 1) * group_size].tolist():
-      answers.append(row[:row.index(eos) + 1] if eos in row else row)
-    reasons = [lm.tokenizer.decode([t for t in a if t != eos]) for a in answers]
+  for record, prompt, pick, answers in zip(records, asked, picks, sampled):
     shown = [int(h) for h in list(record["history"])[-max_history:]]
     groups.append(Group("explanation", lm.tokenizer.decode(prompt[1:]), [pick] * group_size,
-                        [rewards.explanation(language.explanation_text(lm, record, pick, r),
-                                             lm.trie, values, shown) for r in reasons],
+                        [rewards.explanation(language.explanation_text(lm, record, pick,
+                                                                       _text(lm, a)),
+                                             lm.trie, values, shown) for a in answers],
                         prompt_tokens=list(prompt), answers=answers))
   return groups
+
+
+def bundle_groups(decoder, lm, bundles: list[list[int]], values, group_size: int,
+                  temperature: float, seed: int = 0) -> list[Group]:
+  """Per bundle (2-4 training items sharing an attribute, lm/tasks.py's training bundles):
+  `group_size` names sampled at `temperature` after the prompt eval asks (prompts.bundle);
+  reward: rewards.bundle_name (every claim true of every member). `values`:
+  language.item_values of the catalog."""
+  asked = prompts.encode(lm.tokenizer, [prompts.bundle(m, lm.sids) for m in bundles])
+  sampled = _sampled_answers(decoder, lm, asked, group_size, language.NAME_TOKENS, temperature,
+                             seed)
+  known = language.known_values(values)
+  return [Group("bundle", lm.tokenizer.decode(prompt[1:]), [members[0]] * group_size,
+                [rewards.bundle_name(_text(lm, a), members, values, known) for a in answers],
+                prompt_tokens=list(prompt), answers=answers)
+          for members, prompt, answers in zip(bundles, asked, sampled)]
 
 
 def _rollout_row(group: Group, j: int, fallback: int, tokenizer, sids, seq_len: int):

@@ -18,12 +18,12 @@ from flax import nnx
 from semrec_jax import checkpoint, console, multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.eval import language, restore, steering
-from semrec_jax.lm import decoding, phrasing
+from semrec_jax.lm import decoding, phrasing, tasks
 from semrec_jax.prefer import rollouts
 from semrec_jax.prefer.trainer import PreferenceTrainer
 from semrec_jax.stages import StageError
 
-TASKS = ("next_item", "steering", "explanation")
+TASKS = ("next_item", "steering", "explanation", "bundle")
 
 
 def check(c) -> None:
@@ -32,13 +32,13 @@ def check(c) -> None:
     raise StageError(f"config.prefer: steps >= 0, prompts_per_step >= 1 and group_size >= 2 "
                      f"(a group of one has nothing to compare); got {c.steps}, "
                      f"{c.prompts_per_step}, {c.group_size}")
-  if min(c.steering_share, c.explanation_share) < 0 or c.steering_share + c.explanation_share > 1:
-    raise StageError("config.prefer.steering_share and explanation_share must be >= 0 and sum "
-                     f"to <= 1 (the rest: next item); got {c.steering_share}, "
-                     f"{c.explanation_share}")
-  if c.explanation_share > 0 and c.text_temperature <= 0:
-    raise StageError("config.prefer.text_temperature must be > 0: explanation rollouts are "
-                     "samples")
+  shares = (c.steering_share, c.explanation_share, c.get("bundle_share", 0.0))
+  if min(shares) < 0 or sum(shares) > 1:
+    raise StageError("config.prefer.steering_share, explanation_share and bundle_share must be "
+                     f">= 0 and sum to <= 1 (the rest: next item); got {', '.join(map(str, shares))}")
+  if max(shares[1:]) > 0 and c.text_temperature <= 0:
+    raise StageError("config.prefer.text_temperature must be > 0: explanation and bundle-name "
+                     "rollouts are samples")
 
 
 def _kept_metrics(path, step: int) -> str:
@@ -51,7 +51,8 @@ def _kept_metrics(path, step: int) -> str:
 
 class Prompts:
   """Where a step's prompts come from: the training records, those whose next item shares an
-  attribute with the history the prompt shows (explanations), and the catalog's values."""
+  attribute with the history the prompt shows (explanations), the lm stage's training bundles
+  (bundle names: training items only) and the catalog's values."""
 
   def __init__(self, lm, records: list[dict], c):
     self.lm, self.records, self.c = lm, records, c
@@ -63,14 +64,17 @@ class Prompts:
     self.explainable = ([r for r in records if language.explainable(r, attrs,
                                                                     lm.config.max_history)]
                         if c.explanation_share > 0 else [])
+    self.bundles = (tasks.bundles(attrs, lm.sids, lm.config.seed, held_out=False)
+                    if c.get("bundle_share", 0.0) > 0 else [])
 
   def counts(self) -> dict[str, int]:
     """Prompts per step of each task (a task with nothing to ask gives its share to next item)."""
     c = self.c
     steer = round(c.prompts_per_step * c.steering_share) if self.values is not None else 0
     explain = round(c.prompts_per_step * c.explanation_share) if self.explainable else 0
-    return {"steering": steer, "explanation": explain,
-            "next_item": c.prompts_per_step - steer - explain}
+    bundle = round(c.prompts_per_step * c.get("bundle_share", 0.0)) if len(self.bundles) else 0
+    return {"steering": steer, "explanation": explain, "bundle": bundle,
+            "next_item": c.prompts_per_step - steer - explain - bundle}
 
   def groups(self, decoder, step: int) -> list:
     """This step's groups; prompts and samples drawn from (seed, step) only."""
@@ -91,6 +95,10 @@ class Prompts:
                                                               counts["explanation"]),
                                             self.item_values, history, c.group_size,
                                             c.text_temperature, seed)
+    if counts["bundle"]:
+      groups += rollouts.bundle_groups(decoder, lm, [b["items"] for b in draw(self.bundles,
+                                                                              counts["bundle"])],
+                                       self.item_values, c.group_size, c.text_temperature, seed)
     return groups
 
 

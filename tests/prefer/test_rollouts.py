@@ -9,8 +9,8 @@ import pytest
 
 from semrec_jax import parallel
 from semrec_jax.data import tfds_builders
-from semrec_jax.eval import language, restore, steering
-from semrec_jax.lm import decoding, input_pipeline, phrasing
+from semrec_jax.eval import language, prompts, restore, steering
+from semrec_jax.lm import decoding, input_pipeline, phrasing, tasks
 from semrec_jax.prefer import grpo, rewards, rollouts
 from semrec_jax.prefer.trainer import PreferenceTrainer
 from tests.prefer.test_trainer import _config
@@ -100,3 +100,30 @@ def test_explanation_groups_sample_reasons_scored_by_the_eval_check(restored):
       groups[0].answers[0]) + [0] * (lm.config.seq_len - len(first)))
   with pytest.raises(ValueError, match="temperature"):
     rollouts.explanation_groups(decoder, lm, records, values, history, GROUP, 0.0)
+
+
+def test_bundle_groups_sample_names_scored_by_the_eval_check(restored):
+  """Training bundles (never a held-out item): names sampled after eval's prompt, each rewarded
+  1 exactly when the eval check finds it accurate."""
+  _, lm, decoder, _ = restored
+  values = language.item_values(lm.items)
+  attrs = phrasing.item_attributes(lm.items)
+  training = tasks.bundles(attrs, lm.sids, lm.config.seed, held_out=False)
+  held_out = {int(b["items"][0]) for b in tasks.bundles(attrs, lm.sids, lm.config.seed, True)}
+  bundles = [training[i]["items"] for i in range(3)]
+  assert not held_out & {i for b in bundles for i in b}
+  groups = rollouts.bundle_groups(decoder, lm, bundles, values, GROUP, 1.0, seed=5)
+  asked = prompts.encode(lm.tokenizer, [prompts.bundle(b, lm.sids) for b in bundles])
+  sampled = decoder.generate([p for p in asked for _ in range(GROUP)], language.NAME_TOKENS,
+                             temperature=1.0, seed=5).tolist()
+  known = language.known_values(values)
+  eos = lm.tokenizer.eos_id
+  for g, members, prompt in zip(groups, bundles, asked):
+    assert (g.task, g.prompt_tokens, g.size) == ("bundle", prompt, GROUP)
+    for answer, reward in zip(g.answers, g.rewards):
+      row = sampled.pop(0)
+      assert answer == (row[:row.index(eos) + 1] if eos in row else row)
+      name = lm.tokenizer.decode([t for t in answer if t != eos])
+      assert reward == float(language.bundle_name_accurate(name, members, values, known))
+  batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
+  assert batch["mask"].sum(1).tolist() == [len(a) for g in groups for a in g.answers]

@@ -21,7 +21,7 @@ def _config(config, **overrides):
   config = config.copy_and_resolve_references()
   config.unlock()
   config.prefer.update({"steps": STEPS, "prompts_per_step": 8, "group_size": 4,
-                        "explanation_share": 0.25,
+                        "explanation_share": 0.25, "bundle_share": 0.125,
                         "checkpoint_every": 1, "rollout_batch_size": 8, "learning_rate": 1e-3,
                         **overrides})
   return config
@@ -55,7 +55,7 @@ def test_the_stage_trains_from_the_lm_and_eval_restores_it(preferred, trained_lm
   for r in lines:
     assert np.isfinite(r["loss"]) and r["kl"] >= 0.0
     assert 0.0 <= r["reward/steering"] <= 1.0 and -1.0 <= r["reward/next_item"] <= 1.0
-    assert 0.0 <= r["reward/explanation"] <= 1.0
+    assert 0.0 <= r["reward/explanation"] <= 1.0 and 0.0 <= r["reward/bundle"] <= 1.0
   assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # step 1: the policy is the LM
   assert lines[-1]["kl"] > 0.0  # step 1 had steering groups with unequal rewards
   lm, _ = _params(workdir, None)
@@ -110,7 +110,8 @@ def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
   info = stage.train_prefer(config, str(tmp_path), str(tmp_path))
   assert info["steps"] == 0 and not os.path.exists(tmp_path / "checkpoints")
   for bad in ({"group_size": 1}, {"steering_share": 1.5}, {"steps": -1},
-              {"steering_share": 0.6, "explanation_share": 0.6}, {"text_temperature": 0.0}):
+              {"steering_share": 0.6, "explanation_share": 0.6}, {"bundle_share": -0.1},
+              {"steering_share": 0.5, "bundle_share": 0.6}, {"text_temperature": 0.0}):
     with pytest.raises(stages.StageError, match="config.prefer"):
       pipeline.check(_config(config, **bad), ["prefer"])
 
