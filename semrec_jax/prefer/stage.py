@@ -124,8 +124,11 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
                      f"{len(records)} training users")
   asking = Prompts(lm, records, c)
   # An item answer is <|sid_start|>, one token per level, <|sid_end|> and eos; a reason is up to
-  # REASON_TOKENS tokens and eos.
-  answer_len = max(lm.trie.levels + 3, language.REASON_TOKENS + 1 if asking.explainable else 0)
+  # REASON_TOKENS tokens and eos, a bundle name NAME_TOKENS and eos.
+  counts = asking.counts()
+  answer_len = max(lm.trie.levels + 3,
+                   language.REASON_TOKENS + 1 if counts["explanation"] else 0,
+                   language.NAME_TOKENS + 1 if counts["bundle"] else 0)
   trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=answer_len)
   decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                                 batch_size=c.rollout_batch_size)
@@ -145,6 +148,9 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
     decoder.state = nnx.state(trainer.model)  # rollouts from the policy being trained
     groups = asking.groups(decoder, step)
     batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
+    if batch["mask"].sum(1).max() > answer_len:  # the step scores answer_len tokens per rollout
+      raise ValueError(f"a rollout answer of {batch['mask'].sum(1).max()} tokens is longer than "
+                       f"the {answer_len} the step scores")
     trainer.state, found = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
     record = {"step": step + 1, **{k: round(float(v), 6) for k, v in found.items()}}
     for task in TASKS:
