@@ -80,9 +80,12 @@ def decoder_loss(model, batch: dict, token_chunk: int = CPU_ROW_CHUNK, kernel: s
   targets, valid = answer_targets(batch["tokens"], batch["mask"], batch["segment_ids"])
   if kernel == "pallas":
     total = fused_cross_entropy(hidden, model.embedder.output_tables(), targets, valid)
-  else:  # whole tables (a slice of a sharded one would move it), padding rows masked
+  elif _tensor_size() > 1:  # whole tables (a slice of a sharded one moves it), padding masked
     tables, used = zip(*model.embedder.output_parts())
     total = chunked_cross_entropy(hidden, tables, targets, valid, token_chunk, used)
+  else:
+    total = chunked_cross_entropy(hidden, model.embedder.output_tables(), targets, valid,
+                                  token_chunk)
   return total, jnp.sum(valid)
 
 
@@ -213,11 +216,20 @@ def _chunk_loss(h, tables, targets, weights, used):
                           for x in logits))
   starts = [sum(used[:i]) for i in range(len(tables))]
   local = [targets - start for start in starts]
-  # The target's logit as a masked sum, not a gather: it stays where the tensor axis holds it.
-  picked = sum(jnp.sum(jnp.where(_columns(*x.shape[-2:], 0, x.shape[-1]) == i[..., None, None],
-                                 x, 0.0), axis=(-2, -1))
-               for x, i in zip(logits, local))
+  picked = sum(_target_logit(x, i) for x, i in zip(logits, local))
   return jnp.sum(weights * (lse - picked)), logits, lse, local
+
+
+def _target_logit(logits, index):
+  """Logits [B, C, S, R] at part-local indices [B, C] (0 where the index is outside the part): a
+  gather on one block; across tensor-axis blocks a masked sum, which stays where they lie."""
+  shards, rows = logits.shape[-2:]
+  if shards > 1:
+    return jnp.sum(jnp.where(_columns(shards, rows, 0, rows) == index[..., None, None], logits,
+                             0.0), axis=(-2, -1))
+  inside = (index >= 0) & (index < rows)
+  found = jnp.take_along_axis(logits[..., 0, :], jnp.clip(index, 0, rows - 1)[..., None], -1)
+  return jnp.where(inside, found[..., 0], 0.0)
 
 
 def _chunk_loss_and_grads(h, tables, targets, weights, accumulated, used):
