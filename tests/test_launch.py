@@ -267,12 +267,14 @@ def test_slurm_errors_are_one_clear_line(fake_bin, env, args, message):
 
 
 _SLURM_TASK = """
+import os
 import jax
 from semrec_jax import multihost
 multihost.initialize()  # what main.py does with --multihost
-# Flushed at once: a line left in the buffer for interpreter exit was missing once in CI.
-print("process", jax.process_index(), "of", jax.process_count(), "max",
-      int(multihost.max_over_processes(jax.process_index() + 10)), flush=True)
+# To a file of its own: a task's stdout, shared with gloo's C++ logging, lost the line in CI.
+with open(os.environ["TASK_RESULT"], "w") as f:
+  f.write(f"process {jax.process_index()} of {jax.process_count()} max "
+          f"{int(multihost.max_over_processes(jax.process_index() + 10))}")
 """
 
 
@@ -312,14 +314,14 @@ def test_slurm_environment_starts_one_jax_job(fake_bin, tmp_path):
              SLURM_STEP_NUM_NODES="2")
   tasks = [subprocess.Popen([sys.executable, "-c", _SLURM_TASK], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**env, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
+                            env={**env, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i),
+                                 "TASK_RESULT": str(tmp_path / f"task{i}.txt")})
            for i in range(2)]
   outputs = [_output_within(task, 120) for task in tasks]
   assert [task.returncode for task in tasks] == [0, 0], [(out[-1000:], err[-2000:])
                                                          for out, err in outputs]
-  # (gloo prints to stdout too, not always at line starts)
-  results = [re.findall(r"process \d+ of \d+ max \d+", out) for out, _ in outputs]
-  assert results == [["process 0 of 2 max 11"], ["process 1 of 2 max 11"]]
+  results = [(tmp_path / f"task{i}.txt").read_text() for i in range(2)]
+  assert results == ["process 0 of 2 max 11", "process 1 of 2 max 11"]
 
 
 def _readme_section(title: str) -> str:
