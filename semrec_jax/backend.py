@@ -42,11 +42,12 @@ def tpu_attached() -> bool:
 def choose() -> None:
   """Asks for the CPU where libtpu is installed but neither a TPU nor a GPU is attached; must run
   before JAX starts a backend (importing jax is fine). On a GPU host, adds GPU_XLA_FLAGS."""
-  if any(os.path.exists(p) for p in _GPU_DEVICES):
+  gpu = any(os.path.exists(p) for p in _GPU_DEVICES)
+  if gpu:
     os.environ["XLA_FLAGS"] = with_gpu_flags(os.environ.get("XLA_FLAGS", ""))
   libtpu = os.environ.get("TPU_LIBRARY_PATH") or importlib.util.find_spec("libtpu")
   if ("JAX_PLATFORMS" in os.environ or "JAX_FORCE_TPU_INIT" in os.environ or not libtpu
-      or tpu_attached() or any(os.path.exists(p) for p in _GPU_DEVICES)):
+      or tpu_attached() or gpu):
     return
   if "jax" in sys.modules:  # its config has read the environment already
     jax = sys.modules["jax"]

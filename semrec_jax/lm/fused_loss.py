@@ -175,11 +175,7 @@ def _forward(h, tables, targets, count, block, tiles, step, interpret):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
 def _loss(h, tables, targets, weights, count, block_rows, block_vocab, interpret):
-  block, tiles, step = _settings(h, tables, block_rows, block_vocab)
-  rows = h.shape[0]
-  h, targets, weights = _padded(h, targets, weights, block)
-  lse, picked = _forward(h, tables, targets, count, block, tiles, step, interpret)
-  return _total(lse, picked, weights, count, rows)
+  return _loss_forward(h, tables, targets, weights, count, block_rows, block_vocab, interpret)[0]
 
 
 def _total(lse, picked, weights, count, rows):
