@@ -153,6 +153,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.prefer.steering_share = 0.5   # of the prompts: steering requests
   config.prefer.explanation_share = 0.0  # of the prompts: "why?" (sampled reasons); rest: next item
   config.prefer.bundle_share = 0.0     # of the prompts: "name this bundle" (sampled names)
+  # Next-item reward of a miss: prefix_credit x the share of code levels it shares with the true
+  # next item (0: none; a group without the true item then teaches nothing). prefer/rewards.py
+  config.prefer.prefix_credit = 0.0
   config.prefer.text_temperature = 1.0  # sampling temperature of the reasons and bundle names
   config.prefer.learning_rate = 1e-4
   config.prefer.warmup_steps = 0

@@ -17,16 +17,34 @@ def rank_penalties(group_size: int) -> list[float]:
   return [w / sum(weights) for w in weights]
 
 
-def next_item(candidates: list[int], target: int, rank_aware: bool = True) -> list[float]:
+def next_item(candidates: list[int], target: int, rank_aware: bool = True, codes=None,
+              prefix_credit: float = 0.0) -> list[float]:
   """One prompt's group of candidates, in the decoder's order: 1 for the true next item, 0 for
   the rest. Rank-aware (MiniOneRec's ranking reward): where the group holds the target, each miss
-  also loses rank_penalties() of its beam rank, so the group learns to put the target first; a
-  group without it gets nothing to compare and all zeros."""
+  also loses rank_penalties() of its beam rank, so the group learns to put the target first.
+  prefix_credit > 0 (codes: [items, levels] semantic IDs): a miss also earns prefix_credit x the
+  share of levels its code prefix shares with the target's, so a group without the target still
+  tells nearer items (similar items share prefixes) from farther ones; without it such a group
+  is all zeros and teaches nothing."""
   hits = [float(c == target) for c in candidates]
+  near = [0.0] * len(candidates)
+  if prefix_credit:
+    near = [0.0 if h or c < 0 else prefix_credit * shared_prefix(codes[c], codes[target])
+            / len(codes[target]) for c, h in zip(candidates, hits)]
   if not rank_aware or not any(hits):
-    return hits
+    return [h + n for h, n in zip(hits, near)]
   penalties = rank_penalties(len(candidates))
-  return [h if h else -p for h, p in zip(hits, penalties)]
+  return [h if h else n - p for h, n, p in zip(hits, near, penalties)]
+
+
+def shared_prefix(a, b) -> int:
+  """Leading code levels two semantic IDs have in common."""
+  count = 0
+  for x, y in zip(a, b):
+    if x != y:
+      break
+    count += 1
+  return count
 
 
 def steering(item: int, kind: str, wanted: str, values: dict) -> float:

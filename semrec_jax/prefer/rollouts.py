@@ -35,15 +35,15 @@ class Group:
 
 def next_item_groups(decoder, tokenizer, sids, records, max_history: int, group_size: int,
                      rank_aware: bool = True, temperature: float = 0.0,
-                     seed: int = 0) -> list[Group]:
+                     seed: int = 0, codes=None, prefix_credit: float = 0.0) -> list[Group]:
   """Per training record: "what next?" after its history; reward: the record's next item
-  (rewards.next_item). Candidates: the constrained beam's best `group_size` (temperature 0) or
-  that many samples over valid IDs."""
+  (rewards.next_item, with `prefix_credit` for misses near it in `codes`). Candidates: the
+  constrained beam's best `group_size` (temperature 0) or that many samples over valid IDs."""
   texts = [prompts.next_item(r["history"], sids, max_history) for r in records]
   found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size, temperature=temperature,
                            seed=seed)
-  return [Group("next_item", t, row.tolist(), rewards.next_item(row.tolist(), int(r["target"]),
-                                                                rank_aware))
+  return [Group("next_item", t, row.tolist(),
+                rewards.next_item(row.tolist(), int(r["target"]), rank_aware, codes, prefix_credit))
           for t, r, row in zip(texts, records, found)]
 
 

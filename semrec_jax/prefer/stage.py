@@ -36,6 +36,9 @@ def check(c) -> None:
   if min(shares) < 0 or sum(shares) > 1:
     raise StageError("config.prefer.steering_share, explanation_share and bundle_share must be "
                      f">= 0 and sum to <= 1 (the rest: next item); got {', '.join(map(str, shares))}")
+  if not 0 <= c.get("prefix_credit", 0.0) <= 1:
+    raise StageError("config.prefer.prefix_credit must be in [0, 1] (a miss earns at most that, "
+                     f"a hit 1); got {c.prefix_credit}")
   if max(shares[1:]) > 0 and c.text_temperature <= 0:
     raise StageError("config.prefer.text_temperature must be > 0: explanation and bundle-name "
                      "rollouts are samples")
@@ -85,7 +88,8 @@ class Prompts:
     seed = c.seed * 100_003 + step
     history = lm.config.max_history
     groups = rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, asked[counts["steering"]:],
-                                       history, c.group_size, temperature=c.temperature, seed=seed)
+                                       history, c.group_size, temperature=c.temperature, seed=seed,
+                                       codes=lm.codes, prefix_credit=c.get("prefix_credit", 0.0))
     if counts["steering"]:
       groups += rollouts.steering_groups(decoder, lm.tokenizer, lm.sids,
                                          asked[:counts["steering"]], self.values, history,

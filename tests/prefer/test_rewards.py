@@ -38,6 +38,19 @@ def test_next_item_rewards_the_hit_and_ranks_the_misses_only_beside_one():
   assert rewards.next_item([-1, 4], target=4) == [-rewards.rank_penalties(2)[0], 1.0]
 
 
+def test_prefix_credit_ranks_misses_by_the_code_levels_they_share_with_the_target():
+  codes = np.array([[1, 2, 3, 0], [1, 2, 4, 0], [1, 5, 3, 0], [7, 2, 3, 0], [1, 2, 3, 1]])
+  assert [rewards.shared_prefix(codes[i], codes[0]) for i in range(5)] == [4, 2, 1, 0, 3]
+  # No hit: the misses are ordered by how near the target they are (0.5 x shared / 4 levels).
+  got = rewards.next_item([1, 2, 3, 4, -1], target=0, codes=codes, prefix_credit=0.5)
+  np.testing.assert_allclose(got, [0.25, 0.125, 0.0, 0.375, 0.0])
+  # A hit keeps 1; the misses keep their credit less their rank penalty.
+  p = rewards.rank_penalties(3)
+  got = rewards.next_item([4, 0, 3], target=0, codes=codes, prefix_credit=0.5)
+  np.testing.assert_allclose(got, [0.375 - p[0], 1.0, -p[2]])
+  assert rewards.next_item([1, 2], target=0, codes=codes) == [0.0, 0.0]  # off by default
+
+
 def test_steering_checks_the_asked_value_per_kind_and_price_band():
   rows = [{"platform": "PS4", "genre": "Racing", "brand": "Sony", "product_type": "Game",
            "price": "19.99"},

@@ -37,14 +37,15 @@ def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(restored):
   max_history = lm.config.max_history
   values = steering.attribute_values(lm.items)
 
-  groups = rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, records, max_history, GROUP)
+  groups = rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, records, max_history, GROUP,
+                                     codes=lm.codes, prefix_credit=0.5)
   groups += rollouts.steering_groups(decoder, lm.tokenizer, lm.sids, records, values,
                                      max_history, GROUP, np.random.default_rng(0))
   assert [g.task for g in groups] == ["next_item"] * 6 + ["steering"] * 6
   for g, r in zip(groups, records + records):
     assert len(set(g.items)) == GROUP and min(g.items) >= 0
     if g.task == "next_item":
-      assert g.rewards == rewards.next_item(g.items, int(r["target"]))
+      assert g.rewards == rewards.next_item(g.items, int(r["target"]), True, lm.codes, 0.5)
     else:
       kind, value = g.request
       assert value in steering.requestable(values[kind])
