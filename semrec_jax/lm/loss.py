@@ -80,12 +80,9 @@ def decoder_loss(model, batch: dict, token_chunk: int = CPU_ROW_CHUNK, kernel: s
   targets, valid = answer_targets(batch["tokens"], batch["mask"], batch["segment_ids"])
   if kernel == "pallas":
     total = fused_cross_entropy(hidden, model.embedder.output_tables(), targets, valid)
-  elif _tensor_size() > 1:  # whole tables (a slice of a sharded one moves it), padding masked
+  else:  # whole tables (a slice of a sharded one would move it), padding rows masked
     tables, used = zip(*model.embedder.output_parts())
     total = chunked_cross_entropy(hidden, tables, targets, valid, token_chunk, used)
-  else:
-    total = chunked_cross_entropy(hidden, model.embedder.output_tables(), targets, valid,
-                                  token_chunk)
   return total, jnp.sum(valid)
 
 

@@ -231,14 +231,14 @@ class Embedder(nnx.Module):
 
   def output_tables(self) -> tuple[jax.Array, ...]:
     """The output vocabulary as parts whose concatenation it is (pretrained rows, then the new
-    tokens without their padding rows): what the chunked training loss scores."""
+    tokens without their padding rows): what the fused loss kernel scores."""
     base, new = self._tables(output=True)
     return (base,) if not self.c.num_new_tokens else (base, new[:self.c.num_new_tokens])
 
   def output_parts(self) -> tuple[tuple[jax.Array, int], ...]:
     """(table, rows of it in the vocabulary) per part of the output vocabulary: the pretrained
     rows, then the new-token table whole, padding rows included (they are not in the
-    vocabulary): what the chunked training loss scores without slicing the tables."""
+    vocabulary): what the chunked training loss scores, on any mesh, without slicing them."""
     base, new = self._tables(output=True)
     return ((base, base.shape[0]),) + (((new, self.c.num_new_tokens),)
                                        if self.c.num_new_tokens else ())
