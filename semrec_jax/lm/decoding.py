@@ -301,6 +301,8 @@ class SidDecoder:
     beam search (temperature 0); with temperature > 0, `width` samples per prompt. `allowed`: a
     bool mask [items] restricting the results to a subset of the catalog (default: all items);
     any subset runs the same compiled program."""
+    if not len(prompts):  # e.g. a preference step whose prompts all went to other tasks
+      return np.zeros((0, width), np.int32), np.zeros((0, width), np.float32)
     if allowed is None:
       masks = self._everything
     else:

@@ -42,6 +42,8 @@ def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(restored):
   groups += rollouts.steering_groups(decoder, lm.tokenizer, lm.sids, records, values,
                                      max_history, GROUP, np.random.default_rng(0))
   assert [g.task for g in groups] == ["next_item"] * 6 + ["steering"] * 6
+  # A step whose prompts all went to other tasks asks nothing of next item.
+  assert rollouts.next_item_groups(decoder, lm.tokenizer, lm.sids, [], max_history, GROUP) == []
   for g, r in zip(groups, records + records):
     assert len(set(g.items)) == GROUP and min(g.items) >= 0
     if g.task == "next_item":
