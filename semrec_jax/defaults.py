@@ -150,7 +150,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.prefer.prompts_per_step = 16  # training-split users asked per step
   config.prefer.group_size = 8         # rollouts per prompt (the constrained beam's best 8)
   config.prefer.temperature = 0.0      # 0: the beam's best; > 0: samples over valid IDs
-  config.prefer.steering_share = 0.5   # of the prompts: steering requests
+  # Of the prompts: steering requests. All of them by default: on the sample, next-item prompts
+  # cost ranking (docs/benchmarks.md, runs G, J, K); a catalog with nothing to steer by gives
+  # the share to next item.
+  config.prefer.steering_share = 1.0
   config.prefer.explanation_share = 0.0  # of the prompts: "why?" (sampled reasons); rest: next item
   config.prefer.bundle_share = 0.0     # of the prompts: "name this bundle" (sampled names)
   # Next-item reward of a miss: prefix_credit x the share of code levels it shares with the true
@@ -162,7 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.prefer.clip_norm = 1.0
   config.prefer.weight_decay = 0.0
   config.prefer.clip = 0.2             # policy ratio clip (inert with one update per batch)
-  config.prefer.kl_weight = 0.04       # KL to the supervised model
+  config.prefer.kl_weight = 0.5        # KL to the supervised model (0.04 cost ranking: run A)
   config.prefer.checkpoint_every = 25
   config.prefer.rollout_batch_size = 16
   config.prefer.seed = 0

@@ -21,7 +21,7 @@ def _config(config, **overrides):
   config = config.copy_and_resolve_references()
   config.unlock()
   config.prefer.update({"steps": STEPS, "prompts_per_step": 8, "group_size": 4,
-                        "explanation_share": 0.25, "bundle_share": 0.125,
+                        "steering_share": 0.5, "explanation_share": 0.25, "bundle_share": 0.125,
                         "checkpoint_every": 1, "rollout_batch_size": 8, "learning_rate": 1e-3,
                         **overrides})
   return config
