@@ -35,7 +35,9 @@ def check(c) -> None:
   shares = (c.steering_share, c.explanation_share, c.get("bundle_share", 0.0))
   if min(shares) < 0 or sum(shares) > 1:
     raise StageError("config.prefer.steering_share, explanation_share and bundle_share must be "
-                     f">= 0 and sum to <= 1 (the rest: next item); got {', '.join(map(str, shares))}")
+                     f">= 0 and sum to <= 1 (the rest: next item); got {', '.join(map(str, shares))}"
+                     + ("; steering_share is 1.0 by default: lower it to make room for the others"
+                        if sum(shares) > 1 else ""))
   if not 0 <= c.get("prefix_credit", 0.0) <= 1:
     raise StageError("config.prefer.prefix_credit must be in [0, 1] (a miss earns at most that, "
                      f"a hit 1); got {c.prefix_credit}")

@@ -115,6 +115,8 @@ def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
               {"prefix_credit": 1.5}):
     with pytest.raises(stages.StageError, match="config.prefer"):
       pipeline.check(_config(config, **bad), ["prefer"])
+  with pytest.raises(stages.StageError, match="steering_share is 1.0 by default: lower it"):
+    pipeline.check(_config(config, steering_share=1.0, explanation_share=0.3), ["prefer"])
 
 
 def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(preferred,
