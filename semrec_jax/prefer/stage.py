@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from semrec_jax import checkpoint, console, multihost, parallel, storage
+from semrec_jax import checkpoint, console, defaults, multihost, parallel, storage
 from semrec_jax.data import tfds_builders
 from semrec_jax.eval import language, restore, steering
 from semrec_jax.lm import decoding, phrasing, tasks
@@ -36,8 +36,8 @@ def check(c) -> None:
   if min(shares) < 0 or sum(shares) > 1:
     raise StageError("config.prefer.steering_share, explanation_share and bundle_share must be "
                      f">= 0 and sum to <= 1 (the rest: next item); got {', '.join(map(str, shares))}"
-                     + ("; steering_share is 1.0 by default: lower it to make room for the others"
-                        if sum(shares) > 1 else ""))
+                     + (f"; steering_share is {defaults.base_config().prefer.steering_share} by "
+                        "default: lower it to make room for the others" if sum(shares) > 1 else ""))
   if not 0 <= c.get("prefix_credit", 0.0) <= 1:
     raise StageError("config.prefer.prefix_credit must be in [0, 1] (a miss earns at most that, "
                      f"a hit 1); got {c.prefix_credit}")
