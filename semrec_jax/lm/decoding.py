@@ -326,6 +326,8 @@ class SidDecoder:
   def score(self, prompts: list[list[int]], codes: np.ndarray, chunk: int = 256) -> np.ndarray:
     """Log-probabilities [n, C] of candidate items codes [n, C, L] after each prompt, `chunk`
     candidates per call (the cache holds batch x chunk rows)."""
+    if not len(prompts):  # nothing to batch (every method answers an empty list in kind)
+      return np.zeros((0, np.shape(codes)[1]), np.float32)
     prompts, codes = self._with_start(prompts), np.asarray(codes, np.int32)
     count = codes.shape[1]
     chunk = min(chunk, count)
@@ -348,6 +350,8 @@ class SidDecoder:
   def text_logprob(self, prompt: list[int], continuations: list[list[int]]) -> np.ndarray:
     """log p(continuation | prompt) [n] for each token list of `continuations` (a choice among a
     few candidate texts, e.g. the reasons an explanation may give)."""
+    if not len(continuations):
+      return np.zeros((0,), np.float32)
     span = bucket(max(len(c) for c in continuations))
     rows = [list(prompt) + list(c) for c in continuations]
     starts = np.full(self.batch_size, len(prompt), np.int32)
@@ -360,6 +364,8 @@ class SidDecoder:
   def generate(self, prompts: list[list[int]], max_new_tokens: int, temperature: float = 0.0,
                seed: int = 0) -> np.ndarray:
     """[n, max_new_tokens] continuations of full prompts (no <|sid_start|> added)."""
+    if not len(prompts):
+      return np.zeros((0, max_new_tokens), np.int32)
     out, key = [], jax.random.key(seed)
     for start, tokens, lengths, cache_len in self._batches(prompts, max_new_tokens):
       tokens_out, overflow = _generate_jit(

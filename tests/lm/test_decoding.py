@@ -77,6 +77,20 @@ def test_narrow_beams_are_valid_distinct_items(setup):
                                atol=1e-4)
 
 
+def test_no_prompts_give_empty_results_of_the_right_shape(setup):
+  """A caller with nothing to ask (a preference step whose prompts all went to another task)
+  gets empty arrays shaped like a full answer, from every method."""
+  model, ids, trie, code_tokens, _ = setup
+  dec = decoding.SidDecoder(model, code_tokens, SID_START, trie, batch_size=4)
+  items, scores = dec.items([], 5)
+  assert (items.shape, items.dtype, scores.shape) == ((0, 5), np.int32, (0, 5))
+  codes = np.zeros((0, 3, trie.levels), np.int32)
+  assert dec.score([], codes).shape == (0, 3)
+  assert dec.text_logprob([1, 2], []).shape == (0,)
+  generated = dec.generate([], 4)
+  assert (generated.shape, generated.dtype) == ((0, 4), np.int32)
+
+
 def test_beam_search_over_a_subset_equals_brute_force_on_it(setup):
   model, ids, trie, code_tokens, prompts = setup
   subset = np.zeros(len(ids), bool)
