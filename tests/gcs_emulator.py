@@ -73,6 +73,19 @@ def _with_move_to():
   emulator.HANDLERS = routes + tuple(emulator.HANDLERS)
 
 
+def _quiet_on_hang_ups(httpd):
+  """A client that closes its connection before the whole reply is written (a reader that stops
+  once it has the bytes it needs) is no fault of the emulator's: skip the traceback that
+  socketserver prints for it, and print every other one as before."""
+  loud = httpd.handle_error
+
+  def handle_error(request, client_address):
+    if not isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipe, ConnectionReset
+      loud(request, client_address)
+
+  httpd.handle_error = handle_error
+
+
 def start(port: int = 0):
   """Starts the emulator (a free port when 0) with an empty bucket BUCKET; returns (server,
   environment variables that send every client to it)."""
@@ -84,6 +97,7 @@ def start(port: int = 0):
       port = s.getsockname()[1]
   server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
   server.start()
+  _quiet_on_hang_ups(server._api._httpd)  # pylint: disable=protected-access
   url = f"http://127.0.0.1:{port}"
   # gcsfs's default filesystem first asks Cloud Storage's control plane (gRPC, which the emulator
   # lacks) for the bucket's layout, and google-auth's credential search pings the GCE metadata
