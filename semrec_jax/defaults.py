@@ -156,6 +156,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.prefer.steering_share = 1.0
   config.prefer.explanation_share = 0.0  # of the prompts: "why?" (sampled reasons); rest: next item
   config.prefer.bundle_share = 0.0     # of the prompts: "name this bundle" (sampled names)
+  # An explanation rollout draws the history item it compares with from the model's scores
+  # (False: the best scored one, as eval picks it; only the reason is sampled).
+  config.prefer.sample_compared_item = True
   # Next-item reward of a miss: prefix_credit x the share of code levels it shares with the true
   # next item (0: none; a group without the true item then teaches nothing). prefer/rewards.py
   config.prefer.prefix_credit = 0.0

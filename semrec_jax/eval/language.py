@@ -132,24 +132,35 @@ REASON_TOKENS = 32  # the longest reason an explanation writes after the compare
 NAME_TOKENS = 24    # the longest bundle name
 
 
+def compared_items(decoder, lm, records: list[dict],
+                   max_history: int) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+  """The explanation prompt of each user's true next item up to "<next item>: like " (its
+  lead), the history items the prompt shows [n, width] (a short history padded with its first
+  item) and the model's log-probability of each as the compared item [n, width] (-inf on
+  padding): `eval` explains with the best, the preference stage samples among them."""
+  tok, sids = lm.tokenizer, lm.sids
+  shown = [[int(h) for h in list(r["history"])[-max_history:]] for r in records]
+  if not all(shown):
+    raise ValueError("an explanation compares with a history item; a record has no history")
+  width = max(len(h) for h in shown)
+  padded = np.array([h + h[:1] * (width - len(h)) for h in shown])
+  leads = [p + prompts.explanation_lead(tok, sids[int(r["target"])]) for p, r in zip(
+      prompts.encode(tok, [prompts.explanation(h, sids, max_history) for h in shown]), records)]
+  scores = np.array(decoder.score(leads, lm.codes[padded]), np.float64)
+  scores[np.arange(width)[None, :] >= np.array([len(h) for h in shown])[:, None]] = -np.inf
+  return leads, padded, scores
+
+
 def explanation_prompts(decoder, lm, records: list[dict],
                         max_history: int) -> tuple[list[list[int]], list[int]]:
   """(prompt tokens, compared item) of each user's true next item: the explanation prompt, then
   "<next item>: like " and the best scored of the history items the prompt shows; the model
   writes the reason after it."""
-  tok, sids = lm.tokenizer, lm.sids
   if not records:
     return [], []
-  shown = [[int(h) for h in list(r["history"])[-max_history:]] for r in records]
-  if not all(shown):
-    raise ValueError("an explanation compares with a history item; a record has no history")
-  width = max(len(h) for h in shown)
-  padded = np.array([h + h[:1] * (width - len(h)) for h in shown])  # repeats never win argmax
-  asked = [p + prompts.explanation_lead(tok, sids[int(r["target"])]) for p, r in zip(
-      prompts.encode(tok, [prompts.explanation(h, sids, max_history) for h in shown]), records)]
-  picks = padded[np.arange(len(records)),
-                 np.argmax(decoder.score(asked, lm.codes[padded]), axis=1)].tolist()
-  return [a + tok.encode(sids[p]) for a, p in zip(asked, picks)], picks
+  leads, shown, scores = compared_items(decoder, lm, records, max_history)
+  picks = shown[np.arange(len(records)), np.argmax(scores, axis=1)].tolist()
+  return [a + lm.tokenizer.encode(lm.sids[p]) for a, p in zip(leads, picks)], picks
 
 
 def explanation_text(lm, record, pick: int, reason: str) -> str:

@@ -75,38 +75,61 @@ def steering_groups(decoder, tokenizer, sids, records, values: dict, max_history
           for t, (kind, value), row in zip(texts, asked, found)]
 
 
-def _sampled_answers(decoder, lm, asked: list[list[int]], group_size: int, max_tokens: int,
+def _sampled_answers(decoder, lm, rows: list[list[int]], group_size: int, max_tokens: int,
                      temperature: float, seed: int) -> list[list[list[int]]]:
-  """Per prompt, `group_size` texts sampled at `temperature` (token lists cut after their eos)."""
+  """A text sampled at `temperature` after each prompt of `rows` (token lists cut after their
+  eos), in groups of `group_size` consecutive rows."""
   if temperature <= 0:
     raise ValueError("free-text rollouts are samples: temperature must be > 0")
-  rows = decoder.generate([a for a in asked for _ in range(group_size)], max_tokens,
-                          temperature=temperature, seed=seed).tolist()
+  rows = decoder.generate(rows, max_tokens, temperature=temperature, seed=seed).tolist()
   eos = lm.tokenizer.eos_id
   cut = [row[:row.index(eos) + 1] if eos in row else row for row in rows]
-  return [cut[g * group_size:(g + 1) * group_size] for g in range(len(asked))]
+  return [cut[g:g + group_size] for g in range(0, len(cut), group_size)]
 
 
 def _text(lm, answer: list[int]) -> str:
   return lm.tokenizer.decode([t for t in answer if t != lm.tokenizer.eos_id])
 
 
+def sampled_columns(scores: np.ndarray, count: int, temperature: float, seed: int) -> np.ndarray:
+  """[n, count] column indices, each drawn from softmax(scores[row] / temperature) (Gumbel-max;
+  a -inf score is never drawn)."""
+  gumbel = np.random.default_rng(seed).gumbel(size=(len(scores), count, scores.shape[1]))
+  return np.argmax(scores[:, None, :] / temperature + gumbel, axis=2)
+
+
 def explanation_groups(decoder, lm, records, values, max_history: int, group_size: int,
-                       temperature: float, seed: int = 0) -> list[Group]:
+                       temperature: float, seed: int = 0,
+                       sample_compared: bool = True) -> list[Group]:
   """Per training record (one whose next item shares an attribute with its history: the caller
-  picks them, language.explainable): `group_size` reasons sampled at `temperature` after the
-  prompt eval asks (language.explanation_prompts); reward: rewards.explanation of the whole
-  explanation. `values`: language.item_values of the catalog."""
-  asked, picks = language.explanation_prompts(decoder, lm, records, max_history)
-  sampled = _sampled_answers(decoder, lm, asked, group_size, language.REASON_TOKENS, temperature,
-                             seed)
+  picks them, language.explainable): `group_size` explanations after the lead eval asks
+  ("<next item>: like ", language.compared_items), each a history item drawn at `temperature`
+  from the model's own scores of those the prompt shows, then a reason sampled after it; so the
+  stage teaches both which item to compare with and what to say. With `sample_compared` False,
+  every rollout compares with the best scored item, as eval does, and only the reasons differ.
+  Reward: rewards.explanation of the whole explanation. `values`: language.item_values."""
+  if temperature <= 0:
+    raise ValueError("free-text rollouts are samples: temperature must be > 0")
+  leads, shown, scores = language.compared_items(decoder, lm, records, max_history)
+  if sample_compared:
+    columns = sampled_columns(scores, group_size, temperature, seed)
+  else:
+    columns = np.repeat(np.argmax(scores, axis=1)[:, None], group_size, axis=1)
+  picks = np.take_along_axis(shown, columns, axis=1).tolist()
+  named = [[lm.tokenizer.encode(lm.sids[p]) for p in row] for row in picks]
+  sampled = _sampled_answers(decoder, lm, [lead + n for lead, row in zip(leads, named)
+                                           for n in row],
+                             group_size, language.REASON_TOKENS, temperature, seed)
   groups = []
-  for record, prompt, pick, answers in zip(records, asked, picks, sampled):
-    shown = [int(h) for h in list(record["history"])[-max_history:]]
-    groups.append(Group("explanation", lm.tokenizer.decode(prompt[1:]), [pick] * group_size,
-                        [rewards.explanation(language.explanation_text(lm, record, pick,
-                                                                       _text(lm, a)),
-                                             lm.trie, values, shown) for a in answers],
+  for record, lead, row, names, reasons in zip(records, leads, picks, named, sampled):
+    shown_items = [int(h) for h in list(record["history"])[-max_history:]]
+    scored = [rewards.explanation(language.explanation_text(lm, record, p, _text(lm, a)),
+                                  lm.trie, values, shown_items) for p, a in zip(row, reasons)]
+    if sample_compared:  # the compared item is part of each answer
+      prompt, answers = lead, [n + a for n, a in zip(names, reasons)]
+    else:
+      prompt, answers = lead + names[0], reasons
+    groups.append(Group("explanation", lm.tokenizer.decode(prompt[1:]), row, scored,
                         prompt_tokens=list(prompt), answers=answers))
   return groups
 
@@ -118,8 +141,8 @@ def bundle_groups(decoder, lm, bundles: list[list[int]], values, group_size: int
   reward: rewards.bundle_name (every claim true of every member). `values`:
   language.item_values of the catalog."""
   asked = prompts.encode(lm.tokenizer, [prompts.bundle(m, lm.sids) for m in bundles])
-  sampled = _sampled_answers(decoder, lm, asked, group_size, language.NAME_TOKENS, temperature,
-                             seed)
+  sampled = _sampled_answers(decoder, lm, [a for a in asked for _ in range(group_size)],
+                             group_size, language.NAME_TOKENS, temperature, seed)
   known = language.known_values(values)
   return [Group("bundle", lm.tokenizer.decode(prompt[1:]), [members[0]] * group_size,
                 [rewards.bundle_name(_text(lm, a), members, values, known) for a in answers],

@@ -100,7 +100,8 @@ class Prompts:
       groups += rollouts.explanation_groups(decoder, lm, draw(self.explainable,
                                                               counts["explanation"]),
                                             self.item_values, history, c.group_size,
-                                            c.text_temperature, seed)
+                                            c.text_temperature, seed,
+                                            c.get("sample_compared_item", True))
     if counts["bundle"]:
       groups += rollouts.bundle_groups(decoder, lm, [b["items"] for b in draw(self.bundles,
                                                                               counts["bundle"])],
@@ -130,10 +131,12 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
                      f"{len(records)} training users")
   asking = Prompts(lm, records, c)
   # An item answer is <|sid_start|>, one token per level, <|sid_end|> and eos; a reason is up to
-  # REASON_TOKENS tokens and eos, a bundle name NAME_TOKENS and eos.
+  # REASON_TOKENS tokens and eos (after the compared item's ID where the rollout draws it), a
+  # bundle name NAME_TOKENS and eos.
   counts = asking.counts()
+  compared = lm.trie.levels + 2 if c.get("sample_compared_item", True) else 0
   answer_len = max(lm.trie.levels + 3,
-                   language.REASON_TOKENS + 1 if counts["explanation"] else 0,
+                   compared + language.REASON_TOKENS + 1 if counts["explanation"] else 0,
                    language.NAME_TOKENS + 1 if counts["bundle"] else 0)
   trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=answer_len)
   decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,

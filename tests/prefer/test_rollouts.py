@@ -74,35 +74,61 @@ def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(restored):
                                                                                        abs=1e-6)
 
 
-def test_explanation_groups_sample_reasons_scored_by_the_eval_check(restored):
+def test_explanation_groups_draw_the_compared_item_then_the_reason(restored):
+  """Each rollout compares the next item with a history item drawn from the model's own scores
+  after eval's lead, then samples a reason after that item; both are the answer the step trains,
+  and the reward is the eval check of the whole explanation."""
   _, lm, decoder, records = restored
   attrs, values = phrasing.item_attributes(lm.items), language.item_values(lm.items)
   history = lm.config.max_history
   records = [r for r in records[:200] if language.explainable(r, attrs, history)][:3]
+  leads, shown, scores = language.compared_items(decoder, lm, records, history)
   groups = rollouts.explanation_groups(decoder, lm, records, values, history, GROUP, 1.0, seed=3)
-  asked, picks = language.explanation_prompts(decoder, lm, records, history)
-  eos = lm.tokenizer.eos_id
-  sampled = decoder.generate([p for p in asked for _ in range(GROUP)], language.REASON_TOKENS,
-                             temperature=1.0, seed=3).tolist()
-  for g, r, prompt, pick in zip(groups, records, asked, picks):
-    assert g.prompt_tokens == prompt and g.items == [pick] * GROUP and len(g.answers) == GROUP
-    for answer in g.answers:  # the samples, cut after their eos
-      row = sampled.pop(0)
-      assert answer == (row[:row.index(eos) + 1] if eos in row else row)
-    for answer, reward in zip(g.answers, g.rewards):
-      assert 0 < len(answer) <= language.REASON_TOKENS and eos not in answer[:-1]
-      reason = lm.tokenizer.decode([t for t in answer if t != eos])
-      shown = [int(h) for h in list(r["history"])[-history:]]
-      assert reward == rewards.explanation(language.explanation_text(lm, r, pick, reason),
-                                           lm.trie, values, shown)
+  eos, rows = lm.tokenizer.eos_id, []
+  for g, r, lead in zip(groups, records, leads):
+    shown_items = [int(h) for h in list(r["history"])[-history:]]
+    assert g.prompt_tokens == lead and len(g.items) == len(g.answers) == GROUP
+    assert set(g.items) <= set(shown_items)
+    for pick, answer, reward in zip(g.items, g.answers, g.rewards):
+      named = lm.tokenizer.encode(lm.sids[pick])
+      assert answer[:len(named)] == named
+      reason = answer[len(named):]
+      assert 0 < len(reason) <= language.REASON_TOKENS and eos not in reason[:-1]
+      rows.append((lead + named, reason))
+      text = lm.tokenizer.decode([t for t in reason if t != eos])
+      assert reward == rewards.explanation(language.explanation_text(lm, r, pick, text), lm.trie,
+                                           values, shown_items)
+  sampled = decoder.generate([p for p, _ in rows], language.REASON_TOKENS, temperature=1.0,
+                             seed=3).tolist()  # each reason was sampled after its own item
+  for (_, reason), row in zip(rows, sampled):
+    assert reason == (row[:row.index(eos) + 1] if eos in row else row)
   batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
   first = groups[0].prompt_tokens + groups[0].answers[0]
   assert batch["tokens"][0, :len(first)].tolist() == first
   assert not batch["tokens"][0, len(first):].any()
   assert batch["mask"][0].tolist() == ([0] * len(groups[0].prompt_tokens) + [1] * len(
       groups[0].answers[0]) + [0] * (lm.config.seq_len - len(first)))
+
+  # As eval picks: the best scored item for the whole group, only the reasons sampled.
+  best = rollouts.explanation_groups(decoder, lm, records, values, history, GROUP, 1.0, seed=3,
+                                     sample_compared=False)
+  asked, picks = language.explanation_prompts(decoder, lm, records, history)
+  for g, prompt, pick in zip(best, asked, picks):
+    assert g.prompt_tokens == prompt and g.items == [pick] * GROUP
+    assert all(0 < len(a) <= language.REASON_TOKENS for a in g.answers)
   with pytest.raises(ValueError, match="temperature"):
     rollouts.explanation_groups(decoder, lm, records, values, history, GROUP, 0.0)
+
+
+def test_compared_items_are_drawn_in_proportion_to_the_softmax_of_their_scores():
+  scores = np.log(np.array([[0.5, 0.3, 0.2, 0.0], [0.1, 0.9, 0.0, 0.0]]))
+  scores[0, 3] = scores[1, 2:] = -np.inf  # padding of shorter histories
+  drawn = rollouts.sampled_columns(scores, 20_000, 1.0, seed=0)
+  for row, p in zip(drawn, np.exp(scores)):
+    np.testing.assert_allclose(np.bincount(row, minlength=4) / len(row), p, atol=0.015)
+  cold = rollouts.sampled_columns(scores, 20_000, 0.25, seed=0)  # p^4, renormalised
+  sharp = np.exp(scores[0] * 4) / np.exp(scores[0] * 4).sum()
+  np.testing.assert_allclose(np.bincount(cold[0], minlength=4) / 20_000, sharp, atol=0.015)
 
 
 def test_bundle_groups_sample_names_scored_by_the_eval_check(restored):
