@@ -157,8 +157,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.prefer.explanation_share = 0.0  # of the prompts: "why?" (sampled reasons); rest: next item
   config.prefer.bundle_share = 0.0     # of the prompts: "name this bundle" (sampled names)
   # An explanation rollout draws the history item it compares with from the model's scores
-  # (False: the best scored one, as eval picks it; only the reason is sampled).
+  # (False: the best scored one, as eval picks it; only the reason is sampled), at
+  # compared_temperature (> 1 explores items the model would seldom pick).
   config.prefer.sample_compared_item = True
+  config.prefer.compared_temperature = 1.0
   # Next-item reward of a miss: prefix_credit x the share of code levels it shares with the true
   # next item (0: none; a group without the true item then teaches nothing). prefer/rewards.py
   config.prefer.prefix_credit = 0.0

@@ -99,20 +99,21 @@ def sampled_columns(scores: np.ndarray, count: int, temperature: float, seed: in
 
 
 def explanation_groups(decoder, lm, records, values, max_history: int, group_size: int,
-                       temperature: float, seed: int = 0,
-                       sample_compared: bool = True) -> list[Group]:
+                       temperature: float, seed: int = 0, sample_compared: bool = True,
+                       compared_temperature: float | None = None) -> list[Group]:
   """Per training record (one whose next item shares an attribute with its history: the caller
   picks them, language.explainable): `group_size` explanations after the lead eval asks
   ("<next item>: like ", language.compared_items), each a history item drawn at `temperature`
   from the model's own scores of those the prompt shows, then a reason sampled after it; so the
   stage teaches both which item to compare with and what to say. With `sample_compared` False,
   every rollout compares with the best scored item, as eval does, and only the reasons differ.
+  `compared_temperature` (default `temperature`) is that of the item draws alone.
   Reward: rewards.explanation of the whole explanation. `values`: language.item_values."""
   if temperature <= 0:
     raise ValueError("free-text rollouts are samples: temperature must be > 0")
   leads, shown, scores = language.compared_items(decoder, lm, records, max_history)
   if sample_compared:
-    columns = sampled_columns(scores, group_size, temperature, seed)
+    columns = sampled_columns(scores, group_size, compared_temperature or temperature, seed)
   else:
     columns = np.repeat(np.argmax(scores, axis=1)[:, None], group_size, axis=1)
   picks = np.take_along_axis(shown, columns, axis=1).tolist()

@@ -41,6 +41,9 @@ def check(c) -> None:
   if not 0 <= c.get("prefix_credit", 0.0) <= 1:
     raise StageError("config.prefer.prefix_credit must be in [0, 1] (a miss earns at most that, "
                      f"a hit 1); got {c.prefix_credit}")
+  if c.get("compared_temperature", 1.0) <= 0:
+    raise StageError("config.prefer.compared_temperature must be > 0: explanation rollouts draw "
+                     f"the compared item; got {c.compared_temperature}")
   if max(shares[1:]) > 0 and c.text_temperature <= 0:
     raise StageError("config.prefer.text_temperature must be > 0: explanation and bundle-name "
                      "rollouts are samples")
@@ -101,7 +104,8 @@ class Prompts:
                                                               counts["explanation"]),
                                             self.item_values, history, c.group_size,
                                             c.text_temperature, seed,
-                                            c.get("sample_compared_item", True))
+                                            c.get("sample_compared_item", True),
+                                            c.get("compared_temperature", None))
     if counts["bundle"]:
       groups += rollouts.bundle_groups(decoder, lm, [b["items"] for b in draw(self.bundles,
                                                                               counts["bundle"])],
