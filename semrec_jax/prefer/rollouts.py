@@ -81,9 +81,9 @@ def _sampled_answers(decoder, lm, rows: list[list[int]], group_size: int, max_to
   eos), in groups of `group_size` consecutive rows."""
   if temperature <= 0:
     raise ValueError("free-text rollouts are samples: temperature must be > 0")
-  rows = decoder.generate(rows, max_tokens, temperature=temperature, seed=seed).tolist()
+  texts = decoder.generate(rows, max_tokens, temperature=temperature, seed=seed).tolist()
   eos = lm.tokenizer.eos_id
-  cut = [row[:row.index(eos) + 1] if eos in row else row for row in rows]
+  cut = [text[:text.index(eos) + 1] if eos in text else text for text in texts]
   return [cut[g:g + group_size] for g in range(0, len(cut), group_size)]
 
 

@@ -105,7 +105,7 @@ class Prompts:
                                             self.item_values, history, c.group_size,
                                             c.text_temperature, seed,
                                             c.get("sample_compared_item", True),
-                                            c.get("compared_temperature", None))
+                                            c.get("compared_temperature", 1.0))
     if counts["bundle"]:
       groups += rollouts.bundle_groups(decoder, lm, [b["items"] for b in draw(self.bundles,
                                                                               counts["bundle"])],
