@@ -7,6 +7,9 @@ variant's codes, the same budget for every row; prints one JSON line per variant
 W: a workdir after `prepare` and `embed` (embeddings/items.npy and collaborative.npy). Each
 variant gets W/probes/<variant>/ (data and embeddings linked, its own ids/ and baselines/):
 - rqvae:T:C  the ids stage with config.ids.text_weight=T and collaborative_weight=C;
+- rqvae:T:C:nearest (or :unique)  the same with config.ids.last_level set: `nearest` is TIGER's
+             structure (L semantic levels and a collision level); the RQ-VAE trained for rqvae:T:C
+             is reused when that variant ran first (only the assignment differs);
 - kmeans     residual k-means (levels x codebook size, 25 Lloyd iterations a level) on the
              rqvae:1:2 inputs, nearest code at every level plus the collision level: the RQ-VAE
              without its encoder, decoder or training;
@@ -19,6 +22,7 @@ codes); choose on validation NDCG@10.
 
 import json
 import os
+import shutil
 import time
 
 import jax
@@ -84,9 +88,15 @@ def main(argv):
     ids_dir = os.path.join(folder, "ids")
     if not storage.exists(os.path.join(ids_dir, "semantic_ids.tsv")):
       if variant.startswith("rqvae:"):
-        _, text_weight, collaborative_weight = variant.split(":")
+        _, text_weight, collaborative_weight, *last_level = variant.split(":")
         c.text_weight, c.collaborative_weight = float(text_weight), float(collaborative_weight)
+        c.last_level = last_level[0] if last_level else ""
         os.makedirs(ids_dir, exist_ok=True)
+        trained = os.path.join(workdir, "probes", f"rqvae_{text_weight}_{collaborative_weight}",
+                               "ids", "checkpoints")
+        if last_level and os.path.isdir(trained) and not os.path.exists(
+            os.path.join(ids_dir, "checkpoints")):
+          shutil.copytree(trained, os.path.join(ids_dir, "checkpoints"))
         semantic_ids(config, folder, ids_dir)
       else:
         c.text_weight, c.collaborative_weight = 1.0, 2.0

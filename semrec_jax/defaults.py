@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.ids = ml_collections.ConfigDict()
   config.ids.recipe = "default"      # default | seed (semrec_jax/ids/recipes.py)
+  # The last level: "" = the recipe's; unique (one-to-one within each prefix group, then a
+  # collision level that is almost always 0) | nearest (TIGER: L semantic levels + collision level).
+  config.ids.last_level = ""
   # What an item's codes quantise: [text_weight * text vector, collaborative_weight *
   # collaborative vector], each part unit-normalised per item; a weight of 0 leaves its part out.
   config.ids.text_weight = 1.0

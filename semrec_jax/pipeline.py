@@ -11,7 +11,7 @@ from semrec_jax.baselines.stage import baselines
 from semrec_jax.data.prepare import prepare
 from semrec_jax.embed.stage import embed
 from semrec_jax.eval.stage import evaluate
-from semrec_jax.ids.stage import semantic_ids
+from semrec_jax.ids.stage import check as check_ids, semantic_ids
 from semrec_jax.lm.stage import check as check_lm, train_lm
 from semrec_jax.prefer.stage import check as check_prefer, train_prefer
 from semrec_jax.report.stage import report
@@ -42,6 +42,8 @@ STAGES: dict[str, Stage] = {
 
 def check(config, names: list[str]) -> None:
   """Config errors found before any stage runs (one StageError line each)."""
+  if "ids" in names:
+    check_ids(config.ids)
   if "lm" in names:
     check_lm(config.lm)
   if "prefer" in names:

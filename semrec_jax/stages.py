@@ -64,6 +64,11 @@ def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
 HOW_NOT_WHAT = ("data.runner", "data.beam_options", "data.beam_kcore_rounds", "data.beam_dir",
                 "lm.data_workers", "lm.preemption_check_every")
 
+# Settings added after folders were made without them, with the value that makes what those
+# folders hold: left out of fingerprints at that value, so the folders stay valid (any other value
+# is a config change as usual).
+ADDED_AT_OLD_BEHAVIOUR = {"ids.last_level": ""}
+
 
 def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) -> dict:
   upstream = {}
@@ -83,6 +88,10 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     section, _, field = dotted.partition(".")
     if isinstance(sections.get(section), dict):
       sections[section].pop(field, None)
+  for dotted, old_behaviour in ADDED_AT_OLD_BEHAVIOUR.items():
+    section, _, field = dotted.partition(".")
+    if isinstance(sections.get(section), dict) and sections[section].get(field) == old_behaviour:
+      sections[section].pop(field)
   body = {"stage": stage.name, "config": sections, "upstream": upstream}
   version = stage.version(config)
   if version > 1:  # 1 is left out: folders made before versions existed stay valid

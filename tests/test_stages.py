@@ -198,3 +198,21 @@ def test_a_refused_run_leaves_no_scratch_folder_but_keeps_an_interrupted_one(tmp
   with pytest.raises(stages.StageError, match="too small"):
     stages.run(config, workdir, ["lm"], registry, overwrite=True)
   assert calls[-1] == [stages.SCRATCH_MARKER] and not os.path.exists(tmp_path / ".lm.incomplete")
+
+
+def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_path):
+  """config.ids.last_level came after ids folders were made; "" (the recipe's, what they hold)
+  leaves their fingerprint as it was, any other value is a change."""
+  workdir, ids = str(tmp_path), pipeline.STAGES["ids"]
+  for name in ("prepare", "embed"):
+    output = pipeline.STAGES[name].output
+    os.makedirs(tmp_path / output)
+    storage.write_json(os.path.join(workdir, output, stages.FINGERPRINT), {"sha256": name})
+  before = defaults.base_config()
+  del before.ids["last_level"]
+  old = stages.fingerprint(before, workdir, ids, pipeline.STAGES)
+  assert stages.fingerprint(defaults.base_config(), workdir, ids, pipeline.STAGES) == old
+  nearest = defaults.base_config()
+  nearest.ids.last_level = "nearest"
+  changed = stages.fingerprint(nearest, workdir, ids, pipeline.STAGES)
+  assert changed["sha256"] != old["sha256"] and changed["config"]["ids"]["last_level"] == "nearest"

@@ -13,6 +13,8 @@ config.ids (`reset_every`, `usage_decay`, `reset_threshold`; semrec_jax/ids/trai
 
 import dataclasses
 
+LAST_LEVELS = ("nearest", "unique")  # config.ids.last_level overrides a recipe's
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:

@@ -21,6 +21,7 @@ from semrec_jax.ids import assign as assign_lib
 from semrec_jax.ids import metrics, recipes, trie
 from semrec_jax.ids.code_vectors import code_vectors
 from semrec_jax.ids.train import train
+from semrec_jax.stages import StageError
 
 
 def load_embeddings(workdir: str, num_items: int) -> tuple[np.ndarray, list[str]]:
@@ -73,19 +74,31 @@ def check_embeddings(vectors: np.ndarray, ids: list[str], num_items: int,
   return vectors.astype(np.float32)
 
 
+def check(c) -> None:
+  """config.ids errors found before any stage runs."""
+  if c.recipe not in recipes.RECIPES:
+    raise StageError(f"config.ids.recipe: unknown {c.recipe!r}; known: {sorted(recipes.RECIPES)}")
+  if c.get("last_level") and c.last_level not in recipes.LAST_LEVELS:
+    raise StageError(f"config.ids.last_level: unknown {c.last_level!r}; known: "
+                     f"{list(recipes.LAST_LEVELS)}, or \"\" for the recipe's")
+
+
 def semantic_ids(config, workdir: str, out_dir: str) -> dict:
   c = config.ids
+  check(c)
   recipe = recipes.get(c.recipe)
+  last_level = c.get("last_level") or recipe.last_level
   catalog = tfds_builders.items_source(os.path.join(workdir, "data"))
   embeddings, item_ids = item_vectors(c, workdir, len(catalog))
   start = time.time()
   result = train(c, recipe, embeddings, parallel.make_mesh(config.mesh),
                  os.path.join(out_dir, "checkpoints"))
   train_seconds = time.time() - start
-  assigned = assign_lib.assign(result.model, embeddings, recipe.last_level)
+  assigned = assign_lib.assign(result.model, embeddings, last_level)
   ids = assigned["ids"]
   platforms = [tfds_builders.text(catalog[i]["platform"]) for i in range(len(catalog))]
-  report = {"recipe": recipe.name, "num_items": len(ids), "levels": c.levels,
+  report = {"recipe": recipe.name, "last_level": last_level, "num_items": len(ids),
+            "levels": c.levels,
             "inputs": {"text": c.text_weight, "collaborative": c.collaborative_weight},
             "codebook_size": c.codebook_size, "recon_mse": round(assigned["recon_mse"], 6),
             **metrics.code_stats(assigned["codes"], c.codebook_size),

@@ -2,14 +2,16 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from semrec_jax import defaults
+from semrec_jax import defaults, pipeline
 from semrec_jax.data import tfds_builders
 from semrec_jax.ids import stage as ids_stage
 from semrec_jax.ids import trie
+from semrec_jax.stages import StageError
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +60,34 @@ def test_semantic_ids_file_and_trie_agree(ids_dir, demo_workdir):
   vectors = np.load(os.path.join(ids_dir, "code_vectors.npy"))
   assert vectors.shape == (4, 256, 384 + 64)
   assert (np.abs(vectors[0]).sum(1) > 0).sum() == len(set(codes[:, 0]))  # one row per used code
+
+
+@pytest.mark.parametrize("field, value", [("recipe", "tiger"), ("last_level", "first")])
+def test_unknown_recipe_or_last_level_is_refused_before_anything_runs(field, value):
+  config = defaults.base_config()
+  config.ids[field] = value
+  with pytest.raises(StageError, match=f"config.ids.{field}: unknown '{value}'"):
+    pipeline.check(config, ["ids"])
+  pipeline.check(defaults.base_config(), ["ids"])
+
+
+def test_nearest_last_level_is_tigers_structure_on_the_same_rqvae(ids_dir, demo_workdir, tmp_path):
+  """The trained RQ-VAE is reused (its checkpoints, so no step runs); only the last level's
+  assignment changes: every level the nearest code, and the collision level numbers the items
+  that then share all three."""
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  config = demo.get_config()
+  config.ids.steps, config.ids.eval_every, config.ids.last_level = 40, 20, "nearest"
+  shutil.copytree(os.path.join(ids_dir, "checkpoints"), tmp_path / "checkpoints")
+  m = ids_stage.semantic_ids(config, demo_workdir, str(tmp_path))
+  with open(os.path.join(ids_dir, "metrics.json")) as f:
+    unique = json.load(f)
+  assert m["last_level"] == "nearest" and unique["last_level"] == "unique"
+  assert m["collision_rate"] == unique["collision_rate_nearest_codes"] > 0
+  assert m["recon_mse"] <= unique["recon_mse"] + 1e-6  # nearest codes decode at least as well
+  ids = [ids_stage.assign_lib.read_table(os.path.join(d, "semantic_ids.tsv"))[1]
+         for d in (ids_dir, str(tmp_path))]
+  assert (ids[0][:, :2] == ids[1][:, :2]).all() and (ids[0][:, 3] == 0).all()
+  shared = (ids[1][:, 3] > 0).sum()
+  assert shared > 0 and len({tuple(r) for r in ids[1]}) == 2000
+  assert len({tuple(r) for r in ids[1][:, :3]}) == 2000 - shared  # each extra item 1 collision
