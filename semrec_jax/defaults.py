@@ -87,6 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.baselines.negatives = 256    # sampled softmax: uniform negatives shared by a batch
   config.baselines.max_len = 50       # newest history items a SASRec reads
   config.baselines.dim = 64
+  config.baselines.sid_dim = 0         # width of sasrec_sid (0: dim); its rows are codes, not items
   config.baselines.heads = 2
   config.baselines.layers = 2
   config.baselines.dropout = 0.2

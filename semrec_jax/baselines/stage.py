@@ -39,7 +39,8 @@ def build(name: str, c, num_items: int, codes: np.ndarray | None) -> nnx.Module:
                         layers=c.layers, dropout=c.dropout)
   if name == "sasrec_id":
     return ItemSASRec(config, nnx.Rngs(c.seed))
-  config = dataclasses.replace(config, levels=codes.shape[1], codebook_size=int(codes.max()) + 1)
+  config = dataclasses.replace(config, dim=c.get("sid_dim") or c.dim, levels=codes.shape[1],
+                               codebook_size=int(codes.max()) + 1)
   return SID_MODELS[c.sid_model](config, codes, nnx.Rngs(c.seed))
 
 

@@ -158,3 +158,14 @@ def test_an_interrupted_training_resumes_to_the_same_model(splits, tmp_path):
   assert [r["val_ndcg@10"] for r in resumed.history] == [r["val_ndcg@10"] for r in whole.history]
   assert resumed.best_step == whole.best_step
   np.testing.assert_allclose(resumed_table, whole_table, atol=1e-6)
+
+
+@pytest.mark.parametrize("sid_model", ["levels", "composed"])
+def test_sid_dim_widens_only_the_semantic_id_model(demo_ids, sid_model):
+  codes = assign.read_table(os.path.join(demo_ids, "semantic_ids.tsv"))[1]
+  c = _config(sid_model=sid_model, sid_dim=96)
+  sid = stage_lib.build("sasrec_sid", c, 2000, codes)
+  item = stage_lib.build("sasrec_id", c, 2000, None)
+  assert sid.config.dim == 96 and item.config.dim == 64
+  assert sid.embedding[...].shape == (4, 257, 96)
+  assert stage_lib.build("sasrec_sid", _config(sid_model=sid_model), 2000, codes).config.dim == 64
