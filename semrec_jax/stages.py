@@ -84,14 +84,12 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     upstream[dep] = found["sha256"]
   sections = {key: config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
               for key in stage.config_keys}
-  for dotted in HOW_NOT_WHAT:
+  for dotted in (*HOW_NOT_WHAT, *ADDED_AT_OLD_BEHAVIOUR):
     section, _, field = dotted.partition(".")
-    if isinstance(sections.get(section), dict):
-      sections[section].pop(field, None)
-  for dotted, old_behaviour in ADDED_AT_OLD_BEHAVIOUR.items():
-    section, _, field = dotted.partition(".")
-    if isinstance(sections.get(section), dict) and sections[section].get(field) == old_behaviour:
-      sections[section].pop(field)
+    values = sections.get(section)
+    if isinstance(values, dict) and field in values and (
+        dotted in HOW_NOT_WHAT or values[field] == ADDED_AT_OLD_BEHAVIOUR[dotted]):
+      del values[field]
   body = {"stage": stage.name, "config": sections, "upstream": upstream}
   version = stage.version(config)
   if version > 1:  # 1 is left out: folders made before versions existed stay valid

@@ -42,5 +42,5 @@ RECIPES = {
 
 def get(name: str) -> Recipe:
   if name not in RECIPES:
-    raise ValueError(f"unknown config.ids.recipe {name!r}; expected one of {sorted(RECIPES)}")
+    raise ValueError(f"config.ids.recipe: unknown {name!r}; known: {sorted(RECIPES)}")
   return RECIPES[name]

@@ -76,8 +76,10 @@ def check_embeddings(vectors: np.ndarray, ids: list[str], num_items: int,
 
 def check(c) -> None:
   """config.ids errors found before any stage runs."""
-  if c.recipe not in recipes.RECIPES:
-    raise StageError(f"config.ids.recipe: unknown {c.recipe!r}; known: {sorted(recipes.RECIPES)}")
+  try:
+    recipes.get(c.recipe)
+  except ValueError as e:
+    raise StageError(str(e)) from None
   if c.get("last_level") and c.last_level not in recipes.LAST_LEVELS:
     raise StageError(f"config.ids.last_level: unknown {c.last_level!r}; known: "
                      f"{list(recipes.LAST_LEVELS)}, or \"\" for the recipe's")
