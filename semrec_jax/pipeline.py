@@ -9,7 +9,7 @@ Stage versions (Stage.version: a folder made by another version is refused until
 
 from semrec_jax.baselines.stage import baselines
 from semrec_jax.data.prepare import prepare
-from semrec_jax.embed.stage import embed
+from semrec_jax.embed.stage import check as check_embed, embed
 from semrec_jax.eval.stage import evaluate
 from semrec_jax.ids.stage import check as check_ids, semantic_ids
 from semrec_jax.lm.stage import check as check_lm, train_lm
@@ -42,6 +42,8 @@ STAGES: dict[str, Stage] = {
 
 def check(config, names: list[str]) -> None:
   """Config errors found before any stage runs (one StageError line each)."""
+  if "embed" in names:
+    check_embed(config.embed)
   if "ids" in names:
     check_ids(config.ids)
   if "lm" in names:

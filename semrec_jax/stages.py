@@ -67,7 +67,14 @@ HOW_NOT_WHAT = ("data.runner", "data.beam_options", "data.beam_kcore_rounds", "d
 # Settings added after folders were made without them, with the value that makes what those
 # folders hold: left out of fingerprints at that value, so the folders stay valid (any other value
 # is a config change as usual).
-ADDED_AT_OLD_BEHAVIOUR = {"ids.last_level": "", "baselines.sid_dim": 0}
+ADDED_AT_OLD_BEHAVIOUR = {"ids.last_level": "", "baselines.sid_dim": 0,
+                          "embed.text_fields": ["title", "attributes", "categories",
+                                                "description", "features"]}
+
+
+def _plain(value):
+  """A config value as JSON reads it back (a tuple becomes a list)."""
+  return json.loads(json.dumps(value, default=str))
 
 
 def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) -> dict:
@@ -88,7 +95,7 @@ def fingerprint(config, workdir: str, stage: Stage, registry: dict[str, Stage]) 
     section, _, field = dotted.partition(".")
     values = sections.get(section)
     if isinstance(values, dict) and field in values and (
-        dotted in HOW_NOT_WHAT or values[field] == ADDED_AT_OLD_BEHAVIOUR[dotted]):
+        dotted in HOW_NOT_WHAT or _plain(values[field]) == ADDED_AT_OLD_BEHAVIOUR[dotted]):
       del values[field]
   body = {"stage": stage.name, "config": sections, "upstream": upstream}
   version = stage.version(config)

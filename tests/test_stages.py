@@ -216,3 +216,21 @@ def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_p
   nearest.ids.last_level = "nearest"
   changed = stages.fingerprint(nearest, workdir, ids, pipeline.STAGES)
   assert changed["sha256"] != old["sha256"] and changed["config"]["ids"]["last_level"] == "nearest"
+
+
+def test_the_text_fields_setting_keeps_embed_folders_made_before_it(tmp_path):
+  """config.embed.text_fields came after embed folders were made; the full template (what they
+  hold) leaves their fingerprint as it was."""
+  from semrec_jax.embed import text  # pylint: disable=import-outside-toplevel
+  assert stages.ADDED_AT_OLD_BEHAVIOUR["embed.text_fields"] == list(text.FIELDS)
+  workdir, embed = str(tmp_path), pipeline.STAGES["embed"]
+  os.makedirs(tmp_path / pipeline.STAGES["prepare"].output)
+  storage.write_json(os.path.join(workdir, pipeline.STAGES["prepare"].output, stages.FINGERPRINT),
+                     {"sha256": "prepare"})
+  before = defaults.base_config()
+  del before.embed["text_fields"]
+  old = stages.fingerprint(before, workdir, embed, pipeline.STAGES)
+  assert stages.fingerprint(defaults.base_config(), workdir, embed, pipeline.STAGES) == old
+  titles = defaults.base_config()
+  titles.embed.text_fields = ("title",)
+  assert stages.fingerprint(titles, workdir, embed, pipeline.STAGES)["sha256"] != old["sha256"]

