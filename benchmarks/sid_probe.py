@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from semrec_jax import backend, storage
+from semrec_jax import backend, console, storage
 from semrec_jax.baselines.stage import baselines
 from semrec_jax.ids import assign, trie
 from semrec_jax.ids.kmeans import kmeans
@@ -80,6 +80,7 @@ def main(argv):
   backend.choose()
   config = _CONFIG.value
   workdir, c = _WORKDIR.value, _CONFIG.value.ids
+  console.setup(os.path.join(workdir, "logs", "sid_probe.log"))  # the stages' INFO lines go there
   num_items = len(storage.read_text(os.path.join(workdir, "embeddings", "item_ids.txt"))
                   .splitlines())
   for variant in _VARIANTS.value:
