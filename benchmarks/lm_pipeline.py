@@ -67,6 +67,8 @@ def main(argv):
       "pipeline_batches_per_s": round(1 / pipe_s, 1),
       "pipeline_examples_per_s": round(examples / (pipe_s * _BATCHES.value), 1),
       "pipeline_tokens_per_s": round(tokens / (pipe_s * _BATCHES.value)),
+      "examples_per_batch": round(examples / _BATCHES.value, 2),
+      "tokens_per_example": round(tokens / max(examples, 1), 1),
       "packing_efficiency": round(tokens / slots, 4), "workers": _WORKERS.value,
       "answer_share": round(answers / tokens, 4),
       "tiny_step_s": round(step_s, 4),

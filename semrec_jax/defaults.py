@@ -57,9 +57,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.ids = ml_collections.ConfigDict()
   config.ids.recipe = "default"      # default | seed (semrec_jax/ids/recipes.py)
-  # The last level: "" = the recipe's; unique (one-to-one within each prefix group, then a
-  # collision level that is almost always 0) | nearest (TIGER: L semantic levels + collision level).
+  # The last level: "" = the recipe's; unique (one-to-one within each prefix group, so items
+  # seldom share all L codes) | nearest (TIGER: L semantic levels + collision level).
   config.ids.last_level = ""
+  # The collision level (the rank of an item among those sharing all L codes): auto writes it only
+  # where some items share all L codes (under `unique` almost never: each item is then L tokens,
+  # not L+1, wherever the LM reads or writes it); always writes it for every catalog.
+  config.ids.collision_level = "auto"
   # What an item's codes quantise: [text_weight * text vector, collaborative_weight *
   # collaborative vector], each part unit-normalised per item; a weight of 0 leaves its part out.
   config.ids.text_weight = 1.0

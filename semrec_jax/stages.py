@@ -67,7 +67,8 @@ HOW_NOT_WHAT = ("data.runner", "data.beam_options", "data.beam_kcore_rounds", "d
 # Settings added after folders were made without them, with the value that makes what those
 # folders hold: left out of fingerprints at that value, so the folders stay valid (any other value
 # is a config change as usual).
-ADDED_AT_OLD_BEHAVIOUR = {"ids.last_level": "", "baselines.sid_dim": 0,
+ADDED_AT_OLD_BEHAVIOUR = {"ids.last_level": "", "ids.collision_level": "always",
+                          "baselines.sid_dim": 0,
                           "embed.text_fields": ["title", "attributes", "categories",
                                                 "description", "features"]}
 

@@ -200,14 +200,19 @@ def test_a_refused_run_leaves_no_scratch_folder_but_keeps_an_interrupted_one(tmp
   assert calls[-1] == [stages.SCRATCH_MARKER] and not os.path.exists(tmp_path / ".lm.incomplete")
 
 
-def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_path):
-  """config.ids.last_level came after ids folders were made; "" (the recipe's, what they hold)
-  leaves their fingerprint as it was, any other value is a change."""
-  workdir, ids = str(tmp_path), pipeline.STAGES["ids"]
+def _with_ids_inputs(tmp_path) -> str:
+  """A workdir with fingerprints of the stages `ids` reads (prepare, embed)."""
   for name in ("prepare", "embed"):
     output = pipeline.STAGES[name].output
     os.makedirs(tmp_path / output)
-    storage.write_json(os.path.join(workdir, output, stages.FINGERPRINT), {"sha256": name})
+    storage.write_json(os.path.join(str(tmp_path), output, stages.FINGERPRINT), {"sha256": name})
+  return str(tmp_path)
+
+
+def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_path):
+  """config.ids.last_level came after ids folders were made; "" (the recipe's, what they hold)
+  leaves their fingerprint as it was, any other value is a change."""
+  workdir, ids = _with_ids_inputs(tmp_path), pipeline.STAGES["ids"]
   before = defaults.base_config()
   del before.ids["last_level"]
   old = stages.fingerprint(before, workdir, ids, pipeline.STAGES)
@@ -216,6 +221,21 @@ def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_p
   nearest.ids.last_level = "nearest"
   changed = stages.fingerprint(nearest, workdir, ids, pipeline.STAGES)
   assert changed["sha256"] != old["sha256"] and changed["config"]["ids"]["last_level"] == "nearest"
+
+
+def test_the_collision_level_setting_keeps_ids_folders_made_before_it(tmp_path):
+  """config.ids.collision_level came after ids folders were made, which all hold the level:
+  `always` leaves their fingerprint as it was; the default `auto` (which may drop it) is a change,
+  so such a folder is redone, not read as if it had been made without the level."""
+  workdir, ids = _with_ids_inputs(tmp_path), pipeline.STAGES["ids"]
+  before = defaults.base_config()
+  del before.ids["collision_level"]
+  old = stages.fingerprint(before, workdir, ids, pipeline.STAGES)
+  always = defaults.base_config()
+  always.ids.collision_level = "always"
+  assert stages.fingerprint(always, workdir, ids, pipeline.STAGES) == old
+  auto = stages.fingerprint(defaults.base_config(), workdir, ids, pipeline.STAGES)
+  assert auto["sha256"] != old["sha256"] and auto["config"]["ids"]["collision_level"] == "auto"
 
 
 def test_the_text_fields_setting_keeps_embed_folders_made_before_it(tmp_path):

@@ -69,9 +69,17 @@ def token_string(codes, codebook_size: int) -> str:
   return f"<|sid_start|>{body}<|sid_end|>"
 
 
-def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
-  """Returns codes [N, L] (and the nearest codes before any reassignment), full ids [N, L+1]
-  and the reconstruction MSE of the assigned codes."""
+COLLISION_LEVELS = ("auto", "always")  # config.ids.collision_level
+
+
+def assign(model: RQVAE, embeddings: np.ndarray, last_level: str,
+           collision_level_mode: str = "always") -> dict:
+  """Returns codes [N, L] (and the nearest codes before any reassignment), full ids and the
+  reconstruction MSE of the assigned codes. The ids are [N, L+1], the codes and the collision
+  level, or, with collision_level_mode 'auto' and no two items sharing all L codes, [N, L]: a
+  level that is 0 for every item tells the LM nothing and costs a token per item everywhere."""
+  if collision_level_mode not in COLLISION_LEVELS:
+    raise ValueError(f"unknown collision level mode {collision_level_mode!r}")
   codes, last_residual = encode_all(model, embeddings)
   nearest = codes
   codebooks = np.asarray(model.codebooks[...])
@@ -87,8 +95,9 @@ def assign(model: RQVAE, embeddings: np.ndarray, last_level: str) -> dict:
   decode = jax.jit(model.decode_codes)
   recon = np.concatenate([np.asarray(decode(jnp.asarray(codes[s:s + 8192])))
                           for s in range(0, len(codes), 8192)])
+  written = collision_level_mode == "always" or extra.max() > 0
   return {"codes": codes, "nearest_codes": nearest,
-          "ids": np.concatenate([codes, extra[:, None]], axis=1),
+          "ids": np.concatenate([codes, extra[:, None]], axis=1) if written else codes,
           "recon_mse": float(np.mean((recon - embeddings) ** 2))}
 
 

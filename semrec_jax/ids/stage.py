@@ -1,9 +1,10 @@
 """The `ids` stage: train the RQ-VAE on item embeddings, assign semantic IDs, measure them.
 
 Output in WORKDIR/ids/: checkpoints/ (Orbax: latest and best by validation loss),
-semantic_ids.tsv (item_index, item_id, codes, tokens), trie.npz (prefix tables), code_vectors.npy
-(float32 [levels + 1, codebook_size, dim]: what each code means in the quantised space, the LM's
-starting rows for its ID tokens), metrics.json, history.json (training curve), code_usage.png and
+semantic_ids.tsv (item_index, item_id, codes, tokens: the L codes, then the collision level where
+config.ids.collision_level writes it), trie.npz (prefix tables), code_vectors.npy (float32
+[ID levels, codebook_size, dim]: what each code means in the quantised space, the LM's starting
+rows for its ID tokens), metrics.json, history.json (training curve), code_usage.png and
 collision_groups.png.
 """
 
@@ -83,6 +84,10 @@ def check(c) -> None:
   if c.get("last_level") and c.last_level not in recipes.LAST_LEVELS:
     raise StageError(f"config.ids.last_level: unknown {c.last_level!r}; known: "
                      f"{list(recipes.LAST_LEVELS)}, or \"\" for the recipe's")
+  mode = c.get("collision_level", "always")
+  if mode not in assign_lib.COLLISION_LEVELS:
+    raise StageError(f"config.ids.collision_level: unknown {mode!r}; known: "
+                     f"{list(assign_lib.COLLISION_LEVELS)}")
 
 
 def semantic_ids(config, workdir: str, out_dir: str) -> dict:
@@ -96,11 +101,12 @@ def semantic_ids(config, workdir: str, out_dir: str) -> dict:
   result = train(c, recipe, embeddings, parallel.make_mesh(config.mesh),
                  os.path.join(out_dir, "checkpoints"))
   train_seconds = time.time() - start
-  assigned = assign_lib.assign(result.model, embeddings, last_level)
+  assigned = assign_lib.assign(result.model, embeddings, last_level,
+                               c.get("collision_level", "always"))
   ids = assigned["ids"]
   platforms = [tfds_builders.text(catalog[i]["platform"]) for i in range(len(catalog))]
   report = {"recipe": recipe.name, "last_level": last_level, "num_items": len(ids),
-            "levels": c.levels,
+            "levels": c.levels, "collision_level_written": ids.shape[1] > c.levels,
             "inputs": {"text": c.text_weight, "collaborative": c.collaborative_weight},
             "codebook_size": c.codebook_size, "recon_mse": round(assigned["recon_mse"], 6),
             **metrics.code_stats(assigned["codes"], c.codebook_size),

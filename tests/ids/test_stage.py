@@ -50,19 +50,21 @@ def test_semantic_ids_file_and_trie_agree(ids_dir, demo_workdir):
   items = tfds_builders.items_source(os.path.join(demo_workdir, "data"))
   assert [r[1] for r in rows] == [items[i]["item_id"].decode() for i in range(len(items))]
   codes = np.array([[int(c) for c in r[2].split()] for r in rows])
-  assert codes.shape == (2000, 4) and codes.max() < 256
+  # Three levels and no collision level: the collision-free last level leaves no two items with
+  # the same three codes, so `auto` (the default) writes none.
+  assert codes.shape == (2000, 3) and codes.max() < 256
   assert len({tuple(c) for c in codes}) == 2000
-  c0, c1, c2, c3 = codes[7]
-  assert rows[7][3] == (f"<|sid_start|><|sid_{c0}|><|sid_{256 + c1}|><|sid_{512 + c2}|>"
-                        f"<|sid_{768 + c3}|><|sid_end|>")
+  c0, c1, c2 = codes[7]
+  assert rows[7][3] == f"<|sid_start|><|sid_{c0}|><|sid_{256 + c1}|><|sid_{512 + c2}|><|sid_end|>"
   t = trie.load(os.path.join(ids_dir, "trie.npz"))
-  assert all(t.lookup(c) == i for i, c in enumerate(codes))
+  assert t.levels == 3 and all(t.lookup(c) == i for i, c in enumerate(codes))
   vectors = np.load(os.path.join(ids_dir, "code_vectors.npy"))
-  assert vectors.shape == (4, 256, 384 + 64)
+  assert vectors.shape == (3, 256, 384 + 64)
   assert (np.abs(vectors[0]).sum(1) > 0).sum() == len(set(codes[:, 0]))  # one row per used code
 
 
-@pytest.mark.parametrize("field, value", [("recipe", "tiger"), ("last_level", "first")])
+@pytest.mark.parametrize("field, value", [("recipe", "tiger"), ("last_level", "first"),
+                                          ("collision_level", "never")])
 def test_unknown_recipe_or_last_level_is_refused_before_anything_runs(field, value):
   config = defaults.base_config()
   config.ids[field] = value
@@ -87,7 +89,26 @@ def test_nearest_last_level_is_tigers_structure_on_the_same_rqvae(ids_dir, demo_
   assert m["recon_mse"] <= unique["recon_mse"] + 1e-6  # nearest codes decode at least as well
   ids = [ids_stage.assign_lib.read_table(os.path.join(d, "semantic_ids.tsv"))[1]
          for d in (ids_dir, str(tmp_path))]
-  assert (ids[0][:, :2] == ids[1][:, :2]).all() and (ids[0][:, 3] == 0).all()
+  assert m["collision_level_written"] and ids[1].shape == (2000, 4)  # `auto` writes it here
+  assert ids[0].shape == (2000, 3) and (ids[0][:, :2] == ids[1][:, :2]).all()
   shared = (ids[1][:, 3] > 0).sum()
   assert shared > 0 and len({tuple(r) for r in ids[1]}) == 2000
   assert len({tuple(r) for r in ids[1][:, :3]}) == 2000 - shared  # each extra item 1 collision
+
+
+def test_always_writes_the_collision_level_of_zeros_after_the_same_codes(ids_dir, demo_workdir,
+                                                                        tmp_path):
+  """`always` (what folders made before the setting hold): the same three codes, then a fourth
+  level that is 0 for every item; the trie and code vectors follow the table."""
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  config = demo.get_config()
+  config.ids.steps, config.ids.eval_every, config.ids.collision_level = 40, 20, "always"
+  shutil.copytree(os.path.join(ids_dir, "checkpoints"), tmp_path / "checkpoints")
+  m = ids_stage.semantic_ids(config, demo_workdir, str(tmp_path))
+  auto = ids_stage.assign_lib.read_table(os.path.join(ids_dir, "semantic_ids.tsv"))[1]
+  tokens, always = ids_stage.assign_lib.read_table(str(tmp_path / "semantic_ids.tsv"))
+  assert m["collision_level_written"] and always.shape == (2000, 4)
+  assert (always[:, :3] == auto).all() and (always[:, 3] == 0).all()
+  assert tokens[0].endswith("<|sid_768|><|sid_end|>")
+  assert trie.load(str(tmp_path / "trie.npz")).levels == 4
+  assert np.load(tmp_path / "code_vectors.npy").shape[0] == 4
