@@ -198,9 +198,29 @@ def _scratch(workdir: str, stage: Stage, wanted: dict, overwrite: bool = False) 
   return scratch, judged == "resume"
 
 
+def check_inputs(workdir: str, names: list[str], registry: dict[str, Stage]) -> None:
+  """Refuses, before anything runs, a list of stages one of which needs the output of a stage
+  that is neither in the list nor in the workdir: found at that stage's turn, the mistake would
+  cost every stage before it (an hour of `lm` before `eval` finds no `prefer`)."""
+  asked, missing = [n for n in registry if n in names], []
+  todo = list(asked)
+  while todo:  # a missing stage's own inputs may be missing too
+    for dep in registry[todo.pop()].depends_on:
+      if dep not in asked and dep not in missing and read_fingerprint(
+          workdir, registry[dep]) is None:
+        missing.append(dep)
+        todo.append(dep)
+  if missing:
+    needed = ", ".join(repr(n) for n in registry if n in missing)
+    runs = ",".join(n for n in registry if n in asked or n in missing)
+    raise StageError(f"the stages asked for need the output of {needed}, not found in "
+                     f"{workdir}; run with --stages={runs}")
+
+
 def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
         overwrite: bool = False) -> None:
   """Runs the named stages in pipeline order, skipping those whose artifacts are up to date."""
+  check_inputs(workdir, names, registry)
   for name in [n for n in registry if n in names]:
     stage = registry[name]
     wanted = fingerprint(config, workdir, stage, registry)

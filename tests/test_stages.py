@@ -200,6 +200,26 @@ def test_a_refused_run_leaves_no_scratch_folder_but_keeps_an_interrupted_one(tmp
   assert calls[-1] == [stages.SCRATCH_MARKER] and not os.path.exists(tmp_path / ".lm.incomplete")
 
 
+def test_a_missing_input_stage_is_refused_before_any_stage_runs(tmp_path):
+  """`--stages=lm,eval` on a workdir without `prefer` stops before `lm` trains (not after it),
+  naming the stage and the list that would run."""
+  seen, workdir = [], _with_ids_inputs(tmp_path)
+  os.makedirs(tmp_path / "ids")
+  storage.write_json(str(tmp_path / "ids" / stages.FINGERPRINT), {"sha256": "ids"})
+  registry = {name: dataclasses.replace(stage, run=lambda *args, n=name: seen.append(n))
+              for name, stage in pipeline.STAGES.items()}
+  with pytest.raises(stages.StageError) as refused:
+    stages.run(defaults.base_config(), workdir, ["eval", "lm"], registry)
+  assert str(refused.value) == (
+      f"the stages asked for need the output of 'prefer', not found in {workdir}; run with "
+      "--stages=lm,prefer,eval")
+  assert not seen and not os.path.exists(tmp_path / ".lm.incomplete")
+  with pytest.raises(stages.StageError, match="output of 'embed', 'ids', 'lm', 'prefer', not"):
+    stages.run(defaults.base_config(), str(tmp_path / "new"), ["prepare", "eval"], registry)
+  stages.run(defaults.base_config(), workdir, ["lm", "prefer", "eval"], registry)
+  assert seen == ["lm", "prefer", "eval"]
+
+
 def _with_ids_inputs(tmp_path) -> str:
   """A workdir with fingerprints of the stages `ids` reads (prepare, embed)."""
   for name in ("prepare", "embed"):
