@@ -116,7 +116,7 @@ class _Nearest:
     self.index = {key: {} for key in self.values}
     for key, items in self.values.items():
       for i in items:
-        for depth in range(len(self.codes[i])):
+        for depth in range(len(self.codes[i]) + 1):  # the whole ID too: the target itself
           self.index[key].setdefault(self.codes[i][:depth], []).append(i)
     kinds = sorted({kind for kind, _ in self.values})
     self.by_kind = {kind: [key for key in self.values if key[0] == kind] for kind in kinds}
@@ -131,7 +131,7 @@ class _Nearest:
     weights = np.asarray([len(self.values[k]) for k in keys], np.float64)
     key = keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
     codes = self.codes[target]
-    for depth in range(len(codes) - 1, -1, -1):
+    for depth in range(len(codes), -1, -1):
       found = [i for i in self.index[key].get(codes[:depth], ()) if i not in banned]
       if found:
         return key[0], key[1], found[int(rng.integers(len(found)))]
