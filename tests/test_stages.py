@@ -3,6 +3,7 @@ other settings refuses in one line naming them, the same settings (or ones that 
 what) resume, and --overwrite discards it."""
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -203,7 +204,7 @@ def test_a_refused_run_leaves_no_scratch_folder_but_keeps_an_interrupted_one(tmp
 def test_a_missing_input_stage_is_refused_before_any_stage_runs(tmp_path):
   """`--stages=lm,eval` on a workdir without `prefer` stops before `lm` trains (not after it),
   naming the stage and the list that would run."""
-  seen, workdir = [], _with_ids_inputs(tmp_path)
+  seen, workdir = [], _with_inputs_of(tmp_path, pipeline.STAGES["ids"])
   os.makedirs(tmp_path / "ids")
   storage.write_json(str(tmp_path / "ids" / stages.FINGERPRINT), {"sha256": "ids"})
   registry = {name: dataclasses.replace(stage, run=lambda *args, n=name: seen.append(n))
@@ -220,57 +221,48 @@ def test_a_missing_input_stage_is_refused_before_any_stage_runs(tmp_path):
   assert seen == ["lm", "prefer", "eval"]
 
 
-def _with_ids_inputs(tmp_path) -> str:
-  """A workdir with fingerprints of the stages `ids` reads (prepare, embed)."""
-  for name in ("prepare", "embed"):
+def _with_inputs_of(tmp_path, stage: stages.Stage) -> str:
+  """A workdir with fingerprints of the stages `stage` reads."""
+  for name in stage.depends_on:
     output = pipeline.STAGES[name].output
     os.makedirs(tmp_path / output)
     storage.write_json(os.path.join(str(tmp_path), output, stages.FINGERPRINT), {"sha256": name})
   return str(tmp_path)
 
 
-def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_path):
-  """config.ids.last_level came after ids folders were made; "" (the recipe's, what they hold)
-  leaves their fingerprint as it was, any other value is a change."""
-  workdir, ids = _with_ids_inputs(tmp_path), pipeline.STAGES["ids"]
-  before = defaults.base_config()
-  del before.ids["last_level"]
-  old = stages.fingerprint(before, workdir, ids, pipeline.STAGES)
-  assert stages.fingerprint(defaults.base_config(), workdir, ids, pipeline.STAGES) == old
-  nearest = defaults.base_config()
-  nearest.ids.last_level = "nearest"
-  changed = stages.fingerprint(nearest, workdir, ids, pipeline.STAGES)
-  assert changed["sha256"] != old["sha256"] and changed["config"]["ids"]["last_level"] == "nearest"
+# Each setting added after folders were made, with its stage and a value other than the old one.
+_ADDED = {"ids.last_level": ("ids", "nearest"), "ids.collision_level": ("ids", "auto"),
+          "baselines.sid_dim": ("baselines", 128), "embed.text_fields": ("embed", ("title",))}
 
 
-def test_the_collision_level_setting_keeps_ids_folders_made_before_it(tmp_path):
-  """config.ids.collision_level came after ids folders were made, which all hold the level:
-  `always` leaves their fingerprint as it was; the default `auto` (which may drop it) is a change,
-  so such a folder is redone, not read as if it had been made without the level."""
-  workdir, ids = _with_ids_inputs(tmp_path), pipeline.STAGES["ids"]
-  before = defaults.base_config()
-  del before.ids["collision_level"]
-  old = stages.fingerprint(before, workdir, ids, pipeline.STAGES)
-  always = defaults.base_config()
-  always.ids.collision_level = "always"
-  assert stages.fingerprint(always, workdir, ids, pipeline.STAGES) == old
-  auto = stages.fingerprint(defaults.base_config(), workdir, ids, pipeline.STAGES)
-  assert auto["sha256"] != old["sha256"] and auto["config"]["ids"]["collision_level"] == "auto"
-
-
-def test_the_text_fields_setting_keeps_embed_folders_made_before_it(tmp_path):
-  """config.embed.text_fields came after embed folders were made; the full template (what they
-  hold) leaves their fingerprint as it was."""
+def test_every_setting_added_at_its_old_behaviour_is_probed():
   from semrec_jax.embed import text  # pylint: disable=import-outside-toplevel
+  assert set(_ADDED) == set(stages.ADDED_AT_OLD_BEHAVIOUR)
   assert stages.ADDED_AT_OLD_BEHAVIOUR["embed.text_fields"] == list(text.FIELDS)
-  workdir, embed = str(tmp_path), pipeline.STAGES["embed"]
-  os.makedirs(tmp_path / pipeline.STAGES["prepare"].output)
-  storage.write_json(os.path.join(workdir, pipeline.STAGES["prepare"].output, stages.FINGERPRINT),
-                     {"sha256": "prepare"})
-  before = defaults.base_config()
-  del before.embed["text_fields"]
-  old = stages.fingerprint(before, workdir, embed, pipeline.STAGES)
-  assert stages.fingerprint(defaults.base_config(), workdir, embed, pipeline.STAGES) == old
-  titles = defaults.base_config()
-  titles.embed.text_fields = ("title",)
-  assert stages.fingerprint(titles, workdir, embed, pipeline.STAGES)["sha256"] != old["sha256"]
+  # Folders made before collision_level all hold the collision level; the default may drop it, so
+  # they are redone under the default, not read as if made without it.
+  assert defaults.base_config().ids.collision_level == _ADDED["ids.collision_level"][1]
+
+
+@pytest.mark.parametrize("dotted", sorted(_ADDED))
+def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_path, dotted):
+  """A folder made before the setting existed keeps its fingerprint under the setting's old value
+  (what the folder holds); any other value is a config change."""
+  (name, other), (section, field) = _ADDED[dotted], dotted.split(".")
+  stage = pipeline.STAGES[name]
+  workdir = _with_inputs_of(tmp_path, stage)
+
+  def fingerprint_with(value):
+    config = defaults.base_config()
+    if value is None:
+      del config[section][field]
+    else:
+      config[section][field] = value
+    return stages.fingerprint(config, workdir, stage, pipeline.STAGES)
+
+  before = fingerprint_with(None)
+  old = stages.ADDED_AT_OLD_BEHAVIOUR[dotted]
+  assert fingerprint_with(tuple(old) if isinstance(old, list) else old) == before
+  changed = fingerprint_with(other)
+  assert changed["sha256"] != before["sha256"]
+  assert json.dumps(changed["config"][section][field]) == json.dumps(other)

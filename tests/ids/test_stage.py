@@ -73,15 +73,22 @@ def test_unknown_recipe_or_last_level_is_refused_before_anything_runs(field, val
   pipeline.check(defaults.base_config(), ["ids"])
 
 
+def _reassigned(ids_dir, demo_workdir, tmp_path, **ids_settings) -> dict:
+  """The demo's `ids` stage into tmp_path with other assignment settings, reusing the trained
+  RQ-VAE (its checkpoints are at the last step, so no step runs); returns its metrics."""
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  config = demo.get_config()
+  config.ids.steps, config.ids.eval_every = 40, 20
+  config.ids.update(ids_settings)
+  shutil.copytree(os.path.join(ids_dir, "checkpoints"), tmp_path / "checkpoints")
+  return ids_stage.semantic_ids(config, demo_workdir, str(tmp_path))
+
+
 def test_nearest_last_level_is_tigers_structure_on_the_same_rqvae(ids_dir, demo_workdir, tmp_path):
   """The trained RQ-VAE is reused (its checkpoints, so no step runs); only the last level's
   assignment changes: every level the nearest code, and the collision level numbers the items
   that then share all three."""
-  from configs import demo  # pylint: disable=import-outside-toplevel
-  config = demo.get_config()
-  config.ids.steps, config.ids.eval_every, config.ids.last_level = 40, 20, "nearest"
-  shutil.copytree(os.path.join(ids_dir, "checkpoints"), tmp_path / "checkpoints")
-  m = ids_stage.semantic_ids(config, demo_workdir, str(tmp_path))
+  m = _reassigned(ids_dir, demo_workdir, tmp_path, last_level="nearest")
   with open(os.path.join(ids_dir, "metrics.json")) as f:
     unique = json.load(f)
   assert m["last_level"] == "nearest" and unique["last_level"] == "unique"
@@ -100,11 +107,7 @@ def test_always_writes_the_collision_level_of_zeros_after_the_same_codes(ids_dir
                                                                         tmp_path):
   """`always` (what folders made before the setting hold): the same three codes, then a fourth
   level that is 0 for every item; the trie and code vectors follow the table."""
-  from configs import demo  # pylint: disable=import-outside-toplevel
-  config = demo.get_config()
-  config.ids.steps, config.ids.eval_every, config.ids.collision_level = 40, 20, "always"
-  shutil.copytree(os.path.join(ids_dir, "checkpoints"), tmp_path / "checkpoints")
-  m = ids_stage.semantic_ids(config, demo_workdir, str(tmp_path))
+  m = _reassigned(ids_dir, demo_workdir, tmp_path, collision_level="always")
   auto = ids_stage.assign_lib.read_table(os.path.join(ids_dir, "semantic_ids.tsv"))[1]
   tokens, always = ids_stage.assign_lib.read_table(str(tmp_path / "semantic_ids.tsv"))
   assert m["collision_level_written"] and always.shape == (2000, 4)
