@@ -10,7 +10,7 @@ def get_config():
   # SASRec: histories of 20 items (LC-Rec's Games protocol; 96% of training sequences fit), two
   # blocks of width 64, batches of 256 users, early stopping on validation NDCG@10 every ~2.5
   # epochs (two evaluations without a better one).
-  config.ids.steps = defaults.GAMES_IDS_STEPS
+  defaults.games_ids(config)
   config.baselines.max_len = 20
   config.baselines.batch_size = 256
   config.baselines.dropout = 0.3

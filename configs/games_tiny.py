@@ -6,7 +6,7 @@ from semrec_jax import defaults
 def get_config():
   config = defaults.base_config()
   config.data.path = ""  # --config.data.path=/path/to/amazon18_games
-  config.ids.steps = defaults.GAMES_IDS_STEPS
+  defaults.games_ids(config)
   config.lm.vocab_size = 8192
   config.lm.seq_len = 256
   config.lm.batch_size = 16

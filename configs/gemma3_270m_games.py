@@ -10,7 +10,7 @@ from semrec_jax import defaults
 def get_config():
   config = defaults.base_config()
   config.data.path = ""
-  config.ids.steps = defaults.GAMES_IDS_STEPS
+  defaults.games_ids(config)
   config.lm.model = "gemma3_270m"
   config.lm.weights = "gguf:package"
   config.lm.stages = ("new_rows", "all")
