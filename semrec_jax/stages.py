@@ -128,12 +128,23 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def _as_set(fingerprint_body: dict) -> dict:
+  """A fingerprint's config and upstream with each ADDED_AT_OLD_BEHAVIOUR setting it leaves out
+  written back at that value, so a message names what the folder holds ('auto' -> 'always', not
+  'auto' -> None)."""
+  body = json.loads(json.dumps({k: fingerprint_body.get(k) for k in ("config", "upstream")},
+                               default=str))  # a copy; tuples compare as saved lists
+  for dotted, value in ADDED_AT_OLD_BEHAVIOUR.items():
+    section, _, field = dotted.partition(".")
+    values = (body["config"] or {}).get(section)
+    if isinstance(values, dict) and field not in values:
+      values[field] = value
+  return body
+
+
 def _changes(found: dict, wanted: dict) -> str:
   """The settings (and inputs) that differ between a saved fingerprint and the wanted one."""
-  as_saved = json.loads(json.dumps(wanted, default=str))  # tuples compare as saved lists
-  keys = ("config", "upstream")
-  return "; ".join(_differences({k: found.get(k) for k in keys},
-                                {k: as_saved.get(k) for k in keys})[:10])
+  return "; ".join(_differences(_as_set(found), _as_set(wanted))[:10])
 
 
 SCRATCH_MARKER = ".wanted_fingerprint"  # in a scratch folder: the fingerprint it is made for

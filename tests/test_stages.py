@@ -266,3 +266,20 @@ def test_a_setting_added_at_its_old_behaviour_keeps_folders_made_before_it(tmp_p
   changed = fingerprint_with(other)
   assert changed["sha256"] != before["sha256"]
   assert json.dumps(changed["config"][section][field]) == json.dumps(other)
+
+
+@pytest.mark.parametrize("made, asked", [("auto", "always"), ("always", "auto")])
+def test_a_refusal_names_the_old_behaviour_value_a_fingerprint_leaves_out(tmp_path, made, asked):
+  """`always` is left out of fingerprints (older folders hold it); a refusal still names it, not
+  None, both ways."""
+  stage = pipeline.STAGES["ids"]
+  workdir = _with_inputs_of(tmp_path, stage)
+  configs = {value: defaults.base_config() for value in (made, asked)}
+  for value, config in configs.items():
+    config.ids.collision_level = value
+  os.makedirs(tmp_path / stage.output)
+  storage.write_json(os.path.join(workdir, stage.output, stages.FINGERPRINT),
+                     stages.fingerprint(configs[made], workdir, stage, pipeline.STAGES))
+  with pytest.raises(stages.StageError,
+                     match=rf"\(config\.ids\.collision_level: '{made}' -> '{asked}'\);"):
+    stages.run(configs[asked], workdir, ["ids"], pipeline.STAGES)
