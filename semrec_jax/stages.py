@@ -228,10 +228,41 @@ def check_inputs(workdir: str, names: list[str], registry: dict[str, Stage]) -> 
                      f"{workdir}; run with --stages={runs}")
 
 
+def check_stale_inputs(workdir: str, names: list[str], registry: dict[str, Stage],
+                       overwrite: bool = False) -> None:
+  """Refuses, before anything runs, a list of stages one of which reads a stage it does not run
+  whose folder was made from other inputs than it will have: from an older `lm` than the one
+  there now, or than the one this run redoes (`--stages=lm,eval` after a new `lm` would
+  evaluate the old `prefer` checkpoint)."""
+  asked = [n for n in registry if n in names]
+  redone = set()  # asked stages that will write their folder anew (one that differs refuses)
+  for name in asked:
+    if (overwrite or read_fingerprint(workdir, registry[name]) is None
+        or any(d in redone for d in registry[name].depends_on)):
+      redone.add(name)
+  stale = {}
+  for dep in {d for n in asked for d in registry[n].depends_on} - set(asked):
+    made_from = (read_fingerprint(workdir, registry[dep]) or {}).get("upstream") or {}
+    for source, sha in made_from.items():
+      now = read_fingerprint(workdir, registry[source]) if source in registry else None
+      if source in redone or (now is not None and now["sha256"] != sha):
+        stale[dep] = source
+        break
+  if stale:
+    runs = ",".join(n for n in registry if n in asked or n in stale)
+    what = "; ".join(
+        f"{d!r} was made from another {s!r} than "
+        f"{'this run makes' if s in redone else 'the one there now'}"
+        for d, s in ((d, stale[d]) for d in registry if d in stale))
+    raise StageError(f"the stages asked for read stages made from older inputs in {workdir} "
+                     f"({what}); run with --stages={runs}")
+
+
 def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
         overwrite: bool = False) -> None:
   """Runs the named stages in pipeline order, skipping those whose artifacts are up to date."""
   check_inputs(workdir, names, registry)
+  check_stale_inputs(workdir, names, registry, overwrite)
   for name in [n for n in registry if n in names]:
     stage = registry[name]
     wanted = fingerprint(config, workdir, stage, registry)

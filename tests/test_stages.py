@@ -283,3 +283,32 @@ def test_a_refusal_names_the_old_behaviour_value_a_fingerprint_leaves_out(tmp_pa
   with pytest.raises(stages.StageError,
                      match=rf"\(config\.ids\.collision_level: '{made}' -> '{asked}'\);"):
     stages.run(configs[asked], workdir, ["ids"], pipeline.STAGES)
+
+
+def _made(workdir: str, name: str, sha: str, **upstream: str) -> None:
+  """A finished folder of stage `name` whose fingerprint says it was made from `upstream`."""
+  os.makedirs(os.path.join(workdir, pipeline.STAGES[name].output), exist_ok=True)
+  storage.write_json(os.path.join(workdir, pipeline.STAGES[name].output, stages.FINGERPRINT),
+                     {"sha256": sha, "upstream": upstream})
+
+
+def test_a_stage_made_from_older_inputs_is_refused_as_an_input_before_anything_runs(tmp_path):
+  """`eval` reads `prefer`: one made from another `lm` than the one there now, or than the one
+  this run redoes, is refused up front, naming the --stages= that remakes it."""
+  workdir, seen = str(tmp_path), []
+  registry = {name: dataclasses.replace(stage, run=lambda *args, n=name: seen.append(n))
+              for name, stage in pipeline.STAGES.items()}
+  _made(workdir, "prepare", "p")
+  _made(workdir, "ids", "i", prepare="p")
+  _made(workdir, "lm", "lm-new", prepare="p", ids="i")
+  _made(workdir, "prefer", "f", prepare="p", ids="i", lm="lm-old")
+  with pytest.raises(stages.StageError, match=r"'prefer' was made from another 'lm' than the one "
+                     r"there now\); run with --stages=prefer,eval$"):
+    stages.run(defaults.base_config(), workdir, ["eval"], registry)
+  _made(workdir, "prefer", "f", prepare="p", ids="i", lm="lm-new")
+  with pytest.raises(stages.StageError, match=r"'prefer' was made from another 'lm' than this "
+                     r"run makes\); run with --stages=lm,prefer,eval$"):
+    stages.run(defaults.base_config(), workdir, ["lm", "eval"], registry, overwrite=True)
+  assert not seen
+  stages.run(defaults.base_config(), workdir, ["eval"], registry)  # inputs agree
+  assert seen == ["eval"]
