@@ -235,25 +235,24 @@ def check_stale_inputs(workdir: str, names: list[str], registry: dict[str, Stage
   there now, or than the one this run redoes (`--stages=lm,eval` after a new `lm` would
   evaluate the old `prefer` checkpoint)."""
   asked = [n for n in registry if n in names]
+  found = {n: read_fingerprint(workdir, stage) for n, stage in registry.items()}  # read once
   redone = set()  # asked stages that will write their folder anew (one that differs refuses)
   for name in asked:
-    if (overwrite or read_fingerprint(workdir, registry[name]) is None
-        or any(d in redone for d in registry[name].depends_on)):
+    if overwrite or found[name] is None or any(d in redone for d in registry[name].depends_on):
       redone.add(name)
   stale = {}
   for dep in {d for n in asked for d in registry[n].depends_on} - set(asked):
-    made_from = (read_fingerprint(workdir, registry[dep]) or {}).get("upstream") or {}
-    for source, sha in made_from.items():
-      now = read_fingerprint(workdir, registry[source]) if source in registry else None
+    for source, sha in ((found[dep] or {}).get("upstream") or {}).items():
+      now = found.get(source)
       if source in redone or (now is not None and now["sha256"] != sha):
         stale[dep] = source
         break
   if stale:
     runs = ",".join(n for n in registry if n in asked or n in stale)
     what = "; ".join(
-        f"{d!r} was made from another {s!r} than "
-        f"{'this run makes' if s in redone else 'the one there now'}"
-        for d, s in ((d, stale[d]) for d in registry if d in stale))
+        f"{d!r} was made from another {stale[d]!r} than "
+        f"{'this run makes' if stale[d] in redone else 'the one there now'}"
+        for d in registry if d in stale)
     raise StageError(f"the stages asked for read stages made from older inputs in {workdir} "
                      f"({what}); run with --stages={runs}")
 

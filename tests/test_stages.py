@@ -205,8 +205,7 @@ def test_a_missing_input_stage_is_refused_before_any_stage_runs(tmp_path):
   """`--stages=lm,eval` on a workdir without `prefer` stops before `lm` trains (not after it),
   naming the stage and the list that would run."""
   seen, workdir = [], _with_inputs_of(tmp_path, pipeline.STAGES["ids"])
-  os.makedirs(tmp_path / "ids")
-  storage.write_json(str(tmp_path / "ids" / stages.FINGERPRINT), {"sha256": "ids"})
+  _made(workdir, "ids", "ids")
   registry = {name: dataclasses.replace(stage, run=lambda *args, n=name: seen.append(n))
               for name, stage in pipeline.STAGES.items()}
   with pytest.raises(stages.StageError) as refused:
@@ -221,12 +220,17 @@ def test_a_missing_input_stage_is_refused_before_any_stage_runs(tmp_path):
   assert seen == ["lm", "prefer", "eval"]
 
 
+def _made(workdir: str, name: str, sha: str, **upstream: str) -> None:
+  """A finished folder of stage `name` whose fingerprint says it was made from `upstream`."""
+  os.makedirs(os.path.join(workdir, pipeline.STAGES[name].output), exist_ok=True)
+  storage.write_json(os.path.join(workdir, pipeline.STAGES[name].output, stages.FINGERPRINT),
+                     {"sha256": sha, "upstream": upstream})
+
+
 def _with_inputs_of(tmp_path, stage: stages.Stage) -> str:
   """A workdir with fingerprints of the stages `stage` reads."""
   for name in stage.depends_on:
-    output = pipeline.STAGES[name].output
-    os.makedirs(tmp_path / output)
-    storage.write_json(os.path.join(str(tmp_path), output, stages.FINGERPRINT), {"sha256": name})
+    _made(str(tmp_path), name, name)
   return str(tmp_path)
 
 
@@ -283,13 +287,6 @@ def test_a_refusal_names_the_old_behaviour_value_a_fingerprint_leaves_out(tmp_pa
   with pytest.raises(stages.StageError,
                      match=rf"\(config\.ids\.collision_level: '{made}' -> '{asked}'\);"):
     stages.run(configs[asked], workdir, ["ids"], pipeline.STAGES)
-
-
-def _made(workdir: str, name: str, sha: str, **upstream: str) -> None:
-  """A finished folder of stage `name` whose fingerprint says it was made from `upstream`."""
-  os.makedirs(os.path.join(workdir, pipeline.STAGES[name].output), exist_ok=True)
-  storage.write_json(os.path.join(workdir, pipeline.STAGES[name].output, stages.FINGERPRINT),
-                     {"sha256": sha, "upstream": upstream})
 
 
 def test_a_stage_made_from_older_inputs_is_refused_as_an_input_before_anything_runs(tmp_path):
