@@ -184,6 +184,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Next-item reward of a miss: prefix_credit x the share of code levels it shares with the true
   # next item (0: none; a group without the true item then teaches nothing). prefer/rewards.py
   config.prefer.prefix_credit = 0.0
+  # Weight of the supervised next-item loss kept beside GRPO's (the next-item prompts' own next
+  # items, as lm teaches them; 0: GRPO alone). prefer/trainer.py
+  config.prefer.supervised_weight = 0.0
   config.prefer.text_temperature = 1.0  # sampling temperature of the reasons and bundle names
   config.prefer.learning_rate = 1e-4
   config.prefer.warmup_steps = 0

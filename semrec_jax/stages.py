@@ -68,7 +68,7 @@ HOW_NOT_WHAT = ("data.runner", "data.beam_options", "data.beam_kcore_rounds", "d
 # folders hold: left out of fingerprints at that value, so the folders stay valid (any other value
 # is a config change as usual).
 ADDED_AT_OLD_BEHAVIOUR = {"ids.last_level": "", "ids.collision_level": "always",
-                          "baselines.sid_dim": 0,
+                          "baselines.sid_dim": 0, "prefer.supervised_weight": 0.0,
                           "embed.text_fields": ["title", "attributes", "categories",
                                                 "description", "features"]}
 

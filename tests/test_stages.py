@@ -236,7 +236,8 @@ def _with_inputs_of(tmp_path, stage: stages.Stage) -> str:
 
 # Each setting added after folders were made, with its stage and a value other than the old one.
 _ADDED = {"ids.last_level": ("ids", "nearest"), "ids.collision_level": ("ids", "auto"),
-          "baselines.sid_dim": ("baselines", 128), "embed.text_fields": ("embed", ("title",))}
+          "baselines.sid_dim": ("baselines", 128), "embed.text_fields": ("embed", ("title",)),
+          "prefer.supervised_weight": ("prefer", 0.5)}
 
 
 def test_every_setting_added_at_its_old_behaviour_is_probed():

@@ -25,6 +25,7 @@ class Group:
   items: list[int]
   rewards: list[float]
   request: tuple[str, str] | None = None
+  target: int | None = None  # next item: the record's own next item (the supervised answer)
   prompt_tokens: list[int] | None = None
   answers: list[list[int]] | None = None
 
@@ -43,7 +44,8 @@ def next_item_groups(decoder, tokenizer, sids, records, max_history: int, group_
   found, _ = decoder.items(prompts.encode(tokenizer, texts), group_size, temperature=temperature,
                            seed=seed)
   return [Group("next_item", t, row.tolist(),
-                rewards.next_item(row.tolist(), int(r["target"]), rank_aware, codes, prefix_credit))
+                rewards.next_item(row.tolist(), int(r["target"]), rank_aware, codes, prefix_credit),
+                target=int(r["target"]))
           for t, r, row in zip(texts, records, found)]
 
 
@@ -166,11 +168,16 @@ def _rollout_row(group: Group, j: int, fallback: int, tokenizer, sids, seq_len: 
   return example["tokens"], example["mask"]
 
 
-def training_batch(groups: list[Group], tokenizer, sids, seq_len: int) -> dict:
+def training_batch(groups: list[Group], tokenizer, sids, seq_len: int,
+                   supervised_rows: int = 0) -> dict:
   """{"tokens", "mask"} [N, seq_len] (each rollout as the lm stage tokenizes a taught example:
   [bos] prompt answer [eos], mask on answer and eos) and "advantages" [N], N = groups x group
   size, from each group's rewards (grpo.group_advantages). A candidate that names no item (-1,
-  fewer items than the group qualify) gets the group's other answer tokens and no weight."""
+  fewer items than the group qualify) gets the group's other answer tokens and no weight.
+
+  `supervised_rows` > 0 adds "supervised_tokens" and "supervised_mask" [supervised_rows, seq_len]:
+  each next-item prompt with the record's own next item as its answer (as `lm` teaches it), then
+  empty rows (a fixed shape, so the step compiles once)."""
   size = groups[0].size
   if any(g.size != size for g in groups):
     raise ValueError("every group needs the same number of rollouts")
@@ -189,4 +196,17 @@ def training_batch(groups: list[Group], tokenizer, sids, seq_len: int) -> dict:
       tokens[row, :len(row_tokens)] = row_tokens
       mask[row, :len(row_mask)] = row_mask
       weights[row] = advantages[g, j] if group.items[j] >= 0 else 0.0
-  return {"tokens": tokens, "mask": mask, "advantages": weights}
+  batch = {"tokens": tokens, "mask": mask, "advantages": weights}
+  if supervised_rows:
+    taught = [g for g in groups if g.task == "next_item"]
+    if len(taught) > supervised_rows:
+      raise ValueError(f"{len(taught)} next-item prompts do not fit {supervised_rows} "
+                       "supervised rows")
+    batch["supervised_tokens"] = np.zeros((supervised_rows, seq_len), np.int32)
+    batch["supervised_mask"] = np.zeros((supervised_rows, seq_len), np.int32)
+    for row, group in enumerate(taught):
+      example = input_pipeline.tokenize({"prompt": group.prompt, "answer": sids[group.target]},
+                                        tokenizer, seq_len)
+      batch["supervised_tokens"][row, :len(example["tokens"])] = example["tokens"]
+      batch["supervised_mask"][row, :len(example["mask"])] = example["mask"]
+  return batch

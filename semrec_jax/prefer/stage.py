@@ -41,6 +41,9 @@ def check(c) -> None:
   if not 0 <= c.get("prefix_credit", 0.0) <= 1:
     raise StageError("config.prefer.prefix_credit must be in [0, 1] (a miss earns at most that, "
                      f"a hit 1); got {c.prefix_credit}")
+  if c.get("supervised_weight", 0.0) < 0:
+    raise StageError("config.prefer.supervised_weight must be >= 0 (0: GRPO alone); got "
+                     f"{c.supervised_weight}")
   if c.get("compared_temperature", 1.0) <= 0:
     raise StageError("config.prefer.compared_temperature must be > 0: explanation rollouts draw "
                      f"the compared item; got {c.compared_temperature}")
@@ -138,11 +141,19 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   # REASON_TOKENS tokens and eos (after the compared item's ID where the rollout draws it), a
   # bundle name NAME_TOKENS and eos.
   counts = asking.counts()
+  if c.get("supervised_weight", 0.0) > 0 and not counts["next_item"]:
+    raise StageError("config.prefer.supervised_weight > 0 keeps the supervised next-item loss, "
+                     f"but all {c.prompts_per_step} prompts of a step go to other tasks ({counts}):"
+                     " lower steering_share, explanation_share or bundle_share")
   compared = lm.trie.levels + 2 if c.get("sample_compared_item", True) else 0
   answer_len = max(lm.trie.levels + 3,
                    compared + language.REASON_TOKENS + 1 if counts["explanation"] else 0,
                    language.NAME_TOKENS + 1 if counts["bundle"] else 0)
   trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=answer_len)
+  # Supervised rows: the next-item prompts, rounded up to fill the data-parallel devices.
+  blocks = parallel.data_parallel_size(mesh)
+  supervised_rows = (-(-counts["next_item"] // blocks) * blocks
+                     if c.get("supervised_weight", 0.0) > 0 else 0)
   decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                                 batch_size=c.rollout_batch_size)
   mngr = checkpoint.manager(os.path.join(out_dir, "checkpoints"))
@@ -160,7 +171,8 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   for step in range(start, c.steps):
     decoder.state = nnx.state(trainer.model)  # rollouts from the policy being trained
     groups = asking.groups(decoder, step)
-    batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len)
+    batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len,
+                                    supervised_rows)
     if batch["mask"].sum(1).max() > answer_len:  # the step scores answer_len tokens per rollout
       raise ValueError(f"a rollout answer of {batch['mask'].sum(1).max()} tokens is longer than "
                        f"the {answer_len} the step scores")

@@ -6,6 +6,11 @@ restored once and never updated: no second optimizer state. Each batch of rollou
 update, so the policy that made them is the policy being trained: its log-probabilities enter the
 ratio as constants (ratio 1, its gradient the policy gradient), and the clip matters only for
 updates that reuse a batch (not done here).
+
+With `supervised_weight` > 0 the step also keeps the supervised next-item loss: the mean
+negative log-likelihood of each next-item prompt's true answer (rows "supervised_tokens" and
+"supervised_mask"), weighted and added to the GRPO loss, so the policy is pulled towards what
+`lm` was taught while the rewards move it.
 """
 
 import jax
@@ -20,6 +25,7 @@ from semrec_jax.models.decoder import Decoder
 from semrec_jax.prefer import grpo
 
 BATCH_KEYS = ("tokens", "mask", "advantages")
+SUPERVISED_KEYS = ("supervised_tokens", "supervised_mask")
 
 
 def rollout_logprobs(model: Decoder, tokens, mask, answer_len: int):
@@ -44,7 +50,7 @@ def rollout_logprobs(model: Decoder, tokens, mask, answer_len: int):
 class PreferenceTrainer:
   """Owns the policy's (model, optimizer) state, the reference parameters and the compiled
   step. `c`: config.prefer (learning_rate, warmup_steps, clip_norm, weight_decay, clip,
-  kl_weight)."""
+  kl_weight, supervised_weight)."""
 
   def __init__(self, model: Decoder, c, steps: int, mesh, answer_len: int):
     self.mesh, self.c, self.answer_len = mesh, c, answer_len
@@ -55,16 +61,19 @@ class PreferenceTrainer:
     params = nnx.state(model, nnx.Param)
     reference_sharding = parallel.state_shardings(params, mesh)
     self.reference = jax.device_put(jax.tree.map(jnp.copy, params), reference_sharding)
+    self.supervised_weight = float(c.get("supervised_weight", 0.0))
+    self.keys = BATCH_KEYS + (SUPERVISED_KEYS if self.supervised_weight > 0 else ())
     self.batch_sharding = {k: parallel.batch_sharding(mesh, 1 if k == "advantages" else 2)
-                           for k in BATCH_KEYS}
+                           for k in self.keys}
     self.step = jax.jit(self._step, donate_argnums=0,
                         in_shardings=(self.state_sharding, reference_sharding,
                                       self.batch_sharding),
                         out_shardings=(self.state_sharding, None))
 
-  def _logprobs(self, model, batch):
+  def _logprobs(self, model, batch, prefix=""):
     with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-      return rollout_logprobs(model, batch["tokens"], batch["mask"], self.answer_len)
+      return rollout_logprobs(model, batch[prefix + "tokens"], batch[prefix + "mask"],
+                              self.answer_len)
 
   def _step(self, state, reference, batch):
     model, opt = nnx.merge(self.graphdef, state)
@@ -73,9 +82,16 @@ class PreferenceTrainer:
     ref_logp = jax.lax.stop_gradient(ref_logp)
 
     def objective(p):
-      logp, valid = self._logprobs(nnx.merge(graphdef, p, rest), batch)
-      return grpo.clipped_objective(logp, jax.lax.stop_gradient(logp), ref_logp,
-                                    batch["advantages"], valid, self.c.clip, self.c.kl_weight)
+      policy = nnx.merge(graphdef, p, rest)
+      logp, valid = self._logprobs(policy, batch)
+      loss, metrics = grpo.clipped_objective(logp, jax.lax.stop_gradient(logp), ref_logp,
+                                             batch["advantages"], valid, self.c.clip,
+                                             self.c.kl_weight)
+      if self.supervised_weight > 0:
+        taught, taught_valid = self._logprobs(policy, batch, "supervised_")
+        nll = -taught.sum() / jnp.maximum(taught_valid.sum(), 1)
+        loss, metrics = loss + self.supervised_weight * nll, {**metrics, "supervised_nll": nll}
+      return loss, metrics
 
     (value, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
     opt.update(model, grads)
@@ -87,4 +103,8 @@ class PreferenceTrainer:
 
   def put(self, batch: dict) -> dict:
     """Host arrays of the whole batch onto the mesh (one process)."""
-    return {k: jax.device_put(np.asarray(batch[k]), self.batch_sharding[k]) for k in BATCH_KEYS}
+    missing = [k for k in self.keys if k not in batch]
+    if missing:
+      raise ValueError(f"the batch lacks {missing} (supervised_weight "
+                       f"{self.supervised_weight} needs the supervised rows)")
+    return {k: jax.device_put(np.asarray(batch[k]), self.batch_sharding[k]) for k in self.keys}

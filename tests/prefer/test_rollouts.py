@@ -67,6 +67,19 @@ def test_groups_are_real_items_scored_by_the_rules_and_train_one_step(restored):
   expected = np.asarray(grpo.group_advantages(np.asarray([g.rewards for g in groups])))
   np.testing.assert_allclose(batch["advantages"], expected.ravel(), atol=1e-6)
 
+  # Supervised rows: each next-item prompt with its record's own next item, then empty rows.
+  kept = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len, 8)
+  assert kept["supervised_tokens"].shape == (8, lm.config.seq_len)
+  for row, (group, r) in enumerate(zip(groups[:6], records)):
+    taught = input_pipeline.tokenize({"prompt": group.prompt, "answer": lm.sids[int(r["target"])]},
+                                     lm.tokenizer, lm.config.seq_len)
+    n = len(taught["tokens"])
+    assert kept["supervised_tokens"][row, :n].tolist() == taught["tokens"].tolist()
+    assert kept["supervised_mask"][row, :n].tolist() == taught["mask"].tolist()
+  assert not kept["supervised_tokens"][6:].any() and not kept["supervised_mask"][6:].any()
+  with pytest.raises(ValueError, match="6 next-item prompts do not fit 4"):
+    rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len, 4)
+
   answer = int(batch["mask"].sum(1).max())
   trainer = PreferenceTrainer(lm.model, _config(), 1, mesh, answer)
   trainer.state, metrics = trainer.step(trainer.state, trainer.reference, trainer.put(batch))

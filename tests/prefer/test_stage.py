@@ -23,7 +23,7 @@ def _config(config, **overrides):
   config.prefer.update({"steps": STEPS, "prompts_per_step": 8, "group_size": 4,
                         "steering_share": 0.5, "explanation_share": 0.25, "bundle_share": 0.125,
                         "checkpoint_every": 1, "rollout_batch_size": 8, "learning_rate": 1e-3,
-                        **overrides})
+                        "supervised_weight": 0.5, **overrides})
   return config
 
 
@@ -54,6 +54,7 @@ def test_the_stage_trains_from_the_lm_and_eval_restores_it(preferred, trained_lm
   assert [r["step"] for r in lines] == list(range(1, STEPS + 1))
   for r in lines:
     assert np.isfinite(r["loss"]) and r["kl"] >= 0.0
+    assert 0.0 < r["supervised_nll"] < 20.0  # the next-item prompt's own next item, as taught
     assert 0.0 <= r["reward/steering"] <= 1.0 and -1.0 <= r["reward/next_item"] <= 1.0
     assert 0.0 <= r["reward/explanation"] <= 1.0 and 0.0 <= r["reward/bundle"] <= 1.0
   assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # step 1: the policy is the LM
@@ -112,11 +113,14 @@ def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
   for bad in ({"group_size": 1}, {"steering_share": 1.5}, {"steps": -1},
               {"steering_share": 0.6, "explanation_share": 0.6}, {"bundle_share": -0.1},
               {"steering_share": 0.5, "bundle_share": 0.6}, {"text_temperature": 0.0},
-              {"prefix_credit": 1.5}, {"compared_temperature": 0.0}):
+              {"prefix_credit": 1.5}, {"compared_temperature": 0.0}, {"supervised_weight": -1}):
     with pytest.raises(stages.StageError, match="config.prefer"):
       pipeline.check(_config(config, **bad), ["prefer"])
   with pytest.raises(stages.StageError, match="steering_share is 1.0 by default: lower it"):
     pipeline.check(_config(config, steering_share=1.0, explanation_share=0.3), ["prefer"])
+  with pytest.raises(stages.StageError, match="supervised_weight > 0 keeps the supervised"):
+    stage.train_prefer(_config(config, steering_share=1.0, explanation_share=0.0,
+                               bundle_share=0.0), str(trained_lm[0]), str(tmp_path / "prefer"))
 
 
 def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(preferred,

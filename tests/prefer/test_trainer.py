@@ -98,3 +98,26 @@ def test_updates_raise_the_rollout_with_the_higher_advantage():
     trainer.state, _ = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
   after = logp()
   assert after[0] > before[0] and after[1] < before[1]
+
+
+def test_the_supervised_loss_beside_grpo_is_the_taught_answers_mean_nll():
+  """supervised_weight w adds w x the mean negative log-likelihood of the supervised rows' answer
+  tokens (empty rows count for nothing) to the GRPO loss of the same batch."""
+  mesh = parallel.make_mesh(devices=jax.devices()[:1])
+  rng = np.random.default_rng(3)
+  batch = _batch(rng)
+  taught = _batch(rng, rows=4)
+  taught["tokens"][3], taught["mask"][3] = 0, 0  # an empty row (padding to the data devices)
+  batch.update(supervised_tokens=taught["tokens"], supervised_mask=taught["mask"])
+  full = np.asarray(jax.nn.log_softmax(_model()(jnp.asarray(taught["tokens"])), axis=-1))
+  picked = [full[r, t - 1, taught["tokens"][r, t]] for r in range(3)
+            for t in np.flatnonzero(taught["mask"][r])]
+  losses = {}
+  for w in (0.0, 0.5):
+    trainer = PreferenceTrainer(_model(), _config(supervised_weight=w), 1, mesh, ANSWER)
+    _, metrics = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
+    losses[w] = float(metrics["loss"])
+  assert float(metrics["supervised_nll"]) == pytest.approx(-np.mean(picked), rel=1e-5)
+  assert losses[0.5] == pytest.approx(losses[0.0] + 0.5 * -np.mean(picked), rel=1e-5)
+  with pytest.raises(ValueError, match="lacks"):
+    trainer.put(_batch(rng))
