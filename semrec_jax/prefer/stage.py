@@ -183,6 +183,7 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
       if scored:
         record[f"reward/{task}"] = rewards[task] = round(float(np.mean(scored)), 4)
     metrics.write(json.dumps(record) + "\n")
+    metrics.flush()  # readable while the stage runs, and kept if it is killed
     bar.update(step + 1, ", ".join(f"{k} reward {v:.2f}" for k, v in rewards.items()))
     if (step + 1) % c.checkpoint_every == 0 or step + 1 == c.steps:
       checkpoint.save(mngr, step + 1, trainer.state, meta={**meta, "step": step + 1})

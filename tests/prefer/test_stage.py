@@ -84,6 +84,7 @@ def test_a_run_resumed_on_one_device_equals_an_uninterrupted_one_on_eight(prefer
   def stop_at_the_third_step(*args, **kwargs):
     calls.append(1)
     if len(calls) == 3:
+      assert len(_lines(out)) == 2  # on disk as each step ends, not only when the stage does
       raise KeyboardInterrupt("stopped")
     return made(*args, **kwargs)
 
