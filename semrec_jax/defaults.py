@@ -187,6 +187,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Weight of the supervised next-item loss kept beside GRPO's (the next-item prompts' own next
   # items, as lm teaches them; 0: GRPO alone). prefer/trainer.py
   config.prefer.supervised_weight = 0.0
+  # The step's rollouts in this many consecutive blocks, gradients added up (the same update,
+  # less memory: the output layer's logits are rows x answer tokens x vocabulary).
+  config.prefer.micro_batches = 1
   config.prefer.text_temperature = 1.0  # sampling temperature of the reasons and bundle names
   config.prefer.learning_rate = 1e-4
   config.prefer.warmup_steps = 0

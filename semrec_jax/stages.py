@@ -62,7 +62,7 @@ def read_fingerprint(workdir: str, stage: Stage) -> dict | None:
 # Settings that change how a stage runs, never what it writes (the tests check both ways give the
 # same artifacts): left out of fingerprints, so changing them neither redoes nor refuses a stage.
 HOW_NOT_WHAT = ("data.runner", "data.beam_options", "data.beam_kcore_rounds", "data.beam_dir",
-                "lm.data_workers", "lm.preemption_check_every")
+                "lm.data_workers", "lm.preemption_check_every", "prefer.micro_batches")
 
 # Settings added after folders were made without them, with the value that makes what those
 # folders hold: left out of fingerprints at that value, so the folders stay valid (any other value

@@ -41,6 +41,8 @@ def check(c) -> None:
   if not 0 <= c.get("prefix_credit", 0.0) <= 1:
     raise StageError("config.prefer.prefix_credit must be in [0, 1] (a miss earns at most that, "
                      f"a hit 1); got {c.prefix_credit}")
+  if c.get("micro_batches", 1) < 1:
+    raise StageError(f"config.prefer.micro_batches must be >= 1; got {c.micro_batches}")
   if c.get("supervised_weight", 0.0) < 0:
     raise StageError("config.prefer.supervised_weight must be >= 0 (0: GRPO alone); got "
                      f"{c.supervised_weight}")
@@ -150,8 +152,13 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
                    compared + language.REASON_TOKENS + 1 if counts["explanation"] else 0,
                    language.NAME_TOKENS + 1 if counts["bundle"] else 0)
   trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=answer_len)
-  # Supervised rows: the next-item prompts, rounded up to fill the data-parallel devices.
-  blocks = parallel.data_parallel_size(mesh)
+  # Rollouts and supervised rows split into micro-batches, each over the data-parallel devices.
+  blocks = parallel.data_parallel_size(mesh) * c.get("micro_batches", 1)
+  if (c.prompts_per_step * c.group_size) % blocks:
+    raise StageError(f"config.prefer: the {c.prompts_per_step * c.group_size} rollouts of a step "
+                     f"(prompts_per_step x group_size) do not split into micro_batches "
+                     f"{c.get('micro_batches', 1)} x {blocks // c.get('micro_batches', 1)} data "
+                     "devices")
   supervised_rows = (-(-counts["next_item"] // blocks) * blocks
                      if c.get("supervised_weight", 0.0) > 0 else 0)
   decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,

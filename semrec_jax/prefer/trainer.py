@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from semrec_jax import parallel
+from semrec_jax import batching, parallel
 from semrec_jax.lm import loss as loss_lib
 from semrec_jax.lm.trainer import optimizer
 from semrec_jax.models.decoder import Decoder
@@ -50,7 +50,7 @@ def rollout_logprobs(model: Decoder, tokens, mask, answer_len: int):
 class PreferenceTrainer:
   """Owns the policy's (model, optimizer) state, the reference parameters and the compiled
   step. `c`: config.prefer (learning_rate, warmup_steps, clip_norm, weight_decay, clip,
-  kl_weight, supervised_weight)."""
+  kl_weight, supervised_weight, micro_batches)."""
 
   def __init__(self, model: Decoder, c, steps: int, mesh, answer_len: int):
     self.mesh, self.c, self.answer_len = mesh, c, answer_len
@@ -62,9 +62,11 @@ class PreferenceTrainer:
     reference_sharding = parallel.state_shardings(params, mesh)
     self.reference = jax.device_put(jax.tree.map(jnp.copy, params), reference_sharding)
     self.supervised_weight = float(c.get("supervised_weight", 0.0))
+    self.micro_batches = int(c.get("micro_batches", 1))
     self.keys = BATCH_KEYS + (SUPERVISED_KEYS if self.supervised_weight > 0 else ())
-    self.batch_sharding = {k: parallel.batch_sharding(mesh, 1 if k == "advantages" else 2)
-                           for k in self.keys}
+    # Every array is stacked [micro_batches, rows, ...]: rows split over the data devices.
+    self.batch_sharding = {k: parallel.batch_sharding(mesh, 2 if k == "advantages" else 3,
+                                                      batch_axis=1) for k in self.keys}
     self.step = jax.jit(self._step, donate_argnums=0,
                         in_shardings=(self.state_sharding, reference_sharding,
                                       self.batch_sharding),
@@ -76,24 +78,36 @@ class PreferenceTrainer:
                               self.answer_len)
 
   def _step(self, state, reference, batch):
+    """One update from micro-batches of rollouts (`lax.scan`, one micro-batch's activations
+    alive at a time): the GRPO loss is a mean over rollouts and every micro-batch holds as many,
+    so each contributes 1/k of it; the supervised NLL is a mean over the whole batch's taught
+    tokens, counted from the masks before any forward pass."""
     model, opt = nnx.merge(self.graphdef, state)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    ref_logp, _ = self._logprobs(nnx.merge(graphdef, reference, rest), batch)
-    ref_logp = jax.lax.stop_gradient(ref_logp)
+    share = 1.0 / batch["tokens"].shape[0]
+    if self.supervised_weight > 0:
+      taught = jnp.maximum(jnp.sum(batch["supervised_mask"]), 1).astype(jnp.float32)
 
-    def objective(p):
+    def micro_objective(p, micro):
+      ref_logp, _ = self._logprobs(nnx.merge(graphdef, reference, rest), micro)
       policy = nnx.merge(graphdef, p, rest)
-      logp, valid = self._logprobs(policy, batch)
-      loss, metrics = grpo.clipped_objective(logp, jax.lax.stop_gradient(logp), ref_logp,
-                                             batch["advantages"], valid, self.c.clip,
+      logp, valid = self._logprobs(policy, micro)
+      loss, metrics = grpo.clipped_objective(logp, jax.lax.stop_gradient(logp),
+                                             jax.lax.stop_gradient(ref_logp),
+                                             micro["advantages"], valid, self.c.clip,
                                              self.c.kl_weight)
+      loss, metrics = loss * share, {k: v * share for k, v in metrics.items()}
       if self.supervised_weight > 0:
-        taught, taught_valid = self._logprobs(policy, batch, "supervised_")
-        nll = -taught.sum() / jnp.maximum(taught_valid.sum(), 1)
+        answer, _ = self._logprobs(policy, micro, "supervised_")
+        nll = -answer.sum() / taught
         loss, metrics = loss + self.supervised_weight * nll, {**metrics, "supervised_nll": nll}
       return loss, metrics
 
-    (value, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    def one(micro):
+      (value, metrics), grads = jax.value_and_grad(micro_objective, has_aux=True)(params, micro)
+      return (value, metrics, grads), None
+
+    (value, metrics, grads), _ = batching.scan_sum(one, batch)
     opt.update(model, grads)
     return nnx.state((model, opt)), {"loss": value, **metrics}
 
@@ -102,9 +116,18 @@ class PreferenceTrainer:
     return nnx.merge(self.graphdef, self.state)[0]
 
   def put(self, batch: dict) -> dict:
-    """Host arrays of the whole batch onto the mesh (one process)."""
+    """Host arrays of the whole batch onto the mesh (one process), split into `micro_batches`
+    consecutive blocks of rows."""
     missing = [k for k in self.keys if k not in batch]
     if missing:
       raise ValueError(f"the batch lacks {missing} (supervised_weight "
                        f"{self.supervised_weight} needs the supervised rows)")
-    return {k: jax.device_put(np.asarray(batch[k]), self.batch_sharding[k]) for k in self.keys}
+    out = {}
+    for k in self.keys:
+      rows = np.asarray(batch[k])
+      if len(rows) % self.micro_batches:
+        raise ValueError(f"{len(rows)} rows of {k!r} do not split into {self.micro_batches} "
+                         "micro-batches")
+      out[k] = jax.device_put(rows.reshape(self.micro_batches, -1, *rows.shape[1:]),
+                              self.batch_sharding[k])
+    return out

@@ -114,7 +114,8 @@ def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
   for bad in ({"group_size": 1}, {"steering_share": 1.5}, {"steps": -1},
               {"steering_share": 0.6, "explanation_share": 0.6}, {"bundle_share": -0.1},
               {"steering_share": 0.5, "bundle_share": 0.6}, {"text_temperature": 0.0},
-              {"prefix_credit": 1.5}, {"compared_temperature": 0.0}, {"supervised_weight": -1}):
+              {"prefix_credit": 1.5}, {"compared_temperature": 0.0}, {"supervised_weight": -1},
+              {"micro_batches": 0}):
     with pytest.raises(stages.StageError, match="config.prefer"):
       pipeline.check(_config(config, **bad), ["prefer"])
   with pytest.raises(stages.StageError, match="steering_share is 1.0 by default: lower it"):

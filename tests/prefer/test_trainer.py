@@ -121,3 +121,36 @@ def test_the_supervised_loss_beside_grpo_is_the_taught_answers_mean_nll():
   assert losses[0.5] == pytest.approx(losses[0.0] + 0.5 * -np.mean(picked), rel=1e-5)
   with pytest.raises(ValueError, match="lacks"):
     trainer.put(_batch(rng))
+
+
+def _taught_run(mesh, micro_batches, steps=2):
+  trainer = PreferenceTrainer(_model(), _config(supervised_weight=0.5,
+                                                micro_batches=micro_batches), steps, mesh, ANSWER)
+  rng = np.random.default_rng(4)
+  out = []
+  for _ in range(steps):
+    batch, taught = _batch(rng), _batch(rng, rows=8)
+    batch.update(supervised_tokens=taught["tokens"], supervised_mask=taught["mask"])
+    trainer.state, metrics = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
+    out.append({k: float(v) for k, v in metrics.items()})
+  return trainer, out
+
+
+def test_micro_batches_on_a_mesh_make_the_one_batch_update():
+  """Two micro-batches on a data x fsdp x tensor mesh: the same losses, metrics and parameters
+  as the whole batch on one device (the token-weighted clip fraction aside: a mean of the
+  micro-batches' own fractions)."""
+  one, one_metrics = _taught_run(parallel.make_mesh(devices=jax.devices()[:1]), 1)
+  many, many_metrics = _taught_run(
+      parallel.make_mesh(parallel.mesh_config(data=2, fsdp=2, tensor=2)), 2)
+  for a, b in zip(one_metrics, many_metrics):
+    del a["clipped_fraction"], b["clipped_fraction"]
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+  assert one_metrics[1]["supervised_nll"] > 0 and one_metrics[1]["kl"] > 0
+  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(nnx.state(t, nnx.Param))])
+  diffs = np.abs(flat(one.model) - flat(many.model))
+  assert np.mean(diffs > 2e-5) < 2e-3 and diffs.max() <= 2 * 1e-2 * 2
+  odd = PreferenceTrainer(_model(), _config(micro_batches=3), 1,
+                          parallel.make_mesh(devices=jax.devices()[:1]), ANSWER)
+  with pytest.raises(ValueError, match="do not split into 3 micro-batches"):
+    odd.put(_batch(np.random.default_rng(0)))
