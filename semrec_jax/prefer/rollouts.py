@@ -153,6 +153,12 @@ def bundle_groups(decoder, lm, bundles: list[list[int]], values, group_size: int
           for members, prompt, answers in zip(bundles, asked, sampled)]
 
 
+def _item_row(prompt: str, item: int, tokenizer, sids, seq_len: int):
+  """(tokens, mask) of `prompt` answered with `item`'s ID, as the lm stage tokenizes it."""
+  example = input_pipeline.tokenize({"prompt": prompt, "answer": sids[item]}, tokenizer, seq_len)
+  return example["tokens"], example["mask"]
+
+
 def _rollout_row(group: Group, j: int, fallback: int, tokenizer, sids, seq_len: int):
   """(tokens, mask) of rollout j of a group."""
   if group.answers is not None:
@@ -162,10 +168,7 @@ def _rollout_row(group: Group, j: int, fallback: int, tokenizer, sids, seq_len: 
                        f"{seq_len}")
     return tokens, [0] * len(group.prompt_tokens) + [1] * len(group.answers[j])
   item = group.items[j]
-  example = input_pipeline.tokenize(
-      {"prompt": group.prompt, "answer": sids[item if item >= 0 else fallback]}, tokenizer,
-      seq_len)
-  return example["tokens"], example["mask"]
+  return _item_row(group.prompt, item if item >= 0 else fallback, tokenizer, sids, seq_len)
 
 
 def training_batch(groups: list[Group], tokenizer, sids, seq_len: int,
@@ -205,8 +208,7 @@ def training_batch(groups: list[Group], tokenizer, sids, seq_len: int,
     batch["supervised_tokens"] = np.zeros((supervised_rows, seq_len), np.int32)
     batch["supervised_mask"] = np.zeros((supervised_rows, seq_len), np.int32)
     for row, group in enumerate(taught):
-      example = input_pipeline.tokenize({"prompt": group.prompt, "answer": sids[group.target]},
-                                        tokenizer, seq_len)
-      batch["supervised_tokens"][row, :len(example["tokens"])] = example["tokens"]
-      batch["supervised_mask"][row, :len(example["mask"])] = example["mask"]
+      row_tokens, row_mask = _item_row(group.prompt, group.target, tokenizer, sids, seq_len)
+      batch["supervised_tokens"][row, :len(row_tokens)] = row_tokens
+      batch["supervised_mask"][row, :len(row_mask)] = row_mask
   return batch

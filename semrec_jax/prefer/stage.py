@@ -132,6 +132,13 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
     raise StageError("the prefer stage trains in one process: run --stages=prefer on one worker "
                      "(it restores the lm checkpoint on that worker's devices), then eval on all")
   mesh = mesh or parallel.make_mesh(config.mesh)
+  # Rollouts and supervised rows split into micro-batches, each over the data-parallel devices.
+  devices, micro = parallel.data_parallel_size(mesh), c.get("micro_batches", 1)
+  if (c.prompts_per_step * c.group_size) % (devices * micro):
+    raise StageError(f"config.prefer: the {c.prompts_per_step * c.group_size} rollouts of a step "
+                     f"(prompts_per_step x group_size) do not split into micro_batches {micro} x "
+                     f"{devices} data devices")
+  supervised = c.get("supervised_weight", 0.0) > 0
   lm = restore.load(workdir, mesh=mesh)
   records = tfds_builders.read_all(tfds_builders.sequences_source(
       os.path.join(workdir, "data"), "train"))
@@ -143,7 +150,7 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   # REASON_TOKENS tokens and eos (after the compared item's ID where the rollout draws it), a
   # bundle name NAME_TOKENS and eos.
   counts = asking.counts()
-  if c.get("supervised_weight", 0.0) > 0 and not counts["next_item"]:
+  if supervised and not counts["next_item"]:
     raise StageError("config.prefer.supervised_weight > 0 keeps the supervised next-item loss, "
                      f"but all {c.prompts_per_step} prompts of a step go to other tasks ({counts}):"
                      " lower steering_share, explanation_share or bundle_share")
@@ -152,15 +159,8 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
                    compared + language.REASON_TOKENS + 1 if counts["explanation"] else 0,
                    language.NAME_TOKENS + 1 if counts["bundle"] else 0)
   trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=answer_len)
-  # Rollouts and supervised rows split into micro-batches, each over the data-parallel devices.
-  blocks = parallel.data_parallel_size(mesh) * c.get("micro_batches", 1)
-  if (c.prompts_per_step * c.group_size) % blocks:
-    raise StageError(f"config.prefer: the {c.prompts_per_step * c.group_size} rollouts of a step "
-                     f"(prompts_per_step x group_size) do not split into micro_batches "
-                     f"{c.get('micro_batches', 1)} x {blocks // c.get('micro_batches', 1)} data "
-                     "devices")
-  supervised_rows = (-(-counts["next_item"] // blocks) * blocks
-                     if c.get("supervised_weight", 0.0) > 0 else 0)
+  blocks = devices * micro
+  supervised_rows = -(-counts["next_item"] // blocks) * blocks if supervised else 0
   decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                                 batch_size=c.rollout_batch_size)
   mngr = checkpoint.manager(os.path.join(out_dir, "checkpoints"))

@@ -84,9 +84,9 @@ class PreferenceTrainer:
     tokens, counted from the masks before any forward pass."""
     model, opt = nnx.merge(self.graphdef, state)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    share = 1.0 / batch["tokens"].shape[0]
-    if self.supervised_weight > 0:
-      taught = jnp.maximum(jnp.sum(batch["supervised_mask"]), 1).astype(jnp.float32)
+    share = 1.0 / batch["tokens"].shape[0]  # of the GRPO loss, per micro-batch
+    taught = (jnp.maximum(jnp.sum(batch["supervised_mask"]), 1).astype(jnp.float32)
+              if self.supervised_weight > 0 else None)  # answer tokens of the supervised rows
 
     def micro_objective(p, micro):
       ref_logp, _ = self._logprobs(nnx.merge(graphdef, reference, rest), micro)
