@@ -209,16 +209,19 @@ def _scratch(workdir: str, stage: Stage, wanted: dict, overwrite: bool = False) 
   return scratch, judged == "resume"
 
 
-def check_inputs(workdir: str, names: list[str], registry: dict[str, Stage]) -> None:
-  """Refuses, before anything runs, a list of stages one of which needs the output of a stage
-  that is neither in the list nor in the workdir: found at that stage's turn, the mistake would
+def check_plan(workdir: str, names: list[str], registry: dict[str, Stage],
+               overwrite: bool = False) -> None:
+  """Refuses, before anything runs, a list of stages one of which reads a stage it does not run
+  whose folder is missing, or was made from other inputs than it will have (from an older `lm`
+  than the one there now, or than the one this run redoes: `--stages=lm,eval` after a new `lm`
+  would evaluate the old `prefer` checkpoint). Found at that stage's turn, either mistake would
   cost every stage before it (an hour of `lm` before `eval` finds no `prefer`)."""
-  asked, missing = [n for n in registry if n in names], []
-  todo = list(asked)
+  asked = [n for n in registry if n in names]
+  found = {n: read_fingerprint(workdir, stage) for n, stage in registry.items()}  # read once
+  missing, todo = [], list(asked)
   while todo:  # a missing stage's own inputs may be missing too
     for dep in registry[todo.pop()].depends_on:
-      if dep not in asked and dep not in missing and read_fingerprint(
-          workdir, registry[dep]) is None:
+      if dep not in asked and dep not in missing and found[dep] is None:
         missing.append(dep)
         todo.append(dep)
   if missing:
@@ -226,23 +229,13 @@ def check_inputs(workdir: str, names: list[str], registry: dict[str, Stage]) -> 
     runs = ",".join(n for n in registry if n in asked or n in missing)
     raise StageError(f"the stages asked for need the output of {needed}, not found in "
                      f"{workdir}; run with --stages={runs}")
-
-
-def check_stale_inputs(workdir: str, names: list[str], registry: dict[str, Stage],
-                       overwrite: bool = False) -> None:
-  """Refuses, before anything runs, a list of stages one of which reads a stage it does not run
-  whose folder was made from other inputs than it will have: from an older `lm` than the one
-  there now, or than the one this run redoes (`--stages=lm,eval` after a new `lm` would
-  evaluate the old `prefer` checkpoint)."""
-  asked = [n for n in registry if n in names]
-  found = {n: read_fingerprint(workdir, stage) for n, stage in registry.items()}  # read once
   redone = set()  # asked stages that will write their folder anew (one that differs refuses)
   for name in asked:
     if overwrite or found[name] is None or any(d in redone for d in registry[name].depends_on):
       redone.add(name)
   stale = {}
   for dep in {d for n in asked for d in registry[n].depends_on} - set(asked):
-    for source, sha in ((found[dep] or {}).get("upstream") or {}).items():
+    for source, sha in (found[dep].get("upstream") or {}).items():
       now = found.get(source)
       if source in redone or (now is not None and now["sha256"] != sha):
         stale[dep] = source
@@ -260,8 +253,7 @@ def check_stale_inputs(workdir: str, names: list[str], registry: dict[str, Stage
 def run(config, workdir: str, names: list[str], registry: dict[str, Stage],
         overwrite: bool = False) -> None:
   """Runs the named stages in pipeline order, skipping those whose artifacts are up to date."""
-  check_inputs(workdir, names, registry)
-  check_stale_inputs(workdir, names, registry, overwrite)
+  check_plan(workdir, names, registry, overwrite)
   for name in [n for n in registry if n in names]:
     stage = registry[name]
     wanted = fingerprint(config, workdir, stage, registry)
