@@ -153,6 +153,22 @@ def bundle_groups(decoder, lm, bundles: list[list[int]], values, group_size: int
           for members, prompt, answers in zip(bundles, asked, sampled)]
 
 
+def varied(group: Group, eps: float = 1e-6) -> bool:
+  """Whether a group's rollouts scored differently: only then do they get advantages
+  (grpo.group_advantages, with the same eps)."""
+  return float(np.std(group.rewards)) > eps
+
+
+def kept_groups(groups: list[Group], count: int) -> list[Group]:
+  """The `count` groups an update trains on: those with varied rewards first, then groups of
+  equal rewards (KL only) to fill a fixed batch shape; each part in drawn order. DAPO's dynamic
+  sampling, without re-drawing: the step draws more prompts than it trains on. All groups, as
+  drawn, where `count` covers them."""
+  if count >= len(groups):
+    return groups
+  return ([g for g in groups if varied(g)] + [g for g in groups if not varied(g)])[:count]
+
+
 def _item_row(prompt: str, item: int, tokenizer, sids, seq_len: int):
   """(tokens, mask) of `prompt` answered with `item`'s ID, as the lm stage tokenizes it."""
   example = input_pipeline.tokenize({"prompt": prompt, "answer": sids[item]}, tokenizer, seq_len)

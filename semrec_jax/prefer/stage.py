@@ -3,9 +3,10 @@ checkpoint restored on any mesh; `config.prefer.steps = 0` (the default) leaves 
 
 Output in WORKDIR/prefer/: checkpoints/ (Orbax: model, optimizer and step, with the lm's
 tokenizer and config beside them, so eval/restore.py loads it as it loads the LM), metrics.jsonl
-(loss, KL and mean reward per task, per step) and info.json. Step s draws its prompts from the
-training split with a generator seeded by (seed, s), so a resumed run draws what an uninterrupted
-one would: the checkpoint needs no input-pipeline state.
+(loss, KL, mean reward per task and the share of groups whose rewards varied, per step) and
+info.json. Step s draws its prompts from the training split with a generator seeded by (seed, s),
+so a resumed run draws what an uninterrupted one would: the checkpoint needs no input-pipeline
+state.
 """
 
 import json
@@ -41,6 +42,10 @@ def check(c) -> None:
   if not 0 <= c.get("prefix_credit", 0.0) <= 1:
     raise StageError("config.prefer.prefix_credit must be in [0, 1] (a miss earns at most that, "
                      f"a hit 1); got {c.prefix_credit}")
+  if not 0 <= c.get("update_prompts", 0) <= c.prompts_per_step:
+    raise StageError("config.prefer.update_prompts must be in [0, prompts_per_step] (0: every "
+                     f"prompt's group); got {c.update_prompts} with prompts_per_step "
+                     f"{c.prompts_per_step}")
   if c.get("micro_batches", 1) < 1:
     raise StageError(f"config.prefer.micro_batches must be >= 1; got {c.micro_batches}")
   if c.get("supervised_weight", 0.0) < 0:
@@ -134,10 +139,11 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   mesh = mesh or parallel.make_mesh(config.mesh)
   # Rollouts and supervised rows split into micro-batches, each over the data-parallel devices.
   devices, micro = parallel.data_parallel_size(mesh), c.get("micro_batches", 1)
-  if (c.prompts_per_step * c.group_size) % (devices * micro):
-    raise StageError(f"config.prefer: the {c.prompts_per_step * c.group_size} rollouts of a step "
-                     f"(prompts_per_step x group_size) do not split into micro_batches {micro} x "
-                     f"{devices} data devices")
+  trained = c.get("update_prompts", 0) or c.prompts_per_step  # groups an update trains on
+  if (trained * c.group_size) % (devices * micro):
+    raise StageError(f"config.prefer: the {trained * c.group_size} rollouts an update trains on "
+                     "(update_prompts, or prompts_per_step where it is 0, x group_size) do not "
+                     f"split into micro_batches {micro} x {devices} data devices")
   supervised = c.get("supervised_weight", 0.0) > 0
   lm = restore.load(workdir, mesh=mesh)
   records = tfds_builders.read_all(tfds_builders.sequences_source(
@@ -160,7 +166,7 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
                    language.NAME_TOKENS + 1 if counts["bundle"] else 0)
   trainer = PreferenceTrainer(lm.model, c, c.steps, mesh, answer_len=answer_len)
   blocks = devices * micro
-  supervised_rows = -(-counts["next_item"] // blocks) * blocks if supervised else 0
+  supervised_rows = -(-min(trained, counts["next_item"]) // blocks) * blocks if supervised else 0
   decoder = decoding.SidDecoder(trainer.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
                                 batch_size=c.rollout_batch_size)
   mngr = checkpoint.manager(os.path.join(out_dir, "checkpoints"))
@@ -178,13 +184,14 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   for step in range(start, c.steps):
     decoder.state = nnx.state(trainer.model)  # rollouts from the policy being trained
     groups = asking.groups(decoder, step)
-    batch = rollouts.training_batch(groups, lm.tokenizer, lm.sids, lm.config.seq_len,
-                                    supervised_rows)
+    batch = rollouts.training_batch(rollouts.kept_groups(groups, trained), lm.tokenizer, lm.sids,
+                                    lm.config.seq_len, supervised_rows)
     if batch["mask"].sum(1).max() > answer_len:  # the step scores answer_len tokens per rollout
       raise ValueError(f"a rollout answer of {batch['mask'].sum(1).max()} tokens is longer than "
                        f"the {answer_len} the step scores")
     trainer.state, found = trainer.step(trainer.state, trainer.reference, trainer.put(batch))
-    record = {"step": step + 1, **{k: round(float(v), 6) for k, v in found.items()}}
+    record = {"step": step + 1, **{k: round(float(v), 6) for k, v in found.items()},
+              "varied_groups": round(float(np.mean([rollouts.varied(g) for g in groups])), 4)}
     for task in TASKS:
       scored = [r for g in groups if g.task == task for r in g.rewards]
       if scored:
@@ -200,6 +207,7 @@ def train_prefer(config, workdir: str, out_dir: str, mesh=None) -> dict:
   bar.close()
   info = {"steps": c.steps, "lm_stage": lm.stage, "lm_step": lm.step,
           "group_size": c.group_size, "prompts_per_step": c.prompts_per_step,
+          "update_prompts": trained,
           "last_rewards": rewards}
   storage.write_json(os.path.join(out_dir, "info.json"), info)
   return info

@@ -144,6 +144,21 @@ def test_compared_items_are_drawn_in_proportion_to_the_softmax_of_their_scores()
   np.testing.assert_allclose(np.bincount(cold[0], minlength=4) / 20_000, sharp, atol=0.015)
 
 
+def test_an_update_keeps_the_groups_whose_rewards_differ_first_in_drawn_order():
+  group = lambda name, scores: rollouts.Group("next_item", name, [0, 1, 2], scores)
+  drawn = [group("flat0", [0.0, 0.0, 0.0]), group("a", [1.0, 0.0, 0.0]),
+           group("flat1", [0.5, 0.5, 0.5]), group("b", [0.0, 0.125, 0.0]),
+           group("c", [0.0, 0.0, 1e-3])]
+  assert [rollouts.varied(g) for g in drawn] == [False, True, False, True, True]
+  kept = lambda n: [g.prompt for g in rollouts.kept_groups(drawn, n)]
+  assert kept(2) == ["a", "b"]
+  assert kept(4) == ["a", "b", "c", "flat0"]  # too few varied: the first flat ones fill in
+  assert kept(5) == kept(9) == ["flat0", "a", "flat1", "b", "c"]  # all: as drawn
+  # Varied exactly where group_advantages gives a group advantages at all.
+  advantages = np.asarray(grpo.group_advantages(np.array([g.rewards for g in drawn])))
+  assert [bool(np.any(a != 0)) for a in advantages] == [rollouts.varied(g) for g in drawn]
+
+
 def test_bundle_groups_sample_names_scored_by_the_eval_check(restored):
   """Training bundles (never a held-out item): names sampled after eval's prompt, each rewarded
   1 exactly when the eval check finds it accurate."""

@@ -23,7 +23,7 @@ def _config(config, **overrides):
   config.prefer.update({"steps": STEPS, "prompts_per_step": 8, "group_size": 4,
                         "steering_share": 0.5, "explanation_share": 0.25, "bundle_share": 0.125,
                         "checkpoint_every": 1, "rollout_batch_size": 8, "learning_rate": 1e-3,
-                        "supervised_weight": 0.5, **overrides})
+                        "supervised_weight": 0.5, "update_prompts": 6, **overrides})
   return config
 
 
@@ -57,6 +57,7 @@ def test_the_stage_trains_from_the_lm_and_eval_restores_it(preferred, trained_lm
     assert 0.0 < r["supervised_nll"] < 20.0  # the next-item prompt's own next item, as taught
     assert 0.0 <= r["reward/steering"] <= 1.0 and -1.0 <= r["reward/next_item"] <= 1.0
     assert 0.0 <= r["reward/explanation"] <= 1.0 and 0.0 <= r["reward/bundle"] <= 1.0
+    assert r["varied_groups"] in {i / 8 for i in range(9)}  # of the 8 drawn; the update takes 6
   assert lines[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # step 1: the policy is the LM
   assert lines[-1]["kl"] > 0.0  # step 1 had steering groups with unequal rewards
   lm, _ = _params(workdir, None)
@@ -66,7 +67,8 @@ def test_the_stage_trains_from_the_lm_and_eval_restores_it(preferred, trained_lm
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - np.asarray(b)).max()),
                                        params, before))
   assert max(moved) > 0.0
-  assert json.load(open(os.path.join(workdir, "prefer", "info.json")))["steps"] == STEPS
+  info = json.load(open(os.path.join(workdir, "prefer", "info.json")))
+  assert (info["steps"], info["prompts_per_step"], info["update_prompts"]) == (STEPS, 8, 6)
 
 
 def test_a_run_resumed_on_one_device_equals_an_uninterrupted_one_on_eight(preferred, tmp_path,
@@ -83,6 +85,7 @@ def test_a_run_resumed_on_one_device_equals_an_uninterrupted_one_on_eight(prefer
 
   def stop_at_the_third_step(*args, **kwargs):
     calls.append(1)
+    assert len(args[0]) == 6  # update_prompts of the 8 groups drawn
     if len(calls) == 3:
       assert len(_lines(out)) == 2  # on disk as each step ends, not only when the stage does
       raise KeyboardInterrupt("stopped")
@@ -115,11 +118,15 @@ def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
               {"steering_share": 0.6, "explanation_share": 0.6}, {"bundle_share": -0.1},
               {"steering_share": 0.5, "bundle_share": 0.6}, {"text_temperature": 0.0},
               {"prefix_credit": 1.5}, {"compared_temperature": 0.0}, {"supervised_weight": -1},
-              {"micro_batches": 0}):
+              {"micro_batches": 0}, {"update_prompts": 9}, {"update_prompts": -1}):
     with pytest.raises(stages.StageError, match="config.prefer"):
       pipeline.check(_config(config, **bad), ["prefer"])
   with pytest.raises(stages.StageError, match="steering_share is 1.0 by default: lower it"):
     pipeline.check(_config(config, steering_share=1.0, explanation_share=0.3), ["prefer"])
+  with pytest.raises(stages.StageError, match="the 20 rollouts an update trains on .* do not "
+                     "split into micro_batches 1 x 8 data devices"):
+    stage.train_prefer(_config(config, update_prompts=5), str(trained_lm[0]),
+                       str(tmp_path / "prefer"))
   with pytest.raises(stages.StageError, match="supervised_weight > 0 keeps the supervised"):
     stage.train_prefer(_config(config, steering_share=1.0, explanation_share=0.0,
                                bundle_share=0.0), str(trained_lm[0]), str(tmp_path / "prefer"))
