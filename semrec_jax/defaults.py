@@ -171,7 +171,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.prefer.prompts_per_step = 16  # training-split users asked per step
   # Groups an update trains on (0: all prompts_per_step). Fewer: those whose rollouts scored
   # differently first (DAPO's dynamic sampling; a group of equal rewards has no advantage, only
-  # KL), so the update, most of a step's cost, goes to groups that teach. prefer/rollouts.py
+  # KL), so the update, most of a step's cost, goes to groups that teach. On Games it moved the
+  # policy further and cost ranking (docs/benchmarks.md). prefer/rollouts.py
   config.prefer.update_prompts = 0
   config.prefer.group_size = 8         # rollouts per prompt (the constrained beam's best 8)
   config.prefer.temperature = 0.0      # 0: the beam's best; > 0: samples over valid IDs
