@@ -6,8 +6,11 @@ the rollout's own tokens (not the prompt, not padding)."""
 
 import jax.numpy as jnp
 
+# A group whose rewards' standard deviation is at most this scored alike: no advantages.
+EPS = 1e-6
 
-def group_advantages(rewards, eps: float = 1e-6):
+
+def group_advantages(rewards, eps: float = EPS):
   """[P, G] rewards -> [P, G] advantages: each reward less its group's mean, over the group's
   standard deviation. A group whose rollouts all scored alike teaches nothing (zeros)."""
   mean = rewards.mean(axis=1, keepdims=True)

@@ -153,10 +153,10 @@ def bundle_groups(decoder, lm, bundles: list[list[int]], values, group_size: int
           for members, prompt, answers in zip(bundles, asked, sampled)]
 
 
-def varied(group: Group, eps: float = 1e-6) -> bool:
+def varied(group: Group) -> bool:
   """Whether a group's rollouts scored differently: only then do they get advantages
-  (grpo.group_advantages, with the same eps)."""
-  return float(np.std(group.rewards)) > eps
+  (grpo.group_advantages, with the same grpo.EPS)."""
+  return float(np.std(group.rewards)) > grpo.EPS
 
 
 def kept_groups(groups: list[Group], count: int) -> list[Group]:
@@ -166,7 +166,7 @@ def kept_groups(groups: list[Group], count: int) -> list[Group]:
   drawn, where `count` covers them."""
   if count >= len(groups):
     return groups
-  return ([g for g in groups if varied(g)] + [g for g in groups if not varied(g)])[:count]
+  return sorted(groups, key=lambda g: not varied(g))[:count]  # stable: drawn order kept
 
 
 def _item_row(prompt: str, item: int, tokenizer, sids, seq_len: int):
