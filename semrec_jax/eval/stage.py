@@ -3,7 +3,10 @@
 Output in WORKDIR/eval/: metrics.json (ranking over the full catalog by constrained beam search
 per split, the seed's sampled protocol, popularity on the same users, invalid/duplicate rates,
 steering and language metrics; `null_reasons` says why a metric is null), samples.jsonl (readable
-examples) and info.json (protocol, users, step, timings).
+examples), info.json (protocol, users, step, timings) and ranked.npz (each user's ranked list and
+target per split, for paired comparisons between models measured on the same users). The
+preference checkpoint's folder, eval/prefer/, also holds its paired difference from the LM
+(`minus_lm/<split>/...` in metrics.json).
 """
 
 import json
@@ -36,11 +39,11 @@ def evaluate(config, workdir: str, out_dir: str, step: int | None = None) -> dic
   mesh = parallel.make_mesh(config.mesh)
   lm = restore.load(workdir, step=step if step is not None else
                     (None if config.eval.step < 0 else config.eval.step), mesh=mesh)
-  out = measure(config, workdir, out_dir, lm, mesh)
+  out, ranked = measure(config, workdir, out_dir, lm, mesh)
   if preference_trained(workdir):
     console.say("eval: the preference checkpoint, on the same users")
     measure(config, workdir, os.path.join(out_dir, "prefer"),
-            restore.load(workdir, mesh=mesh, source="prefer"), mesh)
+            restore.load(workdir, mesh=mesh, source="prefer"), mesh, reference=ranked)
   return out
 
 
@@ -59,9 +62,12 @@ def preference_trained(workdir: str) -> bool:
   return True
 
 
-def measure(config, workdir: str, out_dir: str, lm: restore.TrainedLM, mesh) -> dict:
+def measure(config, workdir: str, out_dir: str, lm: restore.TrainedLM, mesh,
+            reference: dict | None = None) -> tuple[dict, dict]:
   """Every eval metric of one restored model, written to out_dir (metrics.json, info.json,
-  samples.jsonl)."""
+  samples.jsonl, ranked.npz): (metrics, {split: ranked lists}). `reference`: another model's
+  ranked lists for the same users (measure's second value), to which the paired difference is
+  measured (`minus_lm/<split>/...`)."""
   c, started = config.eval, time.time()
   logging.info("eval: LM %s step %d restored (%d items)", lm.stage, lm.step, len(lm.codes))
   decoder = decoding.SidDecoder(lm.model, lm.code_tokens, lm.sid_start, lm.trie, mesh=mesh,
@@ -74,7 +80,7 @@ def measure(config, workdir: str, out_dir: str, lm: restore.TrainedLM, mesh) -> 
   width = max(c.beam_width, max(metrics.CUTOFFS))
   counts = popularity.train_counts(train_records, len(lm.codes))
   out, reasons, samples, timings = {}, {}, [], {}
-  ranked = {}
+  ranked, targets = {}, {}
   parts = [f"ranking {s}" for s in c.splits] + ["sampled", "steering", "language"]
   bar = console.Progress("eval prefer" if lm.stage == "prefer" else "eval", len(parts))
   for split in c.splits:
@@ -83,8 +89,11 @@ def measure(config, workdir: str, out_dir: str, lm: restore.TrainedLM, mesh) -> 
     split_records = read(split)
     records = [split_records[int(u)] for u in users]
     ranked[split] = ranking.rank(decoder, lm, records, width, max_history)
-    targets = np.asarray([int(r["target"]) for r in records])
-    out.update(metrics.ranking_metrics(ranked[split], targets, split))
+    targets[split] = np.asarray([int(r["target"]) for r in records])
+    out.update(metrics.ranking_metrics(ranked[split], targets[split], split))
+    if reference is not None:
+      out.update(metrics.paired_difference(reference[split], ranked[split], targets[split],
+                                           f"minus_lm/{split}"))
     out.update(popularity.scores(counts, records, split))
     timings[f"rank_{split}_s"] = round(time.time() - tick, 1)
     logging.info("eval: %s recall@10 %.4f ndcg@10 %.4f (%d users, %.0f s)", split,
@@ -150,7 +159,9 @@ def measure(config, workdir: str, out_dir: str, lm: restore.TrainedLM, mesh) -> 
   if multihost.is_primary():
     storage.write_json(os.path.join(out_dir, "metrics.json"), out)
     storage.write_json(os.path.join(out_dir, "info.json"), info)
+    storage.save_arrays(os.path.join(out_dir, "ranked.npz"), compressed=True, users=users,
+                        **ranked, **{f"{s}_targets": t for s, t in targets.items()})
     storage.write_text(os.path.join(out_dir, "samples.jsonl"), "".join(
         json.dumps(sample, ensure_ascii=False, default=int) + "\n" for sample in samples))
   logging.info("eval: %s", {k: v for k, v in out.items() if k != "null_reasons"})
-  return out
+  return out, ranked

@@ -29,18 +29,37 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
   return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
 
 
+def _per_user(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Each user's Recall@k and NDCG@k (1 / log2(rank + 1) when the target is in the top k)."""
+  hit = (ranks > 0) & (ranks <= k)
+  return hit.astype(np.float64), np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+
+
 def ranking_metrics(ranked: np.ndarray, targets: np.ndarray, prefix: str,
                     cutoffs=CUTOFFS) -> dict[str, float]:
   """{prefix/recall@K, prefix/ndcg@K for K in cutoffs, prefix/mrr}, means over users."""
   ranks = target_ranks(ranked, targets)
-  found = ranks > 0
-  gain = np.where(found, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+  per_k = {k: _per_user(ranks, k) for k in cutoffs}
+  out = {f"{prefix}/recall@{k}": float(np.mean(per_k[k][0])) for k in cutoffs}
+  out.update({f"{prefix}/ndcg@{k}": float(np.mean(per_k[k][1])) for k in cutoffs})
+  out[f"{prefix}/mrr"] = float(np.mean(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0)))
+  return out
+
+
+def paired_difference(ranked_a: np.ndarray, ranked_b: np.ndarray, targets: np.ndarray,
+                      prefix: str, k: int = 10) -> dict[str, float]:
+  """Model B minus model A on the same users: the mean of the per-user differences in Recall@k
+  and NDCG@k and its standard error (their spread / sqrt(users)). Two models that rank alike
+  differ per user far less than a metric varies across users, so this says whether a small lift
+  is more than noise where each model's own standard error cannot."""
   out = {}
-  for k in cutoffs:
-    out[f"{prefix}/recall@{k}"] = float(np.mean(found & (ranks <= k)))
-  for k in cutoffs:
-    out[f"{prefix}/ndcg@{k}"] = float(np.mean(np.where(ranks <= k, gain, 0.0)))
-  out[f"{prefix}/mrr"] = float(np.mean(np.where(found, 1.0 / np.maximum(ranks, 1), 0.0)))
+  pairs = zip(("recall", "ndcg"), _per_user(target_ranks(ranked_a, targets), k),
+              _per_user(target_ranks(ranked_b, targets), k))
+  for name, a, b in pairs:
+    diff = b - a
+    spread = np.std(diff, ddof=1) if len(diff) > 1 else 0.0
+    out[f"{prefix}/{name}@{k}"] = float(np.mean(diff))
+    out[f"{prefix}/{name}@{k}_stderr"] = float(spread / np.sqrt(len(diff)))
   return out
 
 

@@ -86,10 +86,23 @@ def lines(workdir: str, found: dict, examples: list[str]) -> list[str]:
     out += [f"  {name:<{width}} {users:>7} users  {number(r)}  {number(n)}  "
             f"{'  '.join(number(v, 2) for v in personal)}  {note}".rstrip()
             for name, users, r, n, note, personal in rows]
+  out += _prefer_minus_lm(found)
   for label, key in EVALUATED:
     if found[key]:
       out += _steering_and_language(label, found[key], found[f"{key}_info"] or {})
   return out + examples
+
+
+def _prefer_minus_lm(found: dict) -> list[str]:
+  """The preference checkpoint's NDCG@10 minus the LM's per split, paired over the same users:
+  whether its lift (or loss) is more than noise."""
+  e, info = found["prefer_eval"] or {}, found["prefer_eval_info"] or {}
+  splits = [s for s in info.get("splits", ()) if e.get(f"minus_lm/{s}/ndcg@10") is not None]
+  if not splits:
+    return []
+  return ["  LM + prefer minus LM, NDCG@10 on the same users: " + ", ".join(
+      f"{s} {e[f'minus_lm/{s}/ndcg@10']:+.4f} (paired standard error "
+      f"{e[f'minus_lm/{s}/ndcg@10_stderr']:.4f})" for s in splits)]
 
 
 def _steering_and_language(label: str, e: dict, info: dict) -> list[str]:

@@ -26,6 +26,24 @@ def test_ranking_metrics_by_hand():
       "test/mrr"]
 
 
+def test_paired_difference_by_hand():
+  targets = np.array([1, 2, 3, 4])
+  a = np.array([[1, 9, 8], [9, 2, 8], [9, 8, 7], [4, 9, 8]])  # ranks 1, 2, absent, 1
+  b = np.array([[9, 1, 8], [2, 9, 8], [9, 8, 3], [4, 9, 8]])  # ranks 2, 1, 3, 1
+  out = metrics.paired_difference(a, b, targets, "minus_lm/test", k=2)
+  gain = lambda rank: 1 / np.log2(rank + 1)
+  ndcg = np.array([gain(2) - 1, 1 - gain(2), 0.0, 0.0])  # the third user's rank 3 is past k
+  assert out["minus_lm/test/ndcg@2"] == pytest.approx(ndcg.mean()) == pytest.approx(0.0)
+  assert out["minus_lm/test/ndcg@2_stderr"] == pytest.approx(
+      np.sqrt(np.sum((ndcg - ndcg.mean()) ** 2) / 3) / 2)
+  assert out["minus_lm/test/recall@2"] == 0.0 and out["minus_lm/test/recall@2_stderr"] == 0.0
+  # Each model's NDCG@2 is its ranking_metrics value: the difference is of the same numbers.
+  means = [metrics.ranking_metrics(r, targets, "t", cutoffs=(2,))["t/ndcg@2"] for r in (a, b)]
+  assert out["minus_lm/test/ndcg@2"] == pytest.approx(means[1] - means[0])
+  one = metrics.paired_difference(a[:1], b[:1], targets[:1], "p", k=1)
+  assert (one["p/recall@1"], one["p/recall@1_stderr"]) == (-1.0, 0.0)  # one user: no spread
+
+
 def test_sampled_metrics_count_ties_against_the_model():
   target = np.array([0.5, 0.5, -1.0])
   negatives = np.array([[0.1] * 20, [0.5] + [0.1] * 19, [0.0] * 20])

@@ -12,6 +12,7 @@ from flax import nnx
 from semrec_jax import parallel, pipeline, stages
 from semrec_jax.eval import restore, stage as eval_stage
 from semrec_jax.prefer import rollouts, stage
+from semrec_jax.protocol import metrics
 from semrec_jax.report import summary
 
 STEPS = 3
@@ -142,7 +143,20 @@ def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(pr
   found = eval_stage.evaluate(config, workdir, str(out))
   read = lambda *parts: json.load(open(os.path.join(out, *parts)))
   assert read("metrics.json") == found
-  assert read("prefer", "metrics.json").keys() == found.keys()
+  preferred_found = read("prefer", "metrics.json")
+  paired = {k for k in preferred_found if k.startswith("minus_lm/")}
+  assert preferred_found.keys() - paired == found.keys()
+  # The paired difference is of the two models' lists for the same users, read back from disk.
+  lists = [np.load(os.path.join(out, *folder, "ranked.npz")) for folder in ((), ("prefer",))]
+  np.testing.assert_array_equal(lists[0]["users"], lists[1]["users"])
+  assert lists[0]["test"].shape == (8, 20)
+  for split in config.eval.splits:
+    np.testing.assert_array_equal(lists[0][f"{split}_targets"], lists[1][f"{split}_targets"])
+    want = metrics.paired_difference(lists[0][split], lists[1][split],
+                                     lists[0][f"{split}_targets"], f"minus_lm/{split}")
+    assert {k: preferred_found[k] for k in want} == pytest.approx(want, abs=1e-5)
+    assert preferred_found[f"minus_lm/{split}/ndcg@10"] == pytest.approx(
+        preferred_found[f"{split}/ndcg@10"] - found[f"{split}/ndcg@10"], abs=2e-5)
   lm_info, prefer_info = read("info.json"), read("prefer", "info.json")
   assert (lm_info["stage"], prefer_info["stage"], prefer_info["step"]) == ("all", "prefer", STEPS)
   assert prefer_info["users"] == lm_info["users"] == 8
@@ -150,3 +164,4 @@ def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(pr
   text = "\n".join(summary.lines(workdir, summary.collect(workdir), []))
   assert "LM (beam 20)" in text and "LM + prefer (beam 20)" in text
   assert "language   LM + prefer explanations faithful" in text
+  assert "LM + prefer minus LM, NDCG@10 on the same users: validation " in text
