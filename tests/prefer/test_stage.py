@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from semrec_jax import parallel, pipeline, stages
-from semrec_jax.eval import restore, stage as eval_stage
+from semrec_jax.eval import compare, restore, stage as eval_stage
 from semrec_jax.prefer import rollouts, stage
 from semrec_jax.protocol import metrics
 from semrec_jax.report import summary
@@ -134,7 +134,7 @@ def test_off_by_default_and_bad_settings_are_one_line(trained_lm, tmp_path):
 
 
 def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(preferred,
-                                                                              tmp_path):
+                                                                              tmp_path, capsys):
   workdir, config, _, _ = preferred
   config = config.copy_and_resolve_references()
   config.eval.update({"max_users": 8, "steer_users": 4, "explain_users": 2, "max_bundles": 2,
@@ -147,7 +147,8 @@ def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(pr
   paired = {k for k in preferred_found if k.startswith("minus_lm/")}
   assert preferred_found.keys() - paired == found.keys()
   # The paired difference is of the two models' lists for the same users, read back from disk.
-  lists = [np.load(os.path.join(out, *folder, "ranked.npz")) for folder in ((), ("prefer",))]
+  lists = [dict(np.load(os.path.join(out, *folder, "ranked.npz")))
+           for folder in ((), ("prefer",))]
   np.testing.assert_array_equal(lists[0]["users"], lists[1]["users"])
   assert lists[0]["test"].shape == (8, 20)
   for split in config.eval.splits:
@@ -157,6 +158,23 @@ def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(pr
     assert {k: preferred_found[k] for k in want} == pytest.approx(want, abs=1e-5)
     assert preferred_found[f"minus_lm/{split}/ndcg@10"] == pytest.approx(
         preferred_found[f"{split}/ndcg@10"] - found[f"{split}/ndcg@10"], abs=2e-5)
+  # The same comparison between any two eval folders of the same users (here the two above).
+  compared = compare.compare(str(out), str(out / "prefer"))
+  assert compared.pop("users") == 8
+  assert compared == pytest.approx({k.removeprefix("minus_lm/"): v for k, v in
+                                    preferred_found.items() if k in paired}, abs=1e-5)
+  compare.main(["compare", str(out), str(out / "prefer")])
+  assert "B minus A on the same 8 users" in capsys.readouterr().out
+  other = tmp_path / "other"
+  other.mkdir()
+  np.savez(other / "ranked.npz", **{**lists[1], "users": lists[1]["users"] + 1})
+  with pytest.raises(compare.NotComparable, match="ranked different users"):
+    compare.compare(str(out), str(other))
+  np.savez(other / "ranked.npz", **{**lists[1], "test_targets": lists[1]["test_targets"] + 1})
+  with pytest.raises(compare.NotComparable, match="different test targets"):
+    compare.compare(str(out), str(other))
+  with pytest.raises(SystemExit, match="ranked.npz: not found"):
+    compare.main(["compare", str(out), str(tmp_path)])
   lm_info, prefer_info = read("info.json"), read("prefer", "info.json")
   assert (lm_info["stage"], prefer_info["stage"], prefer_info["step"]) == ("all", "prefer", STEPS)
   assert prefer_info["users"] == lm_info["users"] == 8
