@@ -22,7 +22,7 @@ from semrec_jax.baselines.trainer import Trainer, train
 from semrec_jax.data import tfds_builders
 from semrec_jax.ids import assign
 from semrec_jax.models.sasrec import CodeSASRec, ComposedSASRec, ItemSASRec, SASRecConfig
-from semrec_jax.protocol import metrics, personalisation, popularity
+from semrec_jax.protocol import metrics, personalisation, popularity, ranked_lists
 from semrec_jax.stages import StageError
 
 MODELS = ("popularity", "sasrec_id", "sasrec_sid")
@@ -131,6 +131,7 @@ def baselines(config, workdir: str, out_dir: str) -> dict[str, dict]:
                    "history": result.history})
     results[name] = measure(top, targets, sampled, c.sampled_negatives, counts, c.seed)
     info["seconds"] = round(time.time() - started, 1)
+    ranked_lists.save(folder, users, top, targets)
     _write(folder, "metrics.json", results[name])
     _write(folder, "info.json", info)
     logging.info("baselines: %s test Recall@10 %.4f NDCG@10 %.4f (%d users, %.0f s)", name,

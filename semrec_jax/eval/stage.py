@@ -21,7 +21,7 @@ from semrec_jax.data import tfds_builders
 from semrec_jax.data.tfds_builders import text
 from semrec_jax.eval import language, ranking, restore, steering
 from semrec_jax.lm import decoding, phrasing, tasks
-from semrec_jax.protocol import metrics, personalisation, popularity
+from semrec_jax.protocol import metrics, personalisation, popularity, ranked_lists
 from semrec_jax.stages import StageError
 
 PROTOCOL = ("leave-one-out (last item test, second-to-last validation); full ranking over the "
@@ -159,8 +159,7 @@ def measure(config, workdir: str, out_dir: str, lm: restore.TrainedLM, mesh,
   if multihost.is_primary():
     storage.write_json(os.path.join(out_dir, "metrics.json"), out)
     storage.write_json(os.path.join(out_dir, "info.json"), info)
-    storage.save_arrays(os.path.join(out_dir, "ranked.npz"), compressed=True, users=users,
-                        **ranked, **{f"{s}_targets": t for s, t in targets.items()})
+    ranked_lists.save(out_dir, users, ranked, targets)
     storage.write_text(os.path.join(out_dir, "samples.jsonl"), "".join(
         json.dumps(sample, ensure_ascii=False, default=int) + "\n" for sample in samples))
   logging.info("eval: %s", {k: v for k, v in out.items() if k != "null_reasons"})

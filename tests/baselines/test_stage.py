@@ -13,9 +13,10 @@ from semrec_jax import defaults, parallel
 from semrec_jax.baselines import sequences, stage as stage_lib
 from semrec_jax.baselines.trainer import Trainer
 from semrec_jax.data import tfds_builders
+from semrec_jax.eval import compare
 from semrec_jax.ids import assign
 from semrec_jax.protocol import metrics as protocol_metrics
-from semrec_jax.protocol import personalisation
+from semrec_jax.protocol import personalisation, ranked_lists
 from semrec_jax.stages import StageError
 
 
@@ -121,6 +122,16 @@ def test_stage_writes_the_eval_metric_names_and_resumes(demo_workdir, demo_ids, 
   # One list for all: Jaccard 1, 10 items of the catalog, all among the 100 most bought.
   assert [results["popularity"][k] for k in personalisation.KEYS] == [1.0, 10 / 2000, 1.0]
   assert results["sasrec_id"]["top10/pairwise_jaccard"] < 1.0
+  # Each model's lists are kept: they give back its metrics, and pair with another model's.
+  lists = ranked_lists.load(str(out / "sasrec_id"))
+  np.testing.assert_array_equal(lists["users"], users)
+  assert lists["test"].shape == (200, 20)
+  found = protocol_metrics.ranking_metrics(lists["test"], lists["test_targets"], "test")
+  assert found["test/ndcg@10"] == pytest.approx(results["sasrec_id"]["test/ndcg@10"], abs=1e-5)
+  paired = compare.compare(str(out / "popularity"), str(out / "sasrec_id"))
+  assert paired["users"] == 200
+  assert paired["test/recall@10"] == pytest.approx(
+      results["sasrec_id"]["test/recall@10"] - results["popularity"]["test/recall@10"], abs=2e-5)
   # A second run finds every model measured and trains nothing.
   mtime = os.path.getmtime(out / "sasrec_id" / "metrics.json")
   assert stage_lib.baselines(config, str(workdir), str(out)) == results

@@ -164,11 +164,17 @@ def test_eval_measures_the_lm_and_the_preference_checkpoint_on_the_same_users(pr
   assert compared == pytest.approx({k.removeprefix("minus_lm/"): v for k, v in
                                     preferred_found.items() if k in paired}, abs=1e-5)
   compare.main(["compare", str(out), str(out / "prefer")])
-  assert "B minus A on the same 8 users" in capsys.readouterr().out
+  assert "B minus A on the 8 users both measured" in capsys.readouterr().out
+  # Folders of other users pair on those both measured; none in common, or other targets: refused.
   other = tmp_path / "other"
   other.mkdir()
-  np.savez(other / "ranked.npz", **{**lists[1], "users": lists[1]["users"] + 1})
-  with pytest.raises(compare.NotComparable, match="ranked different users"):
+  np.savez(other / "ranked.npz", **{k: v[:5] for k, v in lists[1].items()})
+  subset = compare.compare(str(out), str(other))
+  assert subset.pop("users") == 5
+  assert subset["test/ndcg@10"] == pytest.approx(metrics.paired_difference(
+      lists[0]["test"][:5], lists[1]["test"][:5], lists[1]["test_targets"][:5], "t")["t/ndcg@10"])
+  np.savez(other / "ranked.npz", **{**lists[1], "users": lists[1]["users"] + 10**6})
+  with pytest.raises(compare.NotComparable, match="no user measured in both"):
     compare.compare(str(out), str(other))
   np.savez(other / "ranked.npz", **{**lists[1], "test_targets": lists[1]["test_targets"] + 1})
   with pytest.raises(compare.NotComparable, match="different test targets"):
